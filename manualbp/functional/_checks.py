@@ -1,0 +1,61 @@
+"""Cheap boundary checks shared by the ops.
+
+Every op validates what it can check without touching the data (rank, shape,
+dtype, scalar ranges) and raises a ``ValueError`` that names the argument, what
+was expected and what was given, so a user never has to read a traceback from
+deep inside torch.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def check_tensor(op: str, name: str, t, ndim: int | Sequence[int] | None = None,
+                 floating: bool = True, shape_hint: str = "") -> None:
+    """Check that ``t`` is a tensor of an allowed rank (and floating dtype)."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if t.dim() not in allowed:
+            ranks = " or ".join(f"{d}-D" for d in allowed)
+            hint = f" of shape {shape_hint}" if shape_hint else ""
+            raise ValueError(f"{op}: {name} must be a {ranks} tensor{hint}; "
+                             f"got shape {tuple(t.shape)}")
+    if floating and not t.is_floating_point():
+        raise ValueError(f"{op}: {name} must have a floating dtype (float32 or float64); "
+                         f"got {t.dtype}. Convert it with .float()")
+
+
+def check_same_dtype_device(op: str, **tensors) -> None:
+    items = [(n, t) for n, t in tensors.items() if t is not None]
+    if not items:
+        return
+    n0, t0 = items[0]
+    for n, t in items[1:]:
+        if t.dtype != t0.dtype:
+            raise ValueError(f"{op}: {n} has dtype {t.dtype} but {n0} has {t0.dtype}; "
+                             "cast them to one floating dtype")
+        if t.device != t0.device:
+            raise ValueError(f"{op}: {n} is on {t.device} but {n0} is on {t0.device}; "
+                             "move them to one device")
+
+
+def check_positive(op: str, name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{op}: {name} must be a number > 0, got {value!r}")
+
+
+def check_choice(op: str, name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{op}: {name} must be one of {sorted(choices)}, got {value!r}")
+
+
+def pair(op: str, name: str, v) -> tuple[int, int]:
+    if isinstance(v, int):
+        return (v, v)
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
+        return (int(v[0]), int(v[1]))
+    raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")

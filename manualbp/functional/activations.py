@@ -1,0 +1,155 @@
+"""Element-wise activations with hand-written backward passes."""
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_positive, check_tensor
+
+
+class ReLUFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.clamp_min(0)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = max(x, 0) ; dL/dx = g * [y > 0]
+        (y,) = ctx.saved_tensors
+        return g * (y > 0).to(g.dtype)
+
+
+class ELUFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, alpha):
+        return torch.where(x > 0, x, alpha * torch.expm1(x))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, alpha = inputs
+        ctx.save_for_backward(x, output)
+        ctx.alpha = alpha
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = x (x > 0), alpha (e^x - 1) (x <= 0) ; dy/dx = 1 (x > 0), y + alpha (x <= 0)
+        x, y = ctx.saved_tensors
+        return g * torch.where(x > 0, torch.ones_like(y), y + ctx.alpha), None
+
+
+class TanhFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = tanh x ; dy/dx = 1 - y^2
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y)
+
+
+class ArctanFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.atan(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = arctan x ; dy/dx = 1 / (1 + x^2)
+        (x,) = ctx.saved_tensors
+        return g / (1 + x * x)
+
+
+class SigmoidFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.sigmoid(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = 1 / (1 + e^-x) ; dy/dx = y (1 - y)
+        (y,) = ctx.saved_tensors
+        return g * y * (1 - y)
+
+
+class SoftAbsFunction(torch.autograd.Function):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, eps):
+        return torch.sqrt(x * x + eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = sqrt(x^2 + eps) ; dy/dx = x / y
+        x, y = ctx.saved_tensors
+        return g * x / y, None
+
+
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """max(x, 0)."""
+    check_tensor("relu", "x", x)
+    return ReLUFunction.apply(x)
+
+
+def elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """x for x > 0, alpha (exp(x) - 1) otherwise."""
+    check_tensor("elu", "x", x)
+    check_positive("elu", "alpha", alpha)
+    return ELUFunction.apply(x, float(alpha))
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    check_tensor("tanh", "x", x)
+    return TanhFunction.apply(x)
+
+
+def arctan(x: torch.Tensor) -> torch.Tensor:
+    check_tensor("arctan", "x", x)
+    return ArctanFunction.apply(x)
+
+
+def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    check_tensor("sigmoid", "x", x)
+    return SigmoidFunction.apply(x)
+
+
+def soft_abs(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Soft absolute value sqrt(x^2 + eps) (the sparse-filtering activation)."""
+    check_tensor("soft_abs", "x", x)
+    check_positive("soft_abs", "eps", eps)
+    return SoftAbsFunction.apply(x, float(eps))
+
+
+ACTIVATIONS = {"relu": relu, "elu": elu, "tanh": tanh, "arctan": arctan, "sigmoid": sigmoid,
+               "soft_abs": soft_abs}

@@ -1,0 +1,366 @@
+"""Dense ops: linear, convolution, transposed convolution, max-pooling, resizing,
+reshape, concatenation and global average pooling, each with a hand-written backward.
+
+The backward passes call low-level primitives (matmul, ``aten.convolution_backward``,
+the aten ``*_backward`` kernels of pooling and resizing) on saved tensors; nothing here
+asks autograd to differentiate a forward.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ._checks import check_choice, check_same_dtype_device, check_tensor, pair
+
+aten = torch.ops.aten
+
+
+class LinearFunction(torch.autograd.Function):
+    """y = x w^T + b, x of shape (*, in), w of shape (out, in)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, b):
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b = inputs
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = g w ;  dL/dw = g^T x (summed over all leading dims) ;  dL/db = sum g
+        x, w = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = g @ w
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            g2 = g.reshape(-1, g.shape[-1])
+            if ctx.needs_input_grad[1]:
+                gw = g2.mT @ x.reshape(-1, x.shape[-1])
+            if ctx.has_bias and ctx.needs_input_grad[2]:
+                gb = g2.sum(0)
+        return gx, gw, gb
+
+
+def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """Fully connected layer ``x @ w.T + b`` (``w`` is ``(out_features, in_features)``)."""
+    check_tensor("linear", "x", x, shape_hint="(*, in_features)")
+    if x.dim() == 0:
+        raise ValueError("linear: x must have at least 1 dimension (*, in_features); got a scalar")
+    check_tensor("linear", "w", w, ndim=2, shape_hint="(out_features, in_features)")
+    if w.shape[1] != x.shape[-1]:
+        raise ValueError(f"linear: x has {x.shape[-1]} features in its last dimension but w expects "
+                         f"{w.shape[1]} (w has shape (out_features, in_features) = {tuple(w.shape)})")
+    if b is not None:
+        check_tensor("linear", "b", b, ndim=1, shape_hint=f"({w.shape[0]},)")
+        if b.shape[0] != w.shape[0]:
+            raise ValueError(f"linear: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    check_same_dtype_device("linear", x=x, w=w, b=b)
+    return LinearFunction.apply(x, w, b)
+
+
+def _conv_padding(op: str, padding, kernel: tuple[int, int]) -> tuple[int, int]:
+    if padding == "same":
+        # "same": output size ceil(in / stride) for odd kernels, padded symmetrically by k // 2
+        if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
+            raise ValueError(f"{op}: padding='same' needs an odd kernel size, got {kernel}; "
+                             "pass explicit integer padding instead")
+        return (kernel[0] // 2, kernel[1] // 2)
+    if padding == "valid":
+        return (0, 0)
+    return pair(op, "padding", padding)
+
+
+def _check_conv(op: str, x, w, b, in_ch_dim: int, out_ch_dim: int):
+    check_tensor(op, "x", x, ndim=4, shape_hint="(N, C, H, W)")
+    check_tensor(op, "w", w, ndim=4, shape_hint="(out_channels, in_channels, kH, kW)"
+                 if in_ch_dim == 1 else "(in_channels, out_channels, kH, kW)")
+    if x.shape[1] != w.shape[in_ch_dim]:
+        raise ValueError(f"{op}: x has {x.shape[1]} channels but w (shape {tuple(w.shape)}) expects "
+                         f"{w.shape[in_ch_dim]} in dimension {in_ch_dim}")
+    if b is not None:
+        check_tensor(op, "b", b, ndim=1, shape_hint=f"({w.shape[out_ch_dim]},)")
+        if b.shape[0] != w.shape[out_ch_dim]:
+            raise ValueError(f"{op}: b must have shape ({w.shape[out_ch_dim]},), got {tuple(b.shape)}")
+    check_same_dtype_device(op, x=x, w=w, b=b)
+
+
+class Conv2dFunction(torch.autograd.Function):
+    """y = conv2d(x, w) + b (cross-correlation, as torch)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, b, stride, padding):
+        return F.conv2d(x, w, b, stride, padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b, stride, padding = inputs
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, b is not None)
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = conv_transpose2d(g, w) ; dL/dw[o,i] = sum_n corr(x[n,i], g[n,o]) ; dL/db = sum_{n,h,w} g
+        # (all three from one aten.convolution_backward call)
+        x, w = ctx.saved_tensors
+        stride, padding, has_bias = ctx.conf
+        need = ctx.needs_input_grad
+        mask = [need[0], need[1], has_bias and need[2]]
+        if not any(mask):
+            return None, None, None, None, None
+        gx, gw, gb = aten.convolution_backward(
+            g, x, w, [w.shape[0]] if has_bias else None, list(stride), list(padding), [1, 1],
+            False, [0, 0], 1, mask)
+        return gx, gw, gb, None, None
+
+
+def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
+           padding="same") -> torch.Tensor:
+    """2-D convolution. ``padding`` is an int, a pair, ``"same"`` (k // 2, odd kernels) or ``"valid"``."""
+    _check_conv("conv2d", x, w, b, 1, 0)
+    stride = pair("conv2d", "stride", stride)
+    padding = _conv_padding("conv2d", padding, tuple(w.shape[2:]))
+    return Conv2dFunction.apply(x, w, b, stride, padding)
+
+
+class ConvTranspose2dFunction(torch.autograd.Function):
+    """y = conv_transpose2d(x, w) + b, w of shape (in_channels, out_channels, kH, kW)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, b, stride, padding, output_padding):
+        return F.conv_transpose2d(x, w, b, stride, padding, output_padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b, stride, padding, output_padding = inputs
+        ctx.save_for_backward(x, w)
+        ctx.conf = (stride, padding, output_padding, b is not None)
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = conv2d(g, w) (the transpose of the transpose) ; dL/dw[i,o] = sum_n corr(g[n,o], x[n,i]) ;
+        # dL/db = sum_{n,h,w} g  -- from aten.convolution_backward with transposed=True
+        x, w = ctx.saved_tensors
+        stride, padding, output_padding, has_bias = ctx.conf
+        need = ctx.needs_input_grad
+        mask = [need[0], need[1], has_bias and need[2]]
+        if not any(mask):
+            return (None,) * 6
+        gx, gw, gb = aten.convolution_backward(
+            g, x, w, [w.shape[1]] if has_bias else None, list(stride), list(padding), [1, 1],
+            True, list(output_padding), 1, mask)
+        return gx, gw, gb, None, None, None
+
+
+def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
+                     padding=0, output_padding=0) -> torch.Tensor:
+    """Transposed 2-D convolution; ``w`` has shape ``(in_channels, out_channels, kH, kW)`` as in torch."""
+    _check_conv("conv_transpose2d", x, w, b, 0, 1)
+    stride = pair("conv_transpose2d", "stride", stride)
+    padding = pair("conv_transpose2d", "padding", padding)
+    output_padding = pair("conv_transpose2d", "output_padding", output_padding)
+    if any(op >= s for op, s in zip(output_padding, stride)):
+        raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller than "
+                         f"stride {stride}")
+    return ConvTranspose2dFunction.apply(x, w, b, stride, padding, output_padding)
+
+
+class MaxPool2dFunction(torch.autograd.Function):
+    """y[n,c,i,j] = max over the window of x; returns (y, argmax indices)."""
+
+    @staticmethod
+    def forward(x, kernel, stride, padding):
+        return aten.max_pool2d_with_indices(x, list(kernel), list(stride), list(padding), [1, 1], False)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, kernel, stride, padding = inputs
+        _, idx = output
+        ctx.mark_non_differentiable(idx)
+        ctx.save_for_backward(x, idx)
+        ctx.conf = (kernel, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g, _g_idx):
+        # dL/dx = g routed to the argmax of each window (summed where windows overlap)
+        x, idx = ctx.saved_tensors
+        kernel, stride, padding = ctx.conf
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = aten.max_pool2d_with_indices_backward(g, x, list(kernel), list(stride), list(padding),
+                                                       [1, 1], False, idx)
+        return gx, None, None, None
+
+
+def max_pool2d(x: torch.Tensor, kernel_size=2, stride=None, padding=0) -> torch.Tensor:
+    """2-D max-pooling (stride defaults to the kernel size)."""
+    check_tensor("max_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
+    kernel = pair("max_pool2d", "kernel_size", kernel_size)
+    stride = kernel if stride is None else pair("max_pool2d", "stride", stride)
+    padding = pair("max_pool2d", "padding", padding)
+    if x.shape[2] + 2 * padding[0] < kernel[0] or x.shape[3] + 2 * padding[1] < kernel[1]:
+        raise ValueError(f"max_pool2d: input of spatial size {tuple(x.shape[2:])} is smaller than the "
+                         f"kernel {kernel}")
+    return MaxPool2dFunction.apply(x, kernel, stride, padding)[0]
+
+
+_UPSAMPLE = {
+    "bilinear": (aten.upsample_bilinear2d, aten.upsample_bilinear2d_backward),
+    "bicubic": (aten.upsample_bicubic2d, aten.upsample_bicubic2d_backward),
+}
+
+
+class InterpolateFunction(torch.autograd.Function):
+    """Bilinear or bicubic resize of (N, C, H, W) to a given (H', W')."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, size, mode, align_corners):
+        return _UPSAMPLE[mode][0](x, list(size), align_corners)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, size, mode, align_corners = inputs
+        ctx.conf = (tuple(x.shape), size, mode, align_corners)
+
+    @staticmethod
+    def backward(ctx, g):
+        # resizing is linear, y = R x, so dL/dx = R^T g (the aten upsample *_backward kernel)
+        in_shape, size, mode, align_corners = ctx.conf
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = _UPSAMPLE[mode][1](g.contiguous(), list(size), list(in_shape), align_corners)
+        return gx, None, None, None
+
+
+def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "bilinear",
+                align_corners: bool = False) -> torch.Tensor:
+    """Resize (N, C, H, W) to ``size`` or by ``scale_factor`` with bilinear or bicubic interpolation."""
+    check_tensor("interpolate", "x", x, ndim=4, shape_hint="(N, C, H, W)")
+    check_choice("interpolate", "mode", mode, _UPSAMPLE)
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size and scale_factor")
+    if size is None:
+        sh, sw = (scale_factor, scale_factor) if isinstance(scale_factor, (int, float)) else scale_factor
+        size = (int(math.floor(x.shape[2] * sh)), int(math.floor(x.shape[3] * sw)))
+    size = pair("interpolate", "size", size)
+    if min(size) < 1:
+        raise ValueError(f"interpolate: output size must be positive, got {size}")
+    return InterpolateFunction.apply(x, size, mode, bool(align_corners))
+
+
+class ReshapeFunction(torch.autograd.Function):
+    """y = x viewed with a new shape (same elements, same order)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, shape):
+        return x.reshape(shape)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.in_shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = g reshaped back to x's shape
+        return g.reshape(ctx.in_shape), None
+
+
+def reshape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Reshape with a manual backward (``-1`` allowed once, as in torch)."""
+    check_tensor("reshape", "x", x, floating=True)
+    shape = tuple(int(s) for s in shape)
+    known = math.prod(s for s in shape if s != -1)
+    if shape.count(-1) > 1 or (shape.count(-1) == 0 and known != x.numel()) or \
+            (shape.count(-1) == 1 and (known == 0 or x.numel() % known)):
+        raise ValueError(f"reshape: cannot reshape x of shape {tuple(x.shape)} ({x.numel()} elements) "
+                         f"into {shape}")
+    return ReshapeFunction.apply(x, shape)
+
+
+def flatten(x: torch.Tensor, start_dim: int = 1) -> torch.Tensor:
+    """Flatten all dimensions from ``start_dim`` on (default keeps the batch dimension)."""
+    check_tensor("flatten", "x", x)
+    return reshape(x, tuple(x.shape[:start_dim]) + (-1,))
+
+
+class ConcatFunction(torch.autograd.Function):
+    """y = cat(x_1, ..., x_k) along ``dim``."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(dim, *xs):
+        return torch.cat(xs, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        dim, *xs = inputs
+        ctx.dim = dim
+        ctx.sizes = [x.shape[dim] for x in xs]
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx_i = the slice of g that x_i occupies
+        return (None, *g.split(ctx.sizes, ctx.dim))
+
+
+def concat(xs: Sequence[torch.Tensor], dim: int = 1) -> torch.Tensor:
+    """Concatenate tensors along ``dim`` (skip connections); all other dimensions must match."""
+    xs = list(xs)
+    if not xs:
+        raise ValueError("concat: needs at least one tensor")
+    for i, x in enumerate(xs):
+        check_tensor("concat", f"xs[{i}]", x)
+    nd = xs[0].dim()
+    if not -nd <= dim < nd:
+        raise ValueError(f"concat: dim {dim} out of range for {nd}-D tensors")
+    dim = dim % nd
+    ref = list(xs[0].shape)
+    for i, x in enumerate(xs[1:], 1):
+        s = list(x.shape)
+        if len(s) != nd or s[:dim] + s[dim + 1:] != ref[:dim] + ref[dim + 1:]:
+            raise ValueError(f"concat: xs[{i}] has shape {tuple(s)}, which does not match xs[0] "
+                             f"{tuple(ref)} outside dimension {dim}")
+    check_same_dtype_device("concat", **{f"xs[{i}]": x for i, x in enumerate(xs)})
+    return ConcatFunction.apply(dim, *xs)
+
+
+class GlobalAvgPool2dFunction(torch.autograd.Function):
+    """y[n,c] = mean_{h,w} x[n,c,h,w]."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return x.mean(dim=(-2, -1))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.in_shape = inputs[0].shape
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx[n,c,h,w] = g[n,c] / (H W)
+        h, w = ctx.in_shape[-2:]
+        return (g / (h * w))[..., None, None].expand(ctx.in_shape).contiguous()
+
+
+def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
+    """Average over the spatial dimensions: (N, C, H, W) -> (N, C)."""
+    check_tensor("global_avg_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
+    return GlobalAvgPool2dFunction.apply(x)

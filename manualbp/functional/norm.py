@@ -1,0 +1,148 @@
+"""Normalisation without affine parameters: centering, standardisation, batch norm."""
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_positive, check_tensor
+
+
+def _check_dim(op: str, x: torch.Tensor, dim: int) -> int:
+    if not -x.dim() <= dim < x.dim():
+        raise ValueError(f"{op}: dim {dim} out of range for a {x.dim()}-D input")
+    return dim % x.dim()
+
+
+class CenterFunction(torch.autograd.Function):
+    """y = x - mean(x, dim)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, dim):
+        return x - x.mean(dim, keepdim=True)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.dim = inputs[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = g - mean(g, dim)   (the exact Jacobian I - 11^T/N applied to g; not g (1 - 1/N))
+        return g - g.mean(ctx.dim, keepdim=True), None
+
+
+def center(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Subtract the mean over ``dim`` (0: over the batch, per dimension; 1: per example)."""
+    check_tensor("center", "x", x)
+    dim = _check_dim("center", x, dim)
+    return CenterFunction.apply(x, dim)
+
+
+class StandardizeFunction(torch.autograd.Function):
+    """y = (x - mean) / sqrt(var + eps) over ``dim`` (biased variance)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, dim, eps):
+        mu = x.mean(dim, keepdim=True)
+        xc = x - mu
+        var = (xc * xc).mean(dim, keepdim=True)
+        return xc * torch.rsqrt(var + eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, dim, eps = inputs
+        ctx.save_for_backward(x, output)
+        ctx.conf = (dim, eps)
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = (g - mean(g) - y mean(g y)) / sqrt(var + eps)   (means over dim)
+        x, y = ctx.saved_tensors
+        dim, eps = ctx.conf
+        xc = x - x.mean(dim, keepdim=True)
+        inv_std = torch.rsqrt((xc * xc).mean(dim, keepdim=True) + eps)
+        return (g - g.mean(dim, keepdim=True) - y * (g * y).mean(dim, keepdim=True)) * inv_std, None, None
+
+
+def standardize(x: torch.Tensor, eps: float = 1e-5, dim: int = 0) -> torch.Tensor:
+    """Zero mean, unit (biased) variance over ``dim``."""
+    check_tensor("standardize", "x", x)
+    check_positive("standardize", "eps", eps)
+    dim = _check_dim("standardize", x, dim)
+    return StandardizeFunction.apply(x, dim, float(eps))
+
+
+class BatchNormFunction(torch.autograd.Function):
+    """Batch norm without affine parameters over all dimensions but the channel (dim 1).
+
+    Training: y = (x - mu_B) / sqrt(var_B + eps) with batch statistics; running statistics are
+    updated in place as in torch (running = (1 - momentum) running + momentum batch, unbiased
+    variance). Eval: y = (x - running_mean) / sqrt(running_var + eps).
+    Returns (y, 1 / sqrt(var + eps)); the second output is non-differentiable.
+    """
+
+    @staticmethod
+    def forward(x, running_mean, running_var, training, momentum, eps):
+        dims = [0] + list(range(2, x.dim()))
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        if training:
+            var, mu = torch.var_mean(x, dims, unbiased=False)
+            if running_mean is not None:
+                n = x.numel() // x.shape[1]
+                running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
+                running_var.mul_(1 - momentum).add_(var * (n / (n - 1)), alpha=momentum)
+        else:
+            mu, var = running_mean, running_var
+        inv_std = torch.rsqrt(var + eps)
+        return (x - mu.reshape(shape)) * inv_std.reshape(shape), inv_std
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, _, _, training, _, _ = inputs
+        y, inv_std = output
+        ctx.mark_non_differentiable(inv_std)
+        ctx.save_for_backward(y, inv_std)
+        ctx.training = training
+        ctx.dims = [0] + list(range(2, x.dim()))
+        ctx.shape = [1, -1] + [1] * (x.dim() - 2)
+
+    @staticmethod
+    def backward(ctx, g, _g_inv_std):
+        # training: dL/dx = (g - mean(g) - y mean(g y)) / sqrt(var_B + eps)   (means over N, H, W)
+        # eval:     dL/dx = g / sqrt(running_var + eps)
+        y, inv_std = ctx.saved_tensors
+        if ctx.training:
+            g = g - g.mean(ctx.dims, keepdim=True) - y * (g * y).mean(ctx.dims, keepdim=True)
+        return g * inv_std.reshape(ctx.shape), None, None, None, None, None
+
+
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+               training: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Batch norm without affine parameters for (N, C) or (N, C, H, W) inputs.
+
+    ``momentum`` follows torch's convention (weight of the new batch: TensorFlow's decay 0.9 is
+    momentum 0.1 here). ``running_mean``/``running_var`` may be None in training mode only.
+    """
+    check_tensor("batch_norm", "x", x, ndim=(2, 4), shape_hint="(N, C) or (N, C, H, W)")
+    check_positive("batch_norm", "eps", eps)
+    if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+        raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum!r}")
+    c = x.shape[1]
+    for name, r in (("running_mean", running_mean), ("running_var", running_var)):
+        if r is None:
+            if not training:
+                raise ValueError(f"batch_norm: {name} is required in eval mode (training=False)")
+            continue
+        check_tensor("batch_norm", name, r, ndim=1, shape_hint=f"({c},)")
+        if r.shape[0] != c or r.dtype != x.dtype or r.device != x.device:
+            raise ValueError(f"batch_norm: {name} must be a ({c},) tensor with x's dtype and device; got "
+                             f"shape {tuple(r.shape)}, {r.dtype}, {r.device}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    if training and x.numel() // c <= 1:
+        raise ValueError(f"batch_norm: training needs more than one value per channel; got input of shape "
+                         f"{tuple(x.shape)} (use a batch of at least 2, or training=False)")
+    return BatchNormFunction.apply(x, running_mean, running_var, bool(training), float(momentum),
+                                   float(eps))[0]

@@ -1,0 +1,122 @@
+"""The regularizer family: a penalty lam * sum R(theta) over a weight tensor whose backward
+is lam * R'(theta) * g, written by hand for every R.
+
+``REGULARIZERS`` is the table: name -> Regularizer(R, R', formula, note). Where the seeds
+coded a derivative that is not R's true derivative, the op keeps the true one (so gradcheck
+passes) and the seed's version is kept as ``seed_grad`` and used only with
+``regularize(..., seed_grad=True)``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ._checks import check_tensor
+
+EPS = 1e-7  # the seeds' epsilon
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    name: str
+    value: Callable[[torch.Tensor], torch.Tensor]       # R(theta), element-wise
+    grad: Callable[[torch.Tensor], torch.Tensor]        # R'(theta), element-wise, the true derivative
+    formula: str
+    note: str = ""
+    seed_grad: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    smooth_at_zero: bool = True      # False: R' jumps at 0 (gradcheck uses symmetric differences there)
+    defined_at_zero: bool = True     # False: R or R' is infinite / undefined at 0
+
+
+def _sec2(t):  # 1 - tanh^2(t)
+    th = torch.tanh(t)
+    return 1 - th * th
+
+
+def _sabs(t):  # sqrt(t^2 + eps)
+    return torch.sqrt(t * t + EPS)
+
+
+_TABLE = [
+    Regularizer("l1", torch.abs, torch.sign, "|t|", smooth_at_zero=False),
+    Regularizer("l2", lambda t: t * t, lambda t: 2 * t, "t^2"),
+    Regularizer("linear", lambda t: t, torch.ones_like, "t"),
+    Regularizer("smooth_abs", _sabs, lambda t: t / _sabs(t), "sqrt(t^2 + eps)",
+                note="the seed wrote R = sqrt(t^2) but coded R' = t / sqrt(t^2 + eps); eps is kept in "
+                     "R so that R' is its true derivative"),
+    Regularizer("elastic", lambda t: (t.abs() + _sabs(t)) / 2,
+                lambda t: 0.5 * (torch.sign(t) + t / _sabs(t)), "(|t| + sqrt(t^2 + eps)) / 2",
+                smooth_at_zero=False),
+    Regularizer("abs_smooth", lambda t: torch.sqrt(t.abs() ** 2 + EPS),
+                lambda t: t.abs() * torch.sign(t) / _sabs(t), "sqrt(|t|^2 + eps)",
+                note="eps kept in R as for smooth_abs"),
+    Regularizer("ratio", torch.sign, torch.zeros_like, "sqrt(t^2) / t = sign(t)",
+                note="a control: R' = 0 almost everywhere; R is taken as sign(t), 0 at t = 0",
+                defined_at_zero=False),
+    Regularizer("neg_log1p_sq", lambda t: -torch.log1p(t * t), lambda t: -2 * t / (1 + t * t),
+                "-log(1 + t^2)"),
+    Regularizer("neg_tanh", lambda t: -torch.tanh(t), lambda t: -_sec2(t), "-tanh(t)"),
+    Regularizer("neg_tanh_sq", lambda t: -torch.tanh(t * t), lambda t: -_sec2(t * t) * 2 * t,
+                "-tanh(t^2)"),
+    Regularizer("neg_tanh_abs", lambda t: -torch.tanh(t.abs()),
+                lambda t: -_sec2(t.abs()) * torch.sign(t), "-tanh(|t|)", smooth_at_zero=False),
+    Regularizer("neg_tanh_abs_sq", lambda t: -torch.tanh(t.abs() ** 2),
+                lambda t: -_sec2(t * t) * 2 * t.abs() * torch.sign(t), "-tanh(|t|^2)"),
+    Regularizer("sin", torch.sin, torch.cos, "sin(t)"),
+    Regularizer("abs_sin", lambda t: torch.sin(t).abs(), lambda t: torch.sign(torch.sin(t)) * torch.cos(t),
+                "|sin(t)|", smooth_at_zero=False),
+    Regularizer("log_sq", lambda t: torch.log(t * t), lambda t: 2 / t, "log(t^2)",
+                note="the seed coded R' = 2 / (t + eps); the op uses the true 2 / t",
+                seed_grad=lambda t: 2 / (t + EPS), defined_at_zero=False),
+    Regularizer("x_log_sq", lambda t: t * torch.log(t * t), lambda t: torch.log(t * t) + 2,
+                "t log(t^2)", defined_at_zero=False),
+]
+
+REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in _TABLE}
+
+# the letters of each article, mapped to the names above ("none" = no regularizer)
+SEED1_LETTERS = {"Z": "none", "A": "l1", "B": "l2", "C": "smooth_abs", "D": "neg_log1p_sq",
+                 "E": "neg_tanh", "F": "neg_tanh_sq", "G": "neg_tanh_abs", "H": "neg_tanh_abs_sq",
+                 "I": "sin", "J": "abs_sin", "K": "log_sq", "L": "x_log_sq"}
+SEED5_LETTERS = {"Z": "none", "A": "l2", "B": "elastic", "C": "linear", "D": "smooth_abs", "E": "l1",
+                 "F": "abs_smooth", "G": "ratio", "H": "neg_tanh", "I": "neg_tanh_sq", "J": "neg_log1p_sq"}
+
+
+class RegularizeFunction(torch.autograd.Function):
+    """P = lam * sum R(w)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(w, name, lam, seed_grad):
+        return lam * REGULARIZERS[name].value(w).sum()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        w, name, lam, seed_grad = inputs
+        ctx.save_for_backward(w)
+        ctx.conf = (name, lam, seed_grad)
+
+    @staticmethod
+    def backward(ctx, g):
+        # dP/dw = lam * R'(w) * g   (R' from the table; the seed's R' when seed_grad)
+        (w,) = ctx.saved_tensors
+        name, lam, seed_grad = ctx.conf
+        reg = REGULARIZERS[name]
+        d = reg.seed_grad if (seed_grad and reg.seed_grad is not None) else reg.grad
+        return g * lam * d(w), None, None, None
+
+
+def regularize(w: torch.Tensor, name: str, lam: float = 1.0, seed_grad: bool = False) -> torch.Tensor:
+    """lam * sum R(w) for a regularizer ``name`` of ``REGULARIZERS`` ("none" gives 0)."""
+    check_tensor("regularize", "w", w)
+    if name != "none" and name not in REGULARIZERS:
+        raise ValueError(f"regularize: unknown regularizer {name!r}; choose one of "
+                         f"{['none'] + sorted(REGULARIZERS)}")
+    if not isinstance(lam, (int, float)) or lam != lam or lam < 0:
+        raise ValueError(f"regularize: lam must be a number >= 0, got {lam!r}")
+    if name == "none" or lam == 0:
+        return w.new_zeros(())
+    return RegularizeFunction.apply(w, name, float(lam), bool(seed_grad))

@@ -1,0 +1,66 @@
+"""Sparse filtering (Ngiam et al., NIPS 2011) as a scalar cost with a hand-written backward.
+
+z has shape (N examples, K features). F = act(z) with act = soft-abs sqrt(z^2 + eps) or ELU;
+each feature (column) is L2-normalised across the examples, then each example (row) across
+the features; the cost is the sum of the entries (an L1 norm of the normalised features).
+In Ngiam's (features x examples) layout these are the rows and the columns.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_choice, check_positive, check_tensor
+
+SPARSE_ACTIVATIONS = ("soft_abs", "elu")
+
+
+class SparseFilteringFunction(torch.autograd.Function):
+    """cost = sum(F2), F1 = F / sqrt(sum_n F^2 + eps), F2 = F1 / sqrt(sum_k F1^2 + eps).
+
+    Returns (cost, F, F1, F2, n1, n2); only the cost is differentiable.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(z, eps, activation):
+        if activation == "soft_abs":
+            f = torch.sqrt(z * z + eps)
+        else:
+            f = torch.where(z > 0, z, torch.expm1(z))
+        n1 = torch.sqrt((f * f).sum(0, keepdim=True) + eps)
+        f1 = f / n1
+        n2 = torch.sqrt((f1 * f1).sum(1, keepdim=True) + eps)
+        f2 = f1 / n2
+        return f2.sum(), f, f1, f2, n1, n2
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        z, eps, activation = inputs
+        _, f, f1, f2, n1, n2 = output
+        ctx.mark_non_differentiable(f, f1, f2, n1, n2)
+        ctx.save_for_backward(z, f, f1, f2, n1, n2)
+        ctx.activation = activation
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        # L2 normalisation y = x / sqrt(sum x^2 + eps) has dL/dx = (dL/dy - y sum(dL/dy y)) / norm:
+        #   dL/dF2 = g ; dL/dF1 = (g - F2 sum_k(g F2)) / n2 ; dL/dF = (dL/dF1 - F1 sum_n(dL/dF1 F1)) / n1
+        #   soft-abs: dL/dz = dL/dF z / F ;  ELU: dL/dz = dL/dF (1 if z > 0 else F + 1)
+        z, f, f1, f2, n1, n2 = ctx.saved_tensors
+        g2 = g.expand_as(f2)
+        g1 = (g2 - f2 * (g2 * f2).sum(1, keepdim=True)) / n2
+        gf = (g1 - f1 * (g1 * f1).sum(0, keepdim=True)) / n1
+        if ctx.activation == "soft_abs":
+            gz = gf * z / f
+        else:
+            gz = gf * torch.where(z > 0, torch.ones_like(f), f + 1)
+        return gz, None, None
+
+
+def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft_abs") -> torch.Tensor:
+    """Sparse-filtering cost of features ``z`` (N examples, K features); returns a scalar."""
+    check_tensor("sparse_filtering", "z", z, ndim=2, shape_hint="(N examples, K features)")
+    check_positive("sparse_filtering", "eps", eps)
+    check_choice("sparse_filtering", "activation", activation, SPARSE_ACTIVATIONS)
+    return SparseFilteringFunction.apply(z, float(eps), activation)[0]

@@ -1,0 +1,267 @@
+"""Whitening ops: ZCA whitening, decorrelated batch norm (Huang et al., CVPR 2018) and
+IterNorm (Newton-Schulz whitening, Huang et al., CVPR 2019).
+
+Notation (rows are samples): A is (n, d), S = A^T A / n (+ eps I), U = S^{-1/2}, Y = A U.
+With the eigendecomposition S = E diag(lambda) E^T and s_i = sqrt(lambda_i + eps), the
+Daleckii-Krein formula gives the exact backward of U = f(S), f(l) = (l + eps)^{-1/2}:
+
+    dL/dS = E (K o (E^T (dL/dU) E)) E^T,   K_ij = (f(l_i) - f(l_j)) / (l_i - l_j)
+                                              = -1 / (s_i s_j (s_i + s_j))
+
+which holds on the diagonal too (K_ii = f'(l_i)) and never divides by l_i - l_j, so it stays
+finite for repeated eigenvalues and rank-deficient batches (N < D).
+"""
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_choice, check_positive, check_tensor
+
+BACKENDS = ("eigh", "svd")
+ZCA_MODES = ("dim", "example")
+ZCA_GRADS = ("exact", "seed")
+
+
+def _inv_sqrt_psd(S: torch.Tensor, eps: float, backend: str):
+    """U = (S + eps I)^{-1/2} for symmetric PSD S; returns (U, E, s) with s = sqrt(lambda + eps)."""
+    if backend == "eigh":
+        lam, E = torch.linalg.eigh(S)
+    else:  # S is symmetric PSD, so its SVD is an eigendecomposition: S = E diag(lam) E^T
+        E, lam, _ = torch.linalg.svd(S)
+    s = torch.sqrt(lam.clamp_min(0) + eps)
+    return (E / s) @ E.mT, E, s
+
+
+def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, seed_grad: bool = False):
+    """dL/dS for U = E diag(1/s) E^T given dL/dU (the Daleckii-Krein formula above).
+
+    ``seed_grad`` zeroes the eigenvalue term (the diagonal of K), as the seed's code did; the
+    result is then not the gradient (gradcheck fails), kept only to show the difference.
+    """
+    K = -1.0 / (s[..., :, None] * s[..., None, :] * (s[..., :, None] + s[..., None, :]))
+    if seed_grad:
+        K = K * (1 - torch.eye(K.shape[-1], dtype=K.dtype, device=K.device))
+    return E @ (K * (E.mT @ gU @ E)) @ E.mT
+
+
+def _whiten_backward(A, G, U, E, s, seed_grad=False):
+    # Y = A U with U = (A^T A / n + eps I)^{-1/2}:
+    # dL/dA = G U^T + A (dS + dS^T) / n,  dS = dL/dS from _inv_sqrt_backward(A^T G)
+    dS = _inv_sqrt_backward(A.mT @ G, E, s, seed_grad)
+    return G @ U.mT + A @ (dS + dS.mT) / A.shape[-2]
+
+
+class ZCAWhitenFunction(torch.autograd.Function):
+    """ZCA whitening of rows: S = A^T A / n, Y = A (S + eps I)^{-1/2}.
+
+    mode "dim": A = x (N, D), a D x D covariance. mode "example": A = x^T, an N x N covariance,
+    i.e. y = (x x^T / D + eps I)^{-1/2} x. Returns (y, U, E, s); only y is differentiable.
+    """
+
+    @staticmethod
+    def forward(x, eps, mode, backend, grad):
+        A = x if mode == "dim" else x.mT
+        U, E, s = _inv_sqrt_psd(A.mT @ A / A.shape[-2], eps, backend)
+        Y = A @ U
+        return (Y if mode == "dim" else Y.mT), U, E, s
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, eps, mode, backend, grad = inputs
+        _, U, E, s = output
+        ctx.mark_non_differentiable(U, E, s)
+        ctx.save_for_backward(x, U, E, s)
+        ctx.conf = (mode, grad)
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        # see _whiten_backward: dL/dA = G U + A (dS + dS^T) / n with the Daleckii-Krein dS;
+        # mode "example" applies it to A = x^T, G = g^T and transposes back
+        x, U, E, s = ctx.saved_tensors
+        mode, grad = ctx.conf
+        if not ctx.needs_input_grad[0]:
+            return (None,) * 5
+        if mode == "dim":
+            gx = _whiten_backward(x, g, U, E, s, grad == "seed")
+        else:
+            gx = _whiten_backward(x.mT, g.mT, U, E, s, grad == "seed").mT
+        return gx, None, None, None, None
+
+
+def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: str = "eigh",
+               grad: str = "exact") -> torch.Tensor:
+    """ZCA-whiten a batch ``x`` of shape (N, D) (no centering; see ``decorrelated_batch_norm``).
+
+    mode: "dim" (D x D covariance X^T X / N) or "example" (N x N covariance X X^T / D, the
+    seed's whitening of X^T). backend: "eigh" or "svd" for the eigendecomposition.
+    grad: "exact" (default) or "seed", the seed's backward with the eigenvalue term zeroed,
+    which is not the true gradient and is kept only for comparison.
+    """
+    check_tensor("zca_whiten", "x", x, ndim=2, shape_hint="(N, D)")
+    check_positive("zca_whiten", "eps", eps)
+    check_choice("zca_whiten", "mode", mode, ZCA_MODES)
+    check_choice("zca_whiten", "backend", backend, BACKENDS)
+    check_choice("zca_whiten", "grad", grad, ZCA_GRADS)
+    return ZCAWhitenFunction.apply(x, float(eps), mode, backend, grad)[0]
+
+
+def _check_running(op, x, running_mean, running_whitening, training):
+    d = x.shape[1]
+    if (running_mean is None) != (running_whitening is None):
+        raise ValueError(f"{op}: give both running_mean and running_whitening, or neither")
+    if running_mean is None:
+        if not training:
+            raise ValueError(f"{op}: running_mean and running_whitening are required in eval mode")
+        return
+    for name, r, shape in (("running_mean", running_mean, (d,)),
+                           ("running_whitening", running_whitening, (d, d))):
+        if not isinstance(r, torch.Tensor) or tuple(r.shape) != shape or r.dtype != x.dtype \
+                or r.device != x.device:
+            got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
+            raise ValueError(f"{op}: {name} must be a tensor of shape {shape} with x's dtype and device; "
+                             f"got {got}")
+
+
+def _check_whitening_input(op, x, eps, momentum, training):
+    check_tensor(op, "x", x, ndim=2, shape_hint="(N, D)")
+    check_positive(op, "eps", eps)
+    if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+        raise ValueError(f"{op}: momentum must lie in [0, 1], got {momentum!r}")
+    if training and x.shape[0] < 2:
+        raise ValueError(f"{op}: training needs a batch of at least 2 rows to centre; got shape "
+                         f"{tuple(x.shape)}")
+
+
+class DecorrelatedBatchNormFunction(torch.autograd.Function):
+    """Decorrelated batch norm: xc = x - mean(x), S = xc^T xc / N, y = xc (S + eps I)^{-1/2}.
+
+    Eval mode uses the running mean and running whitening matrix: y = (x - m) W.
+    Returns (y, xc, U, E, s); only y is differentiable.
+    """
+
+    @staticmethod
+    def forward(x, running_mean, running_whitening, training, momentum, eps, backend):
+        if not training:
+            xc = x - running_mean
+            return xc @ running_whitening, xc, None, None, None
+        mu = x.mean(0)
+        xc = x - mu
+        U, E, s = _inv_sqrt_psd(xc.mT @ xc / x.shape[0], eps, backend)
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
+            running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
+        return xc @ U, xc, U, E, s
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        training = inputs[3]
+        _, xc, U, E, s = output
+        ctx.mark_non_differentiable(*(t for t in (xc, U, E, s) if t is not None))
+        ctx.save_for_backward(xc, U if training else inputs[2], E, s)
+        ctx.training = training
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        # training: dL/dxc = G U + xc (dS + dS^T) / N (ZCA backward), then the centering backward
+        #           dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dx = g W^T
+        xc, U, E, s = ctx.saved_tensors
+        if not ctx.training:
+            return g @ U.mT, None, None, None, None, None, None
+        gxc = _whiten_backward(xc, g, U, E, s)
+        return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None
+
+
+def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
+                            running_whitening: torch.Tensor | None = None, training: bool = True,
+                            momentum: float = 0.1, eps: float = 1e-5, backend: str = "eigh") -> torch.Tensor:
+    """Decorrelated batch norm (centre, then ZCA with the per-dimension covariance) of (N, D).
+
+    The running statistics (mean (D,), whitening matrix (D, D)) are updated in place in
+    training mode with torch's momentum convention and used in eval mode.
+    """
+    _check_whitening_input("decorrelated_batch_norm", x, eps, momentum, training)
+    check_choice("decorrelated_batch_norm", "backend", backend, BACKENDS)
+    _check_running("decorrelated_batch_norm", x, running_mean, running_whitening, training)
+    return DecorrelatedBatchNormFunction.apply(x, running_mean, running_whitening, bool(training),
+                                               float(momentum), float(eps), backend)[0]
+
+
+class IterNormFunction(torch.autograd.Function):
+    """IterNorm: xc = x - mean(x), S = xc^T xc / N + eps I, S_N = S / tr(S),
+    P_0 = I, P_k = (3 P_{k-1} - P_{k-1}^3 S_N) / 2, U = P_T / sqrt(tr(S)), y = xc U.
+
+    Returns (y, xc, P_0..P_T stacked, S); only y is differentiable.
+    """
+
+    @staticmethod
+    def forward(x, running_mean, running_whitening, training, momentum, eps, iterations):
+        if not training:
+            xc = x - running_mean
+            return xc @ running_whitening, xc, None, None
+        d = x.shape[1]
+        mu = x.mean(0)
+        xc = x - mu
+        S = xc.mT @ xc / x.shape[0] + eps * torch.eye(d, dtype=x.dtype, device=x.device)
+        tr = torch.diagonal(S).sum()
+        SN = S / tr
+        P = torch.eye(d, dtype=x.dtype, device=x.device)
+        Ps = [P]
+        for _ in range(iterations):
+            P = 1.5 * P - 0.5 * (P @ P @ P) @ SN
+            Ps.append(P)
+        U = P / torch.sqrt(tr)
+        if running_mean is not None:
+            running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
+            running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
+        return xc @ U, xc, torch.stack(Ps), S
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        training = inputs[3]
+        _, xc, Ps, S = output
+        ctx.mark_non_differentiable(*(t for t in (xc, Ps, S) if t is not None))
+        # eval: keep the running whitening matrix W in the slot of the iterates
+        ctx.save_for_backward(xc, Ps if training else inputs[2][None], S)
+        ctx.training = training
+
+    @staticmethod
+    def backward(ctx, g, *_):
+        # Reverse mode through the iterations, in the forward's notation:
+        #   dL/dU = xc^T G ;  dL/dP_T = dL/dU / sqrt(tr) ;  dL/dtr = -sum(dL/dU o P_T) / (2 tr^{3/2})
+        #   for k = T..1, with P = P_{k-1}, B = dL/dP_k:
+        #     dL/dS_N += -(P^3)^T B / 2
+        #     dL/dP    = 3 B / 2 - (B (P^2 S_N)^T + P^T B (P S_N)^T + (P^2)^T B S_N^T) / 2
+        #   dL/dS = dL/dS_N / tr + (dL/dtr - sum(dL/dS_N o S) / tr^2) I
+        #   dL/dxc = G U^T + xc (dS + dS^T) / N ;  dL/dx = dL/dxc - mean(dL/dxc)
+        xc, Ps, S = ctx.saved_tensors
+        if not ctx.training:
+            return g @ Ps[0].mT, None, None, None, None, None, None
+        tr = torch.diagonal(S).sum()
+        SN = S / tr
+        PT = Ps[-1]
+        gU = xc.mT @ g
+        B = gU / torch.sqrt(tr)
+        gtr = -(gU * PT).sum() / (2 * tr ** 1.5)
+        gSN = torch.zeros_like(S)
+        for k in range(Ps.shape[0] - 1, 0, -1):
+            P = Ps[k - 1]
+            PP = P @ P
+            gSN = gSN - 0.5 * (PP @ P).mT @ B
+            B = 1.5 * B - 0.5 * (B @ (PP @ SN).mT + P.mT @ B @ (P @ SN).mT + PP.mT @ B @ SN.mT)
+        gtr = gtr - (gSN * S).sum() / tr ** 2
+        gS = gSN / tr + gtr * torch.eye(S.shape[0], dtype=S.dtype, device=S.device)
+        gxc = g @ (PT / torch.sqrt(tr)).mT + xc @ (gS + gS.mT) / xc.shape[0]
+        return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None
+
+
+def iter_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
+              running_whitening: torch.Tensor | None = None, training: bool = True,
+              momentum: float = 0.1, eps: float = 1e-5, iterations: int = 5) -> torch.Tensor:
+    """IterNorm whitening of (N, D): centre, then approximate (S + eps I)^{-1/2} by ``iterations``
+    Newton-Schulz steps on the trace-normalised covariance (matmuls only, GPU friendly)."""
+    _check_whitening_input("iter_norm", x, eps, momentum, training)
+    if not isinstance(iterations, int) or iterations < 1:
+        raise ValueError(f"iter_norm: iterations must be an int >= 1, got {iterations!r}")
+    _check_running("iter_norm", x, running_mean, running_whitening, training)
+    return IterNormFunction.apply(x, running_mean, running_whitening, bool(training), float(momentum),
+                                  float(eps), iterations)[0]

@@ -1,0 +1,1 @@
+"""Test support shipped with the package: the op registry and plain-torch reference models."""

@@ -1,0 +1,79 @@
+"""Checks run for every registry entry: gradcheck (float64), batched gradcheck, and forward/
+backward agreement with the plain-autograd reference (float32 and float64, CPU and CUDA)."""
+from __future__ import annotations
+
+import torch
+
+from .opinfo import OpInfo, Sample
+
+CHECKS = ("gradcheck", "ref-float32", "ref-float64", "cuda-float32", "cuda-float64")
+
+
+def clone_args(args):
+    return tuple(a.detach().clone().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                 for a in args)
+
+
+def _diff_inputs(args):
+    return [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+
+
+def run_gradcheck(info: OpInfo, sample: Sample) -> None:
+    """torch.autograd.gradcheck in float64 on CPU (and check_batched_grad where the entry allows)."""
+    args = clone_args(sample.args)
+    pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def fn(*diff):
+        full = list(clone_args(args))  # fresh running buffers on each call
+        for i, d in zip(pos, diff):
+            full[i] = d
+        return info.op(*full, **sample.kwargs)
+
+    ok = torch.autograd.gradcheck(fn, tuple(args[i] for i in pos), eps=1e-6, atol=1e-5, rtol=1e-3,
+                                  check_batched_grad=info.batched_grad, raise_exception=True)
+    assert ok
+
+
+def compare_reference(info: OpInfo, sample: Sample, seed: int = 0) -> tuple[float, float]:
+    """Run the op and its reference on copies of the sample; assert that outputs, updated buffers
+    and input gradients agree within the entry's tolerance. Returns (forward, backward) max error."""
+    a_m, a_r = clone_args(sample.args), clone_args(sample.args)
+    out_m = info.op(*a_m, **sample.kwargs)
+    out_r = info.ref(*a_r, **sample.kwargs)
+    dtype = out_r.dtype
+    rtol, atol = info.tolerance(dtype)
+    where = f"{info.name} [{sample.desc}] {dtype} {out_r.device}"
+    assert out_m.shape == out_r.shape, f"{where}: output shape {out_m.shape} != reference {out_r.shape}"
+    fwd = (out_m.detach() - out_r.detach()).abs().max().item() if out_m.numel() else 0.0
+    torch.testing.assert_close(out_m.detach(), out_r.detach(), rtol=rtol, atol=atol,
+                               msg=lambda m: f"{where}: forward differs from the reference\n{m}")
+    for i, (bm, br) in enumerate(zip(a_m, a_r)):  # in-place updated buffers (running statistics)
+        if isinstance(bm, torch.Tensor) and not bm.requires_grad:
+            torch.testing.assert_close(bm, br, rtol=rtol, atol=atol,
+                                       msg=lambda m: f"{where}: buffer argument {i} differs after the call\n{m}")
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(out_r.shape, generator=gen, dtype=torch.float64).to(dtype=dtype, device=out_r.device)
+    dm, dr = _diff_inputs(a_m), _diff_inputs(a_r)
+    gm = torch.autograd.grad(out_m, dm, g)
+    gr = torch.autograd.grad(out_r, dr, g)
+    bwd = 0.0
+    for k, (x, y) in enumerate(zip(gm, gr)):
+        assert torch.isfinite(x).all(), f"{where}: gradient {k} is not finite"
+        bwd = max(bwd, (x - y).abs().max().item())
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol,
+                                   msg=lambda m: f"{where}: gradient of input {k} differs from the reference\n{m}")
+    return fwd, bwd
+
+
+def run_check(info: OpInfo, check: str) -> float:
+    """Run one check over all samples of an entry; returns the largest backward error seen."""
+    if check == "gradcheck":
+        for s in info.samples(torch.float64, torch.device("cpu")):
+            run_gradcheck(info, s)
+        return 0.0
+    device = torch.device("cuda" if check.startswith("cuda") else "cpu")
+    dtype = torch.float64 if check.endswith("64") else torch.float32
+    worst = 0.0
+    for s in info.samples(dtype, device):
+        worst = max(worst, compare_reference(info, s)[1])
+    return worst

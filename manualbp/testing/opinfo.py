@@ -1,0 +1,398 @@
+"""The op registry: one ``OpInfo`` per op (sample inputs with the edge cases, a plain-autograd
+reference of the same math, which checks apply). ``tests/test_gradients.py`` and
+``scripts/gradcheck.py`` run every entry; adding an op means adding an entry here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+import manualbp.functional as M
+from manualbp.functional.regularizers import REGULARIZERS
+
+
+@dataclass
+class Sample:
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    desc: str = ""
+
+
+@dataclass
+class OpInfo:
+    name: str
+    family: str
+    op: Callable
+    ref: Callable
+    samples: Callable[[torch.dtype, torch.device], list]
+    batched_grad: bool = True           # run gradcheck's check_batched_grad (vmap over the backward)
+    tol32: tuple = (1e-4, 1e-5)         # (rtol, atol) against the reference in float32
+    tol64: tuple = (1e-7, 1e-9)         # ... in float64
+
+    def tolerance(self, dtype):
+        return self.tol64 if dtype == torch.float64 else self.tol32
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _t(*shape, dtype, device, grad=True, gen=None, scale=1.0, shift=0.0):
+    x = torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift
+    return x.to(dtype=dtype, device=device).requires_grad_(grad)
+
+
+def _away_from_zero(x, margin=0.2):
+    # move values out of (-margin, margin) so that kinks are not straddled by finite differences
+    with torch.no_grad():
+        x.add_(torch.sign(x) * margin)
+    return x
+
+
+# ---------------------------------------------------------------- plain-autograd references
+
+def _inv_sqrt_reference(S: torch.Tensor, iterations: int = 40) -> torch.Tensor:
+    """(S)^{-1/2} for SPD S by the Denman-Beavers iteration (matrix inverses only, no
+    eigendecomposition), differentiated by autograd: finite for repeated eigenvalues."""
+    c = torch.diagonal(S).sum() / S.shape[0]
+    Y, Z = S / c, torch.eye(S.shape[0], dtype=S.dtype, device=S.device)
+    for _ in range(iterations):
+        Y, Z = (Y + torch.linalg.inv(Z)) / 2, (Z + torch.linalg.inv(Y)) / 2
+    return Z / torch.sqrt(c)
+
+
+def _eye(n, like):
+    return torch.eye(n, dtype=like.dtype, device=like.device)
+
+
+def ref_zca_whiten(x, eps=1e-5, mode="dim", backend="eigh"):
+    A = x if mode == "dim" else x.T
+    S = A.T @ A / A.shape[0] + eps * _eye(A.shape[1], A)
+    Y = A @ _inv_sqrt_reference(S)
+    return Y if mode == "dim" else Y.T
+
+
+def ref_decorrelated_batch_norm(x, running_mean=None, running_whitening=None, training=True,
+                                momentum=0.1, eps=1e-5, backend="eigh"):
+    if not training:
+        return (x - running_mean) @ running_whitening
+    mu = x.mean(0)
+    xc = x - mu
+    U = _inv_sqrt_reference(xc.T @ xc / x.shape[0] + eps * _eye(x.shape[1], x))
+    if running_mean is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
+            running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
+    return xc @ U
+
+
+def ref_iter_norm(x, running_mean=None, running_whitening=None, training=True, momentum=0.1, eps=1e-5,
+                  iterations=5):
+    if not training:
+        return (x - running_mean) @ running_whitening
+    mu = x.mean(0)
+    xc = x - mu
+    S = xc.T @ xc / x.shape[0] + eps * _eye(x.shape[1], x)
+    tr = torch.trace(S)
+    P = _eye(x.shape[1], x)
+    for _ in range(iterations):
+        P = 1.5 * P - 0.5 * torch.linalg.matrix_power(P, 3) @ (S / tr)
+    U = P / torch.sqrt(tr)
+    if running_mean is not None:
+        with torch.no_grad():
+            running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
+            running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
+    return xc @ U
+
+
+def ref_sparse_filtering(z, eps=1e-8, activation="soft_abs"):
+    f = torch.sqrt(z ** 2 + eps) if activation == "soft_abs" else F.elu(z)
+    f = f / torch.sqrt((f ** 2).sum(0, keepdim=True) + eps)
+    f = f / torch.sqrt((f ** 2).sum(1, keepdim=True) + eps)
+    return f.sum()
+
+
+def ref_softmax_cross_entropy(logits, target, reduction="mean"):
+    if not target.is_floating_point():
+        return F.cross_entropy(logits, target, reduction=reduction)
+    per_row = -(target * F.log_softmax(logits, dim=1)).sum(1)
+    return per_row.mean() if reduction == "mean" else per_row.sum()
+
+
+def ref_standardize(x, eps=1e-5, dim=0):
+    xc = x - x.mean(dim, keepdim=True)
+    return xc / torch.sqrt((xc ** 2).mean(dim, keepdim=True) + eps)
+
+
+def ref_batch_norm(x, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
+    return F.batch_norm(x, running_mean, running_var, None, None, training, momentum, eps)
+
+
+def ref_conv2d(x, w, b=None, stride=1, padding="same"):
+    if padding == "same":
+        padding = (w.shape[2] // 2, w.shape[3] // 2)
+    return F.conv2d(x, w, b, stride, padding)
+
+
+def ref_interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corners=False):
+    return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
+
+
+def _ref_regularize(name):
+    value = REGULARIZERS[name].value
+
+    def ref(w, name, lam=1.0):
+        return lam * value(w).sum()
+    return ref
+
+
+# ---------------------------------------------------------------- samples
+
+def _dense_samples(dtype, device):
+    g = _gen(1)
+    return [
+        Sample((_t(4, 5, dtype=dtype, device=device, gen=g), _t(3, 5, dtype=dtype, device=device, gen=g),
+                _t(3, dtype=dtype, device=device, gen=g)), desc="bias"),
+        Sample((_t(4, 5, dtype=dtype, device=device, gen=g), _t(3, 5, dtype=dtype, device=device, gen=g)),
+               desc="no bias"),
+        Sample((_t(1, 5, dtype=dtype, device=device, gen=g), _t(3, 5, dtype=dtype, device=device, gen=g),
+                _t(3, dtype=dtype, device=device, gen=g)), desc="batch 1"),
+        Sample((_t(2, 3, 5, dtype=dtype, device=device, gen=g), _t(3, 5, dtype=dtype, device=device, gen=g)),
+               desc="3-D input"),
+    ]
+
+
+def _conv_samples(dtype, device):
+    g = _gen(2)
+    t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+    return [
+        Sample((t(2, 3, 7, 7), t(4, 3, 3, 3), t(4)), dict(stride=1, padding="same"), "same, stride 1, bias"),
+        Sample((t(2, 3, 8, 8), t(4, 3, 3, 3)), dict(stride=2, padding="same"), "same, stride 2, no bias"),
+        Sample((t(1, 2, 6, 5), t(3, 2, 3, 3), t(3)), dict(stride=(2, 1), padding=0), "valid, batch 1"),
+    ]
+
+
+def _conv_t_samples(dtype, device):
+    g = _gen(3)
+    t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+    return [
+        Sample((t(2, 3, 4, 4), t(3, 2, 3, 3), t(2)), dict(stride=2, padding=1, output_padding=1), "x2 up"),
+        Sample((t(1, 2, 3, 5), t(2, 4, 3, 3)), dict(stride=1, padding=1), "stride 1, no bias, batch 1"),
+    ]
+
+
+def _pool_samples(dtype, device):
+    g = _gen(4)
+    return [Sample((_t(2, 3, 6, 6, dtype=dtype, device=device, gen=g),), dict(kernel_size=2), "2x2"),
+            Sample((_t(1, 2, 7, 5, dtype=dtype, device=device, gen=g),), dict(kernel_size=3, stride=2,
+                                                                              padding=1), "3x3 s2 overlap")]
+
+
+def _interp_samples(mode):
+    def samples(dtype, device):
+        g = _gen(5)
+        t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+        return [Sample((t(2, 2, 5, 5),), dict(size=(6, 6), mode=mode), "5 -> 6"),
+                Sample((t(1, 3, 4, 3),), dict(scale_factor=2, mode=mode), "x2"),
+                Sample((t(2, 1, 6, 6),), dict(size=(3, 4), mode=mode, align_corners=True), "down, corners")]
+    return samples
+
+
+def _unary_samples(dtype, device):
+    g = _gen(6)
+    x = _t(3, 4, dtype=dtype, device=device, gen=g)
+    x1 = _t(1, 5, dtype=dtype, device=device, gen=g)
+    return [Sample((_away_from_zero(x, 0.05),), desc="3x4"), Sample((_away_from_zero(x1, 0.05),), desc="batch 1")]
+
+
+def _ce_samples(dtype, device):
+    g = _gen(7)
+    logits = _t(5, 4, dtype=dtype, device=device, gen=g, scale=3.0)
+    target = torch.tensor([0, 3, 1, 1, 2], device=device)
+    probs = torch.softmax(torch.randn(5, 4, generator=g, dtype=torch.float64), 1).to(dtype=dtype, device=device)
+    big = _t(2, 3, dtype=dtype, device=device, gen=g, scale=1.0, shift=0.0)
+    with torch.no_grad():
+        big[:, 0] += 80  # large logits: the row-wise max subtraction must keep this finite
+    return [Sample((logits, target), desc="indices"), Sample((logits, probs), desc="soft targets"),
+            Sample((logits, target), dict(reduction="sum"), "sum"),
+            Sample((big, torch.tensor([0, 2], device=device)), desc="large logits"),
+            Sample((_t(1, 3, dtype=dtype, device=device, gen=g), torch.tensor([2], device=device)),
+                   desc="batch 1")]
+
+
+def _mse_samples(dtype, device):
+    g = _gen(8)
+    t = lambda *s, grad=True: _t(*s, dtype=dtype, device=device, gen=g, grad=grad)  # noqa: E731
+    return [Sample((t(3, 4), t(3, 4, grad=False)), desc="pred"), Sample((t(2, 5), t(2, 5)), dict(reduction="sum"),
+                                                                   "pred and target, sum")]
+
+
+def _bce_samples(dtype, device):
+    g = _gen(9)
+    p = torch.rand(4, 3, generator=g, dtype=torch.float64).mul(0.8).add(0.1).to(dtype=dtype, device=device)
+    t = (torch.rand(4, 3, generator=g) > 0.5).to(dtype=dtype, device=device)
+    soft = torch.rand(4, 3, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    return [Sample((p.clone().requires_grad_(), t), desc="binary targets"),
+            Sample((p.clone().requires_grad_(), soft.clone().requires_grad_()), dict(reduction="sum"),
+                   "soft targets, sum")]
+
+
+def _norm_samples(with_eps):
+    def samples(dtype, device):
+        g = _gen(10)
+        t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+        kw = dict(eps=1e-3) if with_eps else {}
+        return [Sample((t(6, 4),), dict(kw), "per dimension"), Sample((t(4, 7),), dict(kw, dim=1), "per example"),
+                Sample((t(2, 3, 4),), dict(kw, dim=2), "3-D, last dim")]
+    return samples
+
+
+def _bn_samples(dtype, device):
+    g = _gen(11)
+    t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+    rs = lambda c: (torch.zeros(c, dtype=dtype, device=device), torch.ones(c, dtype=dtype, device=device))  # noqa
+    rm_eval = torch.randn(3, generator=g, dtype=torch.float64).to(dtype=dtype, device=device)
+    rv_eval = torch.rand(3, generator=g, dtype=torch.float64).add(0.5).to(dtype=dtype, device=device)
+    return [Sample((t(6, 3), *rs(3)), dict(training=True, momentum=0.1, eps=1e-5), "2-D train"),
+            Sample((t(3, 2, 4, 4), *rs(2)), dict(training=True, momentum=0.1, eps=1e-8), "4-D train, eps 1e-8"),
+            Sample((t(4, 3), None, None), dict(training=True), "2-D train, no running stats"),
+            Sample((t(1, 3), rm_eval, rv_eval), dict(training=False), "2-D eval, batch 1"),
+            Sample((t(2, 3, 3, 3), rm_eval, rv_eval), dict(training=False), "4-D eval")]
+
+
+def _orthonormal(n, d, gen, centred=False):
+    a = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    if centred:
+        a = a - a.mean(0)
+    q, _ = torch.linalg.qr(a)
+    return q
+
+
+def _zca_samples(mode):
+    def samples(dtype, device):
+        g = _gen(12)
+        t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+        eq = _orthonormal(8, 4, g) * (8 ** 0.5)   # X^T X / N = I: all eigenvalues equal
+        if mode == "example":
+            eq = _orthonormal(6, 3, g).T * (6 ** 0.5)  # X X^T / D = I
+        eq = eq.to(dtype=dtype, device=device).requires_grad_()
+        return [Sample((t(8, 4),), dict(eps=1e-2, mode=mode), "N > D"),
+                Sample((t(3, 5),), dict(eps=1e-1, mode=mode), "N < D (rank-deficient)"),
+                Sample((eq,), dict(eps=1e-2, mode=mode), "repeated eigenvalues"),
+                Sample((t(1, 3),), dict(eps=1e-1, mode=mode), "batch 1"),
+                Sample((t(6, 3),), dict(eps=1e-2, mode=mode, backend="svd"), "svd back end")]
+    return samples
+
+
+def _running(d, dtype, device, gen, eval_mode):
+    if not eval_mode:
+        return torch.zeros(d, dtype=dtype, device=device), torch.eye(d, dtype=dtype, device=device)
+    m = torch.randn(d, generator=gen, dtype=torch.float64)
+    a = torch.randn(d, d, generator=gen, dtype=torch.float64)
+    return m.to(dtype=dtype, device=device), (a @ a.T / d + torch.eye(d, dtype=torch.float64)).to(dtype=dtype,
+                                                                                                 device=device)
+
+
+def _dbn_samples(extra):
+    def samples(dtype, device):
+        g = _gen(13)
+        t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+        eq = (_orthonormal(8, 4, g, centred=True) * (8 ** 0.5)).to(dtype=dtype, device=device).requires_grad_()
+        out = [Sample((t(8, 4), *_running(4, dtype, device, g, False)), dict(extra, eps=1e-2), "N > D, train"),
+               Sample((t(3, 5), *_running(5, dtype, device, g, False)), dict(extra, eps=1e-1),
+                      "N < D (rank-deficient), train"),
+               Sample((eq, *_running(4, dtype, device, g, False)), dict(extra, eps=1e-2), "repeated eigenvalues"),
+               Sample((t(6, 3), None, None), dict(extra, eps=1e-2), "no running stats"),
+               Sample((t(1, 3), *_running(3, dtype, device, g, True)), dict(extra, training=False),
+                      "eval, batch 1")]
+        return out
+    return samples
+
+
+def _sf_samples(activation):
+    def samples(dtype, device):
+        g = _gen(14)
+        t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+        return [Sample((t(6, 4),), dict(activation=activation), "mini-batch 6x4"),
+                Sample((t(12, 5),), dict(activation=activation, eps=1e-6), "full batch 12x5"),
+                Sample((_away_from_zero(t(1, 4), 0.05),), dict(activation=activation), "batch 1")]
+    return samples
+
+
+def _reg_samples(name):
+    reg = REGULARIZERS[name]
+
+    def samples(dtype, device):
+        g = _gen(15)
+        w = _t(3, 4, dtype=dtype, device=device, gen=g)
+        if not reg.smooth_at_zero or not reg.defined_at_zero:
+            _away_from_zero(w, 0.05)
+        out = [Sample((w, name), dict(lam=0.5), "3x4")]
+        if reg.defined_at_zero:
+            z = _t(5, dtype=dtype, device=device, gen=g)
+            with torch.no_grad():
+                z[::2] = 0  # exact zeros: the |x|-like kinks
+            out.append(Sample((z, name), dict(lam=2.0), "with exact zeros"))
+        return out
+    return samples
+
+
+# ---------------------------------------------------------------- the registry
+
+def _build() -> list[OpInfo]:
+    ops = [
+        OpInfo("linear", "dense", M.linear, lambda x, w, b=None: x @ w.T + (0 if b is None else b), _dense_samples),
+        OpInfo("conv2d", "dense", M.conv2d, ref_conv2d, _conv_samples),
+        OpInfo("conv_transpose2d", "dense", M.conv_transpose2d, F.conv_transpose2d, _conv_t_samples),
+        OpInfo("max_pool2d", "dense", M.max_pool2d, F.max_pool2d, _pool_samples),
+        OpInfo("interpolate[bilinear]", "dense", M.interpolate, ref_interpolate, _interp_samples("bilinear")),
+        OpInfo("interpolate[bicubic]", "dense", M.interpolate, ref_interpolate, _interp_samples("bicubic")),
+        OpInfo("reshape", "dense", lambda x: M.reshape(x, (x.shape[0], -1)),
+               lambda x: x.reshape(x.shape[0], -1),
+               lambda dt, dev: [Sample((_t(2, 3, 4, dtype=dt, device=dev, gen=_gen(16)),), desc="flatten")]),
+        OpInfo("concat", "dense", lambda a, b, c: M.concat([a, b, c], dim=1),
+               lambda a, b, c: torch.cat([a, b, c], 1),
+               lambda dt, dev: [Sample(tuple(_t(2, k, 3, dtype=dt, device=dev, gen=_gen(17)) for k in (1, 2, 3)),
+                                       desc="3 tensors, dim 1")]),
+        OpInfo("global_avg_pool2d", "dense", M.global_avg_pool2d, lambda x: x.mean((2, 3)),
+               lambda dt, dev: [Sample((_t(2, 3, 4, 5, dtype=dt, device=dev, gen=_gen(18)),), desc="2x3x4x5")]),
+        OpInfo("relu", "activations", M.relu, torch.relu, _unary_samples),
+        OpInfo("elu", "activations", M.elu, F.elu, _unary_samples),
+        OpInfo("tanh", "activations", M.tanh, torch.tanh, _unary_samples),
+        OpInfo("arctan", "activations", M.arctan, torch.atan, _unary_samples),
+        OpInfo("sigmoid", "activations", M.sigmoid, torch.sigmoid, _unary_samples),
+        OpInfo("soft_abs", "activations", M.soft_abs, lambda x, eps=1e-8: torch.sqrt(x ** 2 + eps),
+               lambda dt, dev: [Sample(s.args, dict(eps=1e-3), s.desc) for s in _unary_samples(dt, dev)]),
+        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, ref_softmax_cross_entropy, _ce_samples),
+        OpInfo("mse", "losses", M.mse, F.mse_loss, _mse_samples),
+        OpInfo("binary_cross_entropy", "losses", M.binary_cross_entropy, F.binary_cross_entropy, _bce_samples),
+        OpInfo("center", "normalisation", M.center, lambda x, dim=0: x - x.mean(dim, keepdim=True),
+               _norm_samples(False)),
+        OpInfo("standardize", "normalisation", M.standardize, ref_standardize, _norm_samples(True)),
+        OpInfo("batch_norm", "normalisation", M.batch_norm, ref_batch_norm, _bn_samples, batched_grad=False),
+        OpInfo("zca_whiten[dim]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("dim"),
+               tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+        OpInfo("zca_whiten[example]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("example"),
+               tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+        OpInfo("decorrelated_batch_norm[eigh]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
+               _dbn_samples(dict(backend="eigh")), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+        OpInfo("decorrelated_batch_norm[svd]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
+               _dbn_samples(dict(backend="svd")), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+        OpInfo("iter_norm", "whitening", M.iter_norm, ref_iter_norm, _dbn_samples(dict(iterations=5)),
+               batched_grad=False, tol32=(2e-3, 2e-4)),
+        OpInfo("sparse_filtering[soft_abs]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
+               _sf_samples("soft_abs")),
+        OpInfo("sparse_filtering[elu]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
+               _sf_samples("elu")),
+    ]
+    for name in REGULARIZERS:
+        ops.append(OpInfo(f"regularize[{name}]", "regularizers", M.regularize, _ref_regularize(name),
+                          _reg_samples(name)))
+    return ops
+
+
+OPS: list[OpInfo] = _build()
+OPS_BY_NAME = {o.name: o for o in OPS}

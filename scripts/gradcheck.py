@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Run the gradient suite over the op registry and print one row per op:
+checks run, largest backward error against the reference, pass/fail. Exit 1 on any failure."""
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+
+import torch
+
+from manualbp.testing.gradsuite import CHECKS, run_check
+from manualbp.testing.opinfo import OPS
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("-k", "--filter", default="", help="only ops whose name contains this")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print the failure of each failed check")
+    args = ap.parse_args(argv)
+    checks = [c for c in CHECKS if not c.startswith("cuda") or torch.cuda.is_available()]
+    rows, failed = [], 0
+    for info in OPS:
+        if args.filter not in info.name:
+            continue
+        ran, bad, worst = [], [], 0.0
+        for check in checks:
+            name = check + ("+batched" if check == "gradcheck" and info.batched_grad else "")
+            try:
+                worst = max(worst, run_check(info, check))
+                ran.append(name)
+            except Exception as e:  # report every failing check, not only the first
+                bad.append(name)
+                if args.verbose:
+                    print(f"--- {info.name} / {check}:\n{''.join(traceback.format_exception_only(e))}")
+        n = len(info.samples(torch.float64, torch.device("cpu")))
+        failed += bool(bad)
+        rows.append((info.name, info.family, n, ", ".join(ran + [f"FAILED {b}" for b in bad]),
+                     f"{worst:.2e}", "FAIL" if bad else "pass"))
+    head = ("op", "family", "samples", "checks", "max |bwd err|", "result")
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(fmt.format(*head))
+    print(fmt.format(*("-" * w for w in widths)))
+    for r in rows:
+        print(fmt.format(*r))
+    print(f"\n{len(rows) - failed} passed, {failed} failed ({'CUDA' if torch.cuda.is_available() else 'no CUDA'}; "
+          f"torch {torch.__version__})")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

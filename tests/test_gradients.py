@@ -1,0 +1,58 @@
+"""The gradient suite: every entry of the op registry through every check.
+
+Adding an op to manualbp.functional means adding an OpInfo to manualbp/testing/opinfo.py;
+test_every_function_is_covered fails otherwise.
+"""
+import inspect
+
+import pytest
+import torch
+
+import manualbp.functional as M
+from manualbp.functional import activations, dense, losses, norm, regularizers, sparse_filtering, whitening
+from manualbp.testing.gradsuite import CHECKS, clone_args, run_check
+from manualbp.testing.opinfo import OPS
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("info", OPS, ids=[o.name for o in OPS])
+def test_op(info, check):
+    if check.startswith("cuda") and not CUDA:
+        pytest.skip("no CUDA device")
+    run_check(info, check)
+
+
+def _all_functions():
+    mods = (activations, dense, losses, norm, regularizers, sparse_filtering, whitening)
+    return {obj for m in mods for _, obj in inspect.getmembers(m, inspect.isclass)
+            if issubclass(obj, torch.autograd.Function) and obj.__module__ == m.__name__}
+
+
+def _backward_nodes(out):
+    seen, stack, names = set(), [out.grad_fn], set()
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.add(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def test_every_function_is_covered():
+    """Each autograd.Function in manualbp.functional appears in the graph of some registry sample."""
+    covered = set()
+    for info in OPS:
+        for s in info.samples(torch.float64, torch.device("cpu")):
+            covered |= _backward_nodes(info.op(*clone_args(s.args), **s.kwargs))
+    missing = {f.__name__ for f in _all_functions()} - {n[: -len("Backward")] for n in covered}
+    assert not missing, f"autograd.Functions without a registry entry: {sorted(missing)}"
+
+
+def test_every_regularizer_has_an_entry():
+    names = {o.name for o in OPS}
+    assert {f"regularize[{n}]" for n in M.REGULARIZERS} <= names
+    assert len(M.REGULARIZERS) == 16
