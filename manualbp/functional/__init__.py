@@ -1,7 +1,7 @@
 """``manualbp.functional``: every op a ``torch.autograd.Function`` with a hand-written backward,
 in the style of ``torch.nn.functional``."""
 from .activations import ACTIVATIONS, arctan, elu, relu, sigmoid, soft_abs, tanh
-from .dense import (concat, conv2d, conv_transpose2d, flatten, global_avg_pool2d, interpolate, linear,
+from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_pool2d, interpolate, linear,
                     max_pool2d, reshape)
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .norm import batch_norm, center, standardize
@@ -11,8 +11,24 @@ from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 
 __all__ = [
     "ACTIVATIONS", "REGULARIZERS", "SEED1_LETTERS", "SEED5_LETTERS",
-    "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv_transpose2d",
+    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv_transpose2d",
     "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d", "interpolate", "iter_norm",
     "linear", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",
     "softmax_cross_entropy", "sparse_filtering", "standardize", "tanh", "zca_whiten",
 ]
+
+_MODULES = ("activations", "dense", "losses", "norm", "regularizers", "sparse_filtering", "whitening")
+
+
+def autograd_functions() -> list[type]:
+    """Every ``torch.autograd.Function`` subclass defined in ``manualbp.functional``."""
+    import importlib
+    import inspect
+
+    import torch
+    out = []
+    for name in _MODULES:
+        mod = importlib.import_module(f"{__name__}.{name}")
+        out += [obj for _, obj in inspect.getmembers(mod, inspect.isclass)
+                if issubclass(obj, torch.autograd.Function) and obj.__module__ == mod.__name__]
+    return out

@@ -364,3 +364,42 @@ def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
     """Average over the spatial dimensions: (N, C, H, W) -> (N, C)."""
     check_tensor("global_avg_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
     return GlobalAvgPool2dFunction.apply(x)
+
+
+class AddFunction(torch.autograd.Function):
+    """y = sum_i w_i x_i (tensors of one shape, e.g. a data loss and its penalties)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weights, *xs):
+        y = xs[0] * weights[0]
+        for w, x in zip(weights[1:], xs[1:]):
+            y = y + w * x
+        return y
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.weights = inputs[0]
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx_i = w_i g
+        return (None, *(g * w if need else None
+                        for w, need in zip(ctx.weights, ctx.needs_input_grad[1:])))
+
+
+def add(*xs: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Weighted sum ``sum_i weights[i] * xs[i]`` of same-shape tensors (default weights 1), so that a
+    loss made of several terms stays inside the project's own backward nodes."""
+    if not xs:
+        raise ValueError("add: needs at least one tensor")
+    for i, x in enumerate(xs):
+        check_tensor("add", f"xs[{i}]", x)
+        if x.shape != xs[0].shape:
+            raise ValueError(f"add: xs[{i}] has shape {tuple(x.shape)} but xs[0] has {tuple(xs[0].shape)}")
+    weights = (1.0,) * len(xs) if weights is None else tuple(float(w) for w in weights)
+    if len(weights) != len(xs):
+        raise ValueError(f"add: got {len(weights)} weights for {len(xs)} tensors")
+    check_same_dtype_device("add", **{f"xs[{i}]": x for i, x in enumerate(xs)})
+    return AddFunction.apply(weights, *xs)

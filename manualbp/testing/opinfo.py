@@ -41,7 +41,7 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 
 def _t(*shape, dtype, device, grad=True, gen=None, scale=1.0, shift=0.0):
-    x = torch.randn(*shape, generator=gen, dtype=torch.float64) * scale + shift
+    x = torch.randn(tuple(shape), generator=gen, dtype=torch.float64) * scale + shift
     return x.to(dtype=dtype, device=device).requires_grad_(grad)
 
 
@@ -357,6 +357,12 @@ def _build() -> list[OpInfo]:
                lambda a, b, c: torch.cat([a, b, c], 1),
                lambda dt, dev: [Sample(tuple(_t(2, k, 3, dtype=dt, device=dev, gen=_gen(17)) for k in (1, 2, 3)),
                                        desc="3 tensors, dim 1")]),
+        OpInfo("add", "dense", lambda a, b, c: M.add(a, b, c, weights=(1.0, 0.5, -2.0)),
+               lambda a, b, c: a + 0.5 * b - 2.0 * c,
+               lambda dt, dev: [Sample(tuple(_t(3, 2, dtype=dt, device=dev, gen=_gen(19)) for _ in range(3)),
+                                       desc="3 terms, weighted"),
+                                Sample((_t(dtype=dt, device=dev, gen=_gen(20)), _t(dtype=dt, device=dev, gen=_gen(21)),
+                                        _t(dtype=dt, device=dev, gen=_gen(22), grad=False)), desc="scalars")]),
         OpInfo("global_avg_pool2d", "dense", M.global_avg_pool2d, lambda x: x.mean((2, 3)),
                lambda dt, dev: [Sample((_t(2, 3, 4, 5, dtype=dt, device=dev, gen=_gen(18)),), desc="2x3x4x5")]),
         OpInfo("relu", "activations", M.relu, torch.relu, _unary_samples),

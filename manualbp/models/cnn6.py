@@ -1,0 +1,36 @@
+"""CNN6: six 3x3 convolutions without bias, ReLU after each (the last too), optional batch norm
+after the ReLU of layers 1-5, global average pooling, logits (softmax in the loss)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d
+
+
+class CNN6(nn.Module):
+    def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 16, 16, 16, 16, 10),
+                 strides: Sequence[int] = (2, 2, 2, 2, 1, 1), batch_norm: bool = False, init_std: float = 0.05,
+                 bn_eps: float = 1e-8, bn_momentum: float = 0.1):
+        super().__init__()
+        if len(channels) != len(strides):
+            raise ValueError(f"CNN6: channels ({len(channels)}) and strides ({len(strides)}) must have one entry "
+                             "per layer")
+        chans = [in_channels, *channels]
+        self.convs = nn.ModuleList(Conv2d(a, b, 3, s, "same", bias=False, init_std=init_std)
+                                   for a, b, s in zip(chans[:-1], chans[1:], strides))
+        self.acts = nn.ModuleList(Activation("relu") for _ in self.convs)
+        # bn_momentum in torch's convention: the seeds' TensorFlow decay 0.9 is momentum 0.1
+        self.bns = nn.ModuleList(BatchNorm(c, bn_eps, bn_momentum) for c in channels[:-1]) if batch_norm else None
+        self.pool = GlobalAvgPool2d()
+        self.in_channels = in_channels
+
+    def forward(self, x):
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"CNN6: expected images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            x = act(conv(x))
+            if self.bns is not None and i < len(self.bns):
+                x = self.bns[i](x)
+        return self.pool(x)

@@ -1,0 +1,44 @@
+"""Fully connected network with an optional normalisation/whitening layer at a chosen depth."""
+from __future__ import annotations
+
+from typing import Sequence
+
+from torch import nn
+
+import manualbp.functional as MF
+from manualbp.nn import Activation, Linear, make_norm
+
+
+class MLP(nn.Module):
+    """widths = (in, h1, ..., out). Layer i is Linear(widths[i], widths[i+1]) followed by the
+    activation (the last layer only with ``final_activation``). ``norm`` (a name of
+    ``manualbp.nn.NORMS``) is applied to the input of layer ``norm_at`` (0 = on the input)."""
+
+    def __init__(self, widths: Sequence[int], activation: str = "relu", bias: bool = True,
+                 norm: str = "none", norm_at: int = 0, norm_kwargs: dict | None = None,
+                 final_activation: bool = False, init_std: float | None = None):
+        super().__init__()
+        widths = list(widths)
+        if len(widths) < 2 or any(not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"MLP: widths must be at least two positive ints (in, ..., out), got {widths}")
+        if not 0 <= norm_at < len(widths) - 1:
+            raise ValueError(f"MLP: norm_at must lie in [0, {len(widths) - 2}] (the input of a layer), got {norm_at}")
+        self.widths, self.norm_at, self.final_activation = widths, norm_at, final_activation
+        self.layers = nn.ModuleList(Linear(a, b, bias, init_std) for a, b in zip(widths[:-1], widths[1:]))
+        n_act = len(self.layers) if final_activation else len(self.layers) - 1
+        self.acts = nn.ModuleList(Activation(activation) for _ in range(n_act))
+        self.norm = make_norm(norm, widths[norm_at], **(norm_kwargs or {}))
+
+    def forward(self, x):
+        if x.dim() > 2:
+            x = MF.flatten(x)
+        if x.dim() != 2 or x.shape[1] != self.widths[0]:
+            raise ValueError(f"MLP: expected input of shape (N, {self.widths[0]}) (or images that flatten to it), "
+                             f"got {tuple(x.shape)}")
+        for i, layer in enumerate(self.layers):
+            if self.norm is not None and i == self.norm_at:
+                x = self.norm(x)
+            x = layer(x)
+            if i < len(self.acts):
+                x = self.acts[i](x)
+        return x

@@ -1,0 +1,224 @@
+"""``nn.Module`` wrappers over ``manualbp.functional``: parameters and buffers live here, the
+math and its backward in the functional ops."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+import manualbp.functional as MF
+
+
+class Linear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
+        self.init_std = init_std
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        if self.init_std is None:  # torch's default (Kaiming-uniform with a = sqrt(5))
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        else:
+            nn.init.normal_(self.weight, 0.0, self.init_std)
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            nn.init.uniform_(self.bias, -bound, bound) if self.init_std is None else nn.init.zeros_(self.bias)
+
+    def forward(self, x):
+        return MF.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Conv2d(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding="same", bias=True,
+                 init_std: float | None = None):
+        super().__init__()
+        k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.stride, self.padding = stride, padding
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *k))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        if init_std is None:
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        else:
+            nn.init.normal_(self.weight, 0.0, init_std)
+
+    def forward(self, x):
+        return MF.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+
+    def extra_repr(self):
+        return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding!r}"
+
+
+class ConvTranspose2d(nn.Module):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1,
+                 bias=True):
+        super().__init__()
+        k = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.weight = nn.Parameter(torch.empty(in_channels, out_channels, *k))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+
+    def forward(self, x):
+        return MF.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+
+class MaxPool2d(nn.Module):
+    def __init__(self, kernel_size=2, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+
+    def forward(self, x):
+        return MF.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Interpolate(nn.Module):
+    def __init__(self, size=None, scale_factor=None, mode="bilinear", align_corners=False):
+        super().__init__()
+        self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
+
+    def forward(self, x):
+        return MF.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+
+class Flatten(nn.Module):
+    def forward(self, x):
+        return MF.flatten(x)
+
+
+class Reshape(nn.Module):
+    def __init__(self, *shape):
+        super().__init__()
+        self.shape = shape
+
+    def forward(self, x):
+        return MF.reshape(x, (x.shape[0], *self.shape))
+
+
+class GlobalAvgPool2d(nn.Module):
+    def forward(self, x):
+        return MF.global_avg_pool2d(x)
+
+
+class Activation(nn.Module):
+    """One of ``manualbp.functional.ACTIVATIONS`` by name (relu, elu, tanh, arctan, sigmoid, soft_abs)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        if name not in MF.ACTIVATIONS:
+            raise ValueError(f"Activation: unknown activation {name!r}; choose one of {sorted(MF.ACTIVATIONS)}")
+        self.name = name
+        self.fn = MF.ACTIVATIONS[name]
+
+    def forward(self, x):
+        return self.fn(x)
+
+    def extra_repr(self):
+        return self.name
+
+
+class Center(nn.Module):
+    def __init__(self, dim: int = 0):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return MF.center(x, self.dim)
+
+
+class Standardize(nn.Module):
+    def __init__(self, eps: float = 1e-5, dim: int = 0):
+        super().__init__()
+        self.eps, self.dim = eps, dim
+
+    def forward(self, x):
+        return MF.standardize(x, self.eps, self.dim)
+
+
+class BatchNorm(nn.Module):
+    """Batch norm without affine parameters for (N, C) or (N, C, H, W) (momentum in torch's convention)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        return MF.batch_norm(x, self.running_mean, self.running_var, self.training, self.momentum, self.eps)
+
+
+class ZCAWhiten(nn.Module):
+    """ZCA whitening of each batch (no running statistics: the same transform in train and eval)."""
+
+    def __init__(self, eps: float = 1e-5, mode: str = "dim", backend: str = "eigh", grad: str = "exact"):
+        super().__init__()
+        self.eps, self.mode, self.backend, self.grad = eps, mode, backend, grad
+
+    def forward(self, x):
+        return MF.zca_whiten(x, self.eps, self.mode, self.backend, self.grad)
+
+    def extra_repr(self):
+        return f"eps={self.eps}, mode={self.mode}, backend={self.backend}, grad={self.grad}"
+
+
+class DecorrelatedBatchNorm(nn.Module):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend: str = "eigh"):
+        super().__init__()
+        self.eps, self.momentum, self.backend = eps, momentum, backend
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_whitening", torch.eye(num_features))
+
+    def forward(self, x):
+        return MF.decorrelated_batch_norm(x, self.running_mean, self.running_whitening, self.training,
+                                          self.momentum, self.eps, self.backend)
+
+
+class IterNorm(nn.Module):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, iterations: int = 5):
+        super().__init__()
+        self.eps, self.momentum, self.iterations = eps, momentum, iterations
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_whitening", torch.eye(num_features))
+
+    def forward(self, x):
+        return MF.iter_norm(x, self.running_mean, self.running_whitening, self.training, self.momentum,
+                            self.eps, self.iterations)
+
+
+class SparseFiltering(nn.Module):
+    """The sparse-filtering cost of a feature batch (N, K) as a module (returns a scalar)."""
+
+    def __init__(self, eps: float = 1e-8, activation: str = "soft_abs"):
+        super().__init__()
+        self.eps, self.activation = eps, activation
+
+    def forward(self, z):
+        return MF.sparse_filtering(z, self.eps, self.activation)
+
+
+NORMS = {
+    "none": None,
+    "center": lambda d, **kw: Center(0),
+    "standardize": lambda d, eps=1e-5, **kw: Standardize(eps, 0),
+    "batch_norm": lambda d, eps=1e-5, momentum=0.1, **kw: BatchNorm(d, eps, momentum),
+    "zca_dim": lambda d, eps=1e-5, backend="eigh", grad="exact", **kw: ZCAWhiten(eps, "dim", backend, grad),
+    "zca_example": lambda d, eps=1e-5, backend="eigh", grad="exact", **kw: ZCAWhiten(eps, "example", backend,
+                                                                                     grad),
+    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", **kw:
+        DecorrelatedBatchNorm(d, eps, momentum, backend),
+    "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5, **kw: IterNorm(d, eps, momentum, iterations),
+}
+
+
+def make_norm(name: str, num_features: int, **kwargs) -> nn.Module | None:
+    """A normalisation/whitening layer by name (``NORMS``); ``"none"`` gives None."""
+    if name not in NORMS:
+        raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(NORMS)}")
+    return None if NORMS[name] is None else NORMS[name](num_features, **kwargs)

@@ -1,0 +1,84 @@
+"""Bad input gives a ValueError that names the argument and what was expected."""
+import pytest
+import torch
+
+import manualbp.functional as MF
+from manualbp.models import CNN6, MLP, SegmentationAE
+from manualbp.nn import Activation, make_norm
+
+x2 = torch.randn(4, 3)
+img = torch.randn(2, 3, 8, 8)
+
+CASES = [
+    (lambda: MF.linear(x2, torch.randn(5, 4)), r"linear: x has 3 features .* w expects 4"),
+    (lambda: MF.linear(x2, torch.randn(5)), r"linear: w must be a 2-D tensor of shape \(out_features, in_features\)"),
+    (lambda: MF.linear(x2, torch.randn(5, 3), torch.randn(4)), r"linear: b must have shape \(5,\)"),
+    (lambda: MF.linear(x2.long(), torch.randn(5, 3)), r"linear: x must have a floating dtype"),
+    (lambda: MF.linear(x2.double(), torch.randn(5, 3)), r"linear: w has dtype torch.float32 but x has torch.float64"),
+    (lambda: MF.linear([1.0, 2.0], torch.randn(5, 3)), r"linear: x must be a torch.Tensor"),
+    (lambda: MF.conv2d(x2, torch.randn(4, 3, 3, 3)), r"conv2d: x must be a 4-D tensor of shape \(N, C, H, W\)"),
+    (lambda: MF.conv2d(img, torch.randn(4, 2, 3, 3)), r"conv2d: x has 3 channels but w"),
+    (lambda: MF.conv2d(img, torch.randn(4, 3, 2, 2)), r"conv2d: padding='same' needs an odd kernel"),
+    (lambda: MF.conv2d(img, torch.randn(4, 3, 3, 3), stride=0.5), r"conv2d: stride must be an int or a pair"),
+    (lambda: MF.conv_transpose2d(img, torch.randn(3, 2, 3, 3), stride=2, output_padding=2),
+     r"conv_transpose2d: output_padding"),
+    (lambda: MF.max_pool2d(torch.randn(1, 1, 1, 1), 2), r"max_pool2d: input of spatial size \(1, 1\) is smaller"),
+    (lambda: MF.interpolate(img, size=(4, 4), mode="nearest"), r"interpolate: mode must be one of"),
+    (lambda: MF.interpolate(img), r"interpolate: give exactly one of size and scale_factor"),
+    (lambda: MF.reshape(x2, (5, -1)), r"reshape: cannot reshape x of shape \(4, 3\)"),
+    (lambda: MF.concat([img, x2]), r"concat: xs\[1\] has shape \(4, 3\), which does not match"),
+    (lambda: MF.add(x2, img), r"add: xs\[1\] has shape"),
+    (lambda: MF.elu(x2, alpha=0), r"elu: alpha must be a number > 0"),
+    (lambda: MF.soft_abs(x2, eps=-1), r"soft_abs: eps must be a number > 0"),
+    (lambda: MF.softmax_cross_entropy(x2, torch.tensor([0, 1, 2, 3])), r"class indices must lie in \[0, 2\]"),
+    (lambda: MF.softmax_cross_entropy(x2, torch.tensor([0, 1])), r"class-index target must have shape \(4,\)"),
+    (lambda: MF.softmax_cross_entropy(x2, torch.rand(4, 5)), r"a floating target must have the logits' shape"),
+    (lambda: MF.softmax_cross_entropy(torch.randn(4), torch.tensor([0])), r"logits must be a 2-D tensor"),
+    (lambda: MF.softmax_cross_entropy(x2, torch.tensor([0, 1, 2, 1]), reduction="none"), r"reduction must be one"),
+    (lambda: MF.mse(x2, torch.randn(3, 4)), r"mse: pred has shape \(4, 3\) but target \(3, 4\)"),
+    (lambda: MF.binary_cross_entropy(x2.sigmoid(), torch.rand(4, 2)), r"binary_cross_entropy: p has shape"),
+    (lambda: MF.center(x2, dim=2), r"center: dim 2 out of range"),
+    (lambda: MF.standardize(x2, eps=0), r"standardize: eps must be a number > 0"),
+    (lambda: MF.batch_norm(torch.randn(4, 3, 2), None, None), r"batch_norm: x must be a 2-D or 4-D tensor"),
+    (lambda: MF.batch_norm(torch.randn(1, 3), None, None), r"training needs more than one value per channel"),
+    (lambda: MF.batch_norm(x2, torch.zeros(2), torch.ones(2)), r"batch_norm: running_mean must be a \(3,\) tensor"),
+    (lambda: MF.batch_norm(x2, None, None, training=False), r"running_mean is required in eval mode"),
+    (lambda: MF.batch_norm(x2, None, None, momentum=1.5), r"momentum must lie in \[0, 1\]"),
+    (lambda: MF.zca_whiten(img), r"zca_whiten: x must be a 2-D tensor of shape \(N, D\)"),
+    (lambda: MF.zca_whiten(x2, eps=0.0), r"zca_whiten: eps must be a number > 0"),
+    (lambda: MF.zca_whiten(x2, mode="column"), r"zca_whiten: mode must be one of \['dim', 'example'\]"),
+    (lambda: MF.zca_whiten(x2, backend="qr"), r"zca_whiten: backend must be one of"),
+    (lambda: MF.decorrelated_batch_norm(torch.randn(1, 3)), r"training needs a batch of at least 2"),
+    (lambda: MF.decorrelated_batch_norm(x2, torch.zeros(3), torch.eye(2)),
+     r"running_whitening must be a tensor of shape \(3, 3\)"),
+    (lambda: MF.iter_norm(x2, iterations=0), r"iter_norm: iterations must be an int >= 1"),
+    (lambda: MF.sparse_filtering(x2, activation="relu"), r"sparse_filtering: activation must be one of"),
+    (lambda: MF.sparse_filtering(torch.randn(3)), r"sparse_filtering: z must be a 2-D tensor"),
+    (lambda: MF.regularize(x2, "l3"), r"regularize: unknown regularizer 'l3'"),
+    (lambda: MF.regularize(x2, "l1", lam=-1), r"regularize: lam must be a number >= 0"),
+    (lambda: MLP([784]), r"MLP: widths must be at least two positive ints"),
+    (lambda: MLP([4, 3, 2], norm_at=2), r"MLP: norm_at must lie in \[0, 1\]"),
+    (lambda: MLP([4, 3, 2])(torch.randn(2, 5)), r"MLP: expected input of shape \(N, 4\)"),
+    (lambda: CNN6()(torch.randn(2, 1, 8, 8)), r"CNN6: expected images of shape \(N, 3, H, W\)"),
+    (lambda: SegmentationAE(size=40), r"size must be a multiple of 16"),
+    (lambda: SegmentationAE(size=32)(torch.randn(1, 3, 64, 64)), r"expected images of shape \(N, 3, 32, 32\)"),
+    (lambda: SegmentationAE(size=32).sparse_cost(x2), r"built without sparse_activation"),
+    (lambda: Activation("swish"), r"unknown activation 'swish'"),
+    (lambda: make_norm("whiten", 3), r"unknown normalisation 'whiten'"),
+]
+
+
+@pytest.mark.parametrize("call,match", CASES, ids=[m[:40] for _, m in CASES])
+def test_bad_input_raises_clear_value_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_regularize_none_is_zero_and_seed_variant_differs():
+    w = torch.tensor([0.5, -2.0], requires_grad=True)
+    assert MF.regularize(w, "none").item() == 0.0
+    (g_true,) = torch.autograd.grad(MF.regularize(w, "log_sq", 1.0), w)
+    (g_seed,) = torch.autograd.grad(MF.regularize(w, "log_sq", 1.0, seed_grad=True), w)
+    torch.testing.assert_close(g_true, 2 / w.detach())
+    torch.testing.assert_close(g_seed, 2 / (w.detach() + 1e-7))
+    assert not torch.equal(g_true, g_seed)

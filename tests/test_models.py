@@ -1,0 +1,123 @@
+"""Models: every backward node of a model's loss is one of the project's Functions (or
+AccumulateGrad), and parameter gradients equal those of the same model in plain torch."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import manualbp.functional as MF
+from manualbp.models import CNN6, MLP, SegmentationAE
+from manualbp.testing.opinfo import ref_sparse_filtering
+from manualbp.testing.reference_models import reference_forward
+
+OWN_NODES = {f"{f.__name__}Backward" for f in MF.autograd_functions()}
+
+
+def graph_nodes(t):
+    seen, stack, names = set(), [t.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.append(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
+def _mlp_case(norm):
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = MLP([12, 9, 7, 4], activation="arctan", bias=norm == "none", norm=norm, norm_at=1,
+                norm_kwargs={"eps": 1e-2} if norm != "none" else None).double()
+    x = torch.randn(16, 12, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (16,), generator=g)
+    return (model, x, lambda m, out: MF.softmax_cross_entropy(out, y),
+            lambda m, out: F.cross_entropy(out, y))
+
+
+def _cnn_case(bn):
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = CNN6(batch_norm=bn).double()
+    x = torch.randn(4, 3, 32, 32, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (4,), generator=g)
+    return (model, x,
+            lambda m, out: MF.add(MF.softmax_cross_entropy(out, y), MF.regularize(m.convs[0].weight, "l1", 1e-3)),
+            lambda m, out: F.cross_entropy(out, y) + 1e-3 * m.convs[0].weight.abs().sum())
+
+
+def _ae_case(act):
+    g = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)
+    model = SegmentationAE(size=32, sparse_activation=act).double()
+    x = torch.rand(3, 3, 32, 32, generator=g, dtype=torch.float64)
+    mask = (torch.rand(3, 1, 32, 32, generator=g) > 0.5).double()
+
+    def manual(m, out):
+        loss = MF.binary_cross_entropy(out[0], mask)
+        return MF.add(loss, m.sparse_cost(out[1])) if act else loss
+
+    def plain(m, out):
+        loss = F.binary_cross_entropy(out[0], mask)
+        return loss + ref_sparse_filtering(out[1], m.sparse_eps, act) if act else loss
+    return model, x, manual, plain
+
+
+CASES = {
+    "mlp": lambda: _mlp_case("none"),
+    "mlp-center": lambda: _mlp_case("center"),
+    "mlp-standardize": lambda: _mlp_case("standardize"),
+    "mlp-batch_norm": lambda: _mlp_case("batch_norm"),
+    "mlp-zca": lambda: _mlp_case("zca_dim"),
+    "mlp-zca-example": lambda: _mlp_case("zca_example"),
+    "mlp-dbn": lambda: _mlp_case("decorrelated_batch_norm"),
+    "mlp-iternorm": lambda: _mlp_case("iter_norm"),
+    "cnn6": lambda: _cnn_case(False),
+    "cnn6-bn": lambda: _cnn_case(True),
+    "segae": lambda: _ae_case(None),
+    "segae-sparse": lambda: _ae_case("soft_abs"),
+    "segae-sparse-elu": lambda: _ae_case("elu"),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_graph_is_pure_and_gradients_match_plain_torch(name):
+    model, x, manual_loss, plain_loss = CASES[name]()
+    ref_model = copy.deepcopy(model)
+
+    loss = manual_loss(model, model(x))
+    nodes = graph_nodes(loss)
+    foreign = sorted({n for n in nodes if n not in OWN_NODES and n != "AccumulateGrad"})
+    assert not foreign, f"{name}: autograd differentiated something itself: {foreign}"
+    assert sum(n in OWN_NODES for n in nodes) >= 3
+    loss.backward()
+
+    ref_loss = plain_loss(ref_model, reference_forward(ref_model, x))
+    ref_loss.backward()
+    torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=1e-9, atol=1e-10)
+    for (pn, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters()):
+        assert p.grad is not None and q.grad is not None, f"{name}: no gradient for {pn}"
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {pn}\n{m}")
+    for (bn, b), (_, c) in zip(model.named_buffers(), ref_model.named_buffers()):
+        torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-10, msg=lambda m: f"{name}: buffer {bn}\n{m}")
+
+
+def test_plain_torch_model_is_detected_as_foreign():
+    """The purity check itself: a plain-torch forward must be reported."""
+    model, x, _, plain_loss = _mlp_case("none")
+    nodes = graph_nodes(plain_loss(model, reference_forward(model, x)))
+    assert {n for n in nodes if n not in OWN_NODES and n != "AccumulateGrad"}
+
+
+@pytest.mark.parametrize("name", ["mlp-dbn", "mlp-iternorm", "cnn6-bn"])
+def test_eval_mode_uses_running_statistics(name):
+    model, x, _, _ = CASES[name]()
+    model.train()
+    for _ in range(3):
+        model(x)
+    model.eval()
+    ref = copy.deepcopy(model)
+    out = model(x[:1])  # batch 1 is legal in eval mode
+    torch.testing.assert_close(out, reference_forward(ref, x[:1]), rtol=1e-9, atol=1e-10)
