@@ -3,4 +3,19 @@ from .cnn6 import CNN6
 from .mlp import MLP
 from .segae import SegmentationAE
 
-__all__ = ["CNN6", "MLP", "SegmentationAE"]
+MODELS = {"mlp": MLP, "cnn6": CNN6, "segae": SegmentationAE}
+
+
+def build_model(spec: dict):
+    """A model from a config section: {"name": "mlp" | "cnn6" | "segae", **constructor arguments}."""
+    spec = dict(spec)
+    name = spec.pop("name", None)
+    if name not in MODELS:
+        raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
+    try:
+        return MODELS[name](**spec)
+    except TypeError as e:
+        raise ValueError(f"model: {e} (check the model.* settings)") from None
+
+
+__all__ = ["CNN6", "MLP", "MODELS", "SegmentationAE", "build_model"]

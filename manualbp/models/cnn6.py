@@ -34,3 +34,7 @@ class CNN6(nn.Module):
             if self.bns is not None and i < len(self.bns):
                 x = self.bns[i](x)
         return self.pool(x)
+
+    def probe_points(self):
+        """(name, layer, activation) per convolution, for the training probes."""
+        return [(f"conv{i + 1}", conv, act) for i, (conv, act) in enumerate(zip(self.convs, self.acts))]

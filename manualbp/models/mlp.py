@@ -42,3 +42,8 @@ class MLP(nn.Module):
             if i < len(self.acts):
                 x = self.acts[i](x)
         return x
+
+    def probe_points(self):
+        """(name, layer, activation) per layer, for the training probes."""
+        return [(f"layer{i + 1}", layer, self.acts[i] if i < len(self.acts) else None)
+                for i, layer in enumerate(self.layers)]

@@ -67,3 +67,10 @@ class SegmentationAE(nn.Module):
         if self.sparse_activation is None:
             raise ValueError("SegmentationAE.sparse_cost: this model was built without sparse_activation")
         return MF.sparse_filtering(z, self.sparse_eps, self.sparse_activation)
+
+    def probe_points(self):
+        """(name, layer, activation) per weight layer, for the training probes."""
+        pts = [(f"enc{i + 1}", c, a) for i, (c, a) in enumerate(zip(self.enc_convs, self.enc_acts))]
+        pts.append(("proj", self.proj, None))
+        pts += [(f"dec{i + 1}", c, a) for i, (c, a) in enumerate(zip(self.dec_convs, self.dec_acts))]
+        return pts + [("final", self.final_conv, self.dec_acts[3]), ("out", self.out_conv, self.out_act)]

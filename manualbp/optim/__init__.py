@@ -1,0 +1,28 @@
+"""Optimizers by name: any ``torch.optim`` class, or ``"package.module:Class"`` for any other
+``torch.optim.Optimizer`` (the project's own optimizers are referenced the same way)."""
+from __future__ import annotations
+
+import importlib
+import inspect
+
+import torch
+
+
+def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
+    if ":" in name:
+        mod, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(mod), attr)
+        except (ImportError, AttributeError) as e:
+            raise ValueError(f"optim.name {name!r}: cannot import it ({e})") from None
+    else:
+        cls = getattr(torch.optim, name, None)
+        if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+            known = sorted(n for n, c in vars(torch.optim).items()
+                           if inspect.isclass(c) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+            raise ValueError(f"optim.name {name!r} is not a torch.optim optimizer; choose one of {known} "
+                             "or give 'module:Class'")
+    try:
+        return cls(params, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"optim: {cls.__name__} does not accept {sorted(kwargs)} ({e})") from None

@@ -1,0 +1,98 @@
+"""Probes: per-layer tensors captured with module and tensor hooks on chosen steps only
+(models carry no logging code), summarised and written to TensorBoard and ``probes.jsonl``.
+
+For each probe point (a layer and the activation that follows it): the pre-activation (layer
+output), the post-activation, the weight, the weight gradient (regularizer included), the
+gradient passed to the layer's input, and the optimizer's first moment (Adam's ``exp_avg`` or
+SGD's momentum buffer). Statistics: mean, standard deviation, skewness, excess kurtosis (biased,
+as scipy.stats' defaults) and the count of non-zeros.
+"""
+from __future__ import annotations
+
+import torch
+
+QUANTITIES = ("pre_activation", "post_activation", "weight", "weight_grad", "input_grad", "first_moment")
+STATS = ("mean", "std", "skewness", "kurtosis", "nonzero")
+
+
+def tensor_stats(t: torch.Tensor) -> torch.Tensor:
+    """(mean, std, skewness, excess kurtosis, non-zero count) of all entries, as a float64 tensor on t's device.
+    Central moments are biased (divided by n), as numpy.std and scipy.stats.skew/kurtosis by default."""
+    x = t.detach().reshape(-1).double()
+    m = x.mean()
+    d = x - m
+    m2 = (d * d).mean()
+    m3 = (d * d * d).mean()
+    m4 = (d * d * d * d).mean()
+    return torch.stack([m, m2.sqrt(), m3 / m2 ** 1.5, m4 / (m2 * m2) - 3, (x != 0).sum().double()])
+
+
+def probe_points(model) -> list:
+    """(name, layer, activation or None) triples; models describe their structure with ``probe_points()``."""
+    if not hasattr(model, "probe_points"):
+        raise ValueError(f"{type(model).__name__} has no probe_points(); probes need it (log.probe_every=0 to disable)")
+    return list(model.probe_points())
+
+
+class Probes:
+    def __init__(self, model, writer=None, histograms: bool = True):
+        self.points = probe_points(model)
+        self.writer, self.histograms = writer, histograms
+        self._handles: list = []
+        self._captured: dict = {}
+
+    def arm(self) -> None:
+        """Install the hooks for the next forward/backward (call before the forward of a probed step)."""
+        self._captured = {}
+        for name, layer, act in self.points:
+            self._handles.append(layer.register_forward_hook(self._layer_hook(name)))
+            if act is not None:
+                self._handles.append(act.register_forward_hook(self._act_hook(name)))
+
+    def _layer_hook(self, name):
+        def hook(module, inputs, output):
+            self._captured[(name, "pre_activation")] = output.detach()
+            x = inputs[0]
+            if isinstance(x, torch.Tensor) and x.requires_grad:
+                x.register_hook(lambda g: self._captured.__setitem__((name, "input_grad"), g.detach()))
+        return hook
+
+    def _act_hook(self, name):
+        def hook(module, inputs, output):
+            self._captured[(name, "post_activation")] = output.detach()
+        return hook
+
+    def disarm(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def collect(self, optimizer, step: int, epoch: int) -> list[dict]:
+        """After optimizer.step(): summarise everything captured, log it, remove the hooks; returns rows."""
+        self.disarm()
+        tensors = {}
+        for name, layer, _ in self.points:
+            w = layer.weight
+            tensors[(name, "weight")] = w.detach()
+            if w.grad is not None:
+                tensors[(name, "weight_grad")] = w.grad.detach()
+            state = optimizer.state.get(w, {}) if optimizer is not None else {}
+            moment = state.get("exp_avg", state.get("momentum_buffer"))
+            if moment is not None:
+                tensors[(name, "first_moment")] = moment.detach()
+        tensors.update(self._captured)
+        self._captured = {}
+        keys = [(n, q) for n, _, _ in self.points for q in QUANTITIES if (n, q) in tensors]
+        if not keys:
+            return []
+        values = torch.stack([tensor_stats(tensors[k]) for k in keys]).cpu().tolist()  # one device-to-host copy
+        rows = []
+        for (name, q), vals in zip(keys, values):
+            row = {"epoch": epoch, "step": step, "layer": name, "quantity": q, **dict(zip(STATS, vals))}
+            rows.append(row)
+            if self.writer is not None:
+                for s, v in zip(STATS, vals):
+                    self.writer.add_scalar(f"probe_{s}/{q}/{name}", v, step)
+                if self.histograms:
+                    self.writer.add_histogram(f"probe_hist/{q}/{name}", tensors[(name, q)].float(), step)
+        return rows

@@ -1,0 +1,116 @@
+"""Sweeps: expand an experiment's grid into independent runs and execute them with a pool of
+worker processes (a number per device), skipping finished runs and resuming unfinished ones.
+
+The expanded run list is plain data (``RunSpec``: a run folder plus the CLI arguments that train
+it), so that a cluster engine (a SLURM array, submitit, ...) can take the same list: see
+``scripts/sweep.py --list``, whose every line is a command that trains one run
+(``scripts/sweep.py EXPERIMENT --run NAME``).
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import BASE, merge, resolve
+
+
+@dataclass
+class RunSpec:
+    name: str
+    run_dir: str
+    config: dict
+    labels: dict = field(default_factory=dict)   # axis -> label, for summaries and figures
+
+
+def _axis_items(axis: str, values):
+    """A named axis {label: overrides} or a key axis [v1, v2] (overrides of the config key ``axis``)."""
+    if isinstance(values, dict):
+        return [(str(label), ov) for label, ov in values.items()]
+    out = []
+    for v in values:
+        d: dict = {}
+        cur = d
+        parts = axis.split(".")
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+        cur[parts[-1]] = v
+        out.append((f"{parts[-1]}{v}", d))
+    return out
+
+
+def expand(base: dict, grid: dict, root: Path, overrides: dict | None = None, only: str | None = None) -> list:
+    """Cartesian product of the grid's axes; each run's config = base <- axis overrides <- overrides."""
+    axes = list(grid)
+    specs = []
+    for combo in itertools.product(*(_axis_items(a, grid[a]) for a in axes)):
+        cfg = merge(BASE, base)
+        for _, ov in combo:
+            cfg = merge(cfg, ov)
+        cfg = resolve(cfg, overrides)
+        name = "-".join(label for label, _ in combo)
+        if only and only not in name:
+            continue
+        specs.append(RunSpec(name, str(root / name), cfg, {a: label for a, (label, _) in zip(axes, combo)}))
+    return specs
+
+
+_DEVICE = None
+
+
+def _init_worker(slots, threads):
+    global _DEVICE
+    _DEVICE = slots.get()
+    import torch
+    torch.set_num_threads(threads)
+
+
+def _run_one(spec: RunSpec):
+    from .loop import train
+    from .rundir import RunDir
+    rd = RunDir(spec.run_dir)
+    status = "skipped (finished)" if rd.finished() else ("resumed" if rd.checkpoint.is_file() else "ran")
+    cfg = dict(spec.config)
+    if _DEVICE is not None and cfg["device"] == "auto":
+        cfg["device"] = _DEVICE
+    try:
+        summary = train(cfg, spec.run_dir, log=lambda m: print(m, flush=True))
+        return spec.name, status, summary, None
+    except Exception as e:  # one failed run must not stop the sweep
+        return spec.name, "FAILED", None, "".join(traceback.format_exception_only(e)).strip()
+
+
+def run_sweep(specs: list, devices: list[str], workers_per_device: int = 1) -> list:
+    """Execute the runs; returns (name, status, summary, error) per run, in the order of ``specs``.
+    Each run's config must keep device "auto" for the pool to place it on a device."""
+    n = max(1, len(devices) * workers_per_device)
+    if n == 1:
+        global _DEVICE
+        _DEVICE = devices[0] if devices else None
+        return [_run_one(s) for s in specs]
+    ctx = mp.get_context("spawn")
+    slots = ctx.Manager().Queue()
+    for d in devices:
+        for _ in range(workers_per_device):
+            slots.put(d)
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with ctx.Pool(n, initializer=_init_worker, initargs=(slots, threads)) as pool:
+        return pool.map(_run_one, specs, chunksize=1)
+
+
+def summary_table(results, metrics=("test_acc", "train_acc", "test_loss")) -> str:
+    head = ["run", "status", *metrics, "time_s"]
+    rows = []
+    for name, status, summary, err in results:
+        if summary:
+            f = summary["final"]
+            rows.append([name, status, *(f"{f[m]:.4f}" for m in metrics), f"{summary['wall_time_s']:.1f}"])
+        else:
+            rows.append([name, status, *(["-"] * len(metrics)), (err or "")[:80]])
+    widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in rows])

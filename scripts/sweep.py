@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Run an experiment's sweep: its grid expanded into independent runs, executed by a pool of
+worker processes; finished runs are skipped, interrupted ones resume. Prints a summary table and
+writes the experiment's report (figures, tables) into the sweep folder.
+
+    python scripts/sweep.py zca                              # quick preset, one worker
+    python scripts/sweep.py zca --preset full --workers 2    # two worker processes
+    python scripts/sweep.py zca --devices cuda:0,cuda:1 --workers 2   # two per GPU
+    python scripts/sweep.py zca --list > runs.txt            # one command per run, for a cluster engine
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.train import cli_overrides, common_args  # noqa: E402
+
+from manualbp.data import DataError  # noqa: E402
+from manualbp.experiments import get_experiment, preset  # noqa: E402
+from manualbp.train import ConfigError  # noqa: E402
+from manualbp.train.sweep import expand, run_sweep, summary_table  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_args(ap)
+    ap.add_argument("--sweep-dir", help="default runs/<experiment>/<preset>")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes per device (default 1)")
+    ap.add_argument("--devices", default=None, help="comma-separated devices for the pool (default: cuda if "
+                                                    "present, else cpu)")
+    ap.add_argument("--only", help="only runs whose name contains this")
+    ap.add_argument("--run", help="exactly one run, by name (what each --list line calls)")
+    ap.add_argument("--seeds", help="comma-separated seeds replacing the grid's seed axis")
+    ap.add_argument("--list", action="store_true", help="print one command per run (JSON lines) and exit")
+    ap.add_argument("--no-report", action="store_true", help="skip the experiment's figures and tables")
+    args = ap.parse_intermixed_args(argv)
+    if args.workers < 1:
+        ap.error("--workers must be at least 1")
+    exp = get_experiment(args.experiment)
+    grid = dict(exp.GRID)
+    if args.seeds:
+        grid["seed"] = [int(s) for s in args.seeds.split(",")]
+    sweep_dir = Path(args.sweep_dir or ROOT / "runs" / args.experiment / args.preset)
+    try:
+        specs = expand(preset(args.experiment, args.preset), grid, sweep_dir, cli_overrides(args), args.only)
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.run:
+        specs = [s for s in specs if s.name == args.run]
+        if not specs:
+            print(f"error: no run named {args.run!r} in this sweep (see --list)", file=sys.stderr)
+            return 2
+    if args.list:
+        base = [sys.executable, str(ROOT / "scripts" / "sweep.py"), *(argv if argv is not None else sys.argv[1:])]
+        base = [a for a in base if a != "--list"]
+        for s in specs:
+            print(json.dumps({"name": s.name, "run_dir": s.run_dir,
+                              "command": " ".join(shlex.quote(a) for a in base + ["--run", s.name, "--no-report"])}))
+        return 0
+    import torch
+    devices = args.devices.split(",") if args.devices else ["cuda" if torch.cuda.is_available() else "cpu"]
+    print(f"{len(specs)} runs in {sweep_dir} on {devices} x {args.workers} worker(s)", flush=True)
+    try:
+        results = run_sweep(specs, devices, args.workers)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n" + summary_table(results))
+    failed = [r for r in results if r[1] == "FAILED"]
+    if hasattr(exp, "report") and not args.no_report and not args.run:
+        done = [s for s, r in zip(specs, results) if r[2] is not None]
+        for line in exp.report(sweep_dir, done):
+            print(line)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
