@@ -18,8 +18,9 @@ def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
     else:
         cls = getattr(torch.optim, name, None)
         if not (inspect.isclass(cls) and issubclass(cls, torch.optim.Optimizer)):
+            base = torch.optim.Optimizer
             known = sorted(n for n, c in vars(torch.optim).items()
-                           if inspect.isclass(c) and issubclass(c, torch.optim.Optimizer) and c is not torch.optim.Optimizer)
+                           if inspect.isclass(c) and issubclass(c, base) and c is not base)
             raise ValueError(f"optim.name {name!r} is not a torch.optim optimizer; choose one of {known} "
                              "or give 'module:Class'")
     try:

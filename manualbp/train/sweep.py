@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing as mp
 import os
-import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
