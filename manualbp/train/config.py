@@ -21,7 +21,6 @@ BASE: dict = {
     "regularizer": {"name": "none", "lam": 0.0},  # lam * sum R(w) over every weight (params with >1 dim)
     "log": {"probe_every": 0,         # 0: off; "epoch": last batch of each epoch; N: every N steps
             "histograms": True, "progress": True, "progress_every": 50},
-    "debug": {"kill_at_step": None},  # SIGKILL the process at this global step (tests of resuming)
 }
 FREE_FORM = {"model", "optim"}   # sub-dicts whose keys are passed on to a constructor
 
@@ -48,11 +47,12 @@ def merge(base: dict, update: dict, path: str = "") -> dict:
 
 
 def parse_value(text: str):
-    """'3' -> 3, '1e-3' -> 0.001, 'true' -> True, 'none' -> None, '[1,2]' -> [1, 2], else the string."""
+    """'3' -> 3, '1e-3' -> 0.001, 'true' -> True, 'None'/'null' -> None, '[1,2]' -> [1, 2], else the string
+    (so 'none', a name used by several settings, stays a string)."""
     low = text.strip().lower()
     if low in ("true", "false"):
         return low == "true"
-    if low in ("none", "null"):
+    if text.strip() in ("None", "null"):
         return None
     try:
         return ast.literal_eval(text)
@@ -104,9 +104,6 @@ def validate(cfg: dict) -> dict:
     lr = cfg["optim"].get("lr")
     if lr is not None and (not isinstance(lr, (int, float)) or not lr > 0):
         raise ConfigError(f"optim.lr must be a number > 0, got {lr!r}")
-    k = cfg["debug"]["kill_at_step"]
-    if k is not None:
-        positive_int("debug.kill_at_step", k)
     return cfg
 
 

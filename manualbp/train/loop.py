@@ -105,7 +105,8 @@ def train(cfg: dict, run_dir, log=print) -> dict:
     writer = SummaryWriter(str(rd.tb), purge_step=start_epoch * spe + 1 if start_epoch else None)
     lg = cfg["log"]
     probes = Probes(model, writer, lg["histograms"]) if lg["probe_every"] else None
-    kill_at = cfg["debug"]["kill_at_step"]
+    # crash simulation for tests of resuming: SIGKILL this process at that global step
+    kill_at = int(os.environ.get("MANUALBP_KILL_AT_STEP", "0")) or None
     show = lg["progress"] and sys.stderr.isatty()
     row = None
     try:

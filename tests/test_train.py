@@ -1,0 +1,193 @@
+"""The shared loop: repeatability, kill -9 and resume, finished-run no-op, NaN stop, TensorBoard
+read-back, probes, sweeps. All on small Fashion-MNIST-format data written by the tests."""
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from manualbp.train import ConfigError, NonFiniteLoss, RunDir, RunDirError, parse_overrides, resolve, train
+from manualbp.train.probes import tensor_stats
+from manualbp.train.sweep import expand, run_sweep
+
+from .fakedata import write_mnist_like
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_mnist_like(root, "FashionMNIST", n_train=300, n_test=100)
+    return root
+
+
+def small_cfg(data, **over):
+    preset = {"experiment": "test", "epochs": 3, "batch_size": 50, "device": "cpu",
+              "data": {"name": "fashion_mnist", "root": str(data)},
+              "model": {"name": "mlp", "widths": [784, 32, 16, 10], "norm": "zca_dim", "norm_at": 1,
+                        "norm_kwargs": {"eps": 1e-3}},
+              "optim": {"name": "Adam", "lr": 3e-3}, "log": {"progress": False}}
+    return resolve(preset, over)
+
+
+def without_time(rows):
+    return [{k: v for k, v in r.items() if k != "time_s"} for r in rows]
+
+
+def quiet(*_):
+    pass
+
+
+def test_cpu_run_is_repeatable_bit_for_bit_and_learns(data, tmp_path):
+    cfg = small_cfg(data)
+    a = train(cfg, tmp_path / "a", log=quiet)
+    train(cfg, tmp_path / "b", log=quiet)
+    ra, rb = RunDir(tmp_path / "a"), RunDir(tmp_path / "b")
+    assert without_time(ra.read_metrics()) == without_time(rb.read_metrics())
+    sa, sb = ra.load_checkpoint("cpu")["model"], rb.load_checkpoint("cpu")["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert a["final"]["test_acc"] > 0.5          # the fake classes are separable: it must learn
+    assert [r["epoch"] for r in ra.read_metrics()] == [1, 2, 3]
+
+
+def test_finished_run_is_a_no_op(data, tmp_path):
+    cfg = small_cfg(data, epochs=1)
+    train(cfg, tmp_path / "r", log=quiet)
+    rd = RunDir(tmp_path / "r")
+    stamp = {p.name: p.stat().st_mtime_ns for p in rd.path.iterdir()}
+    said = []
+    train(cfg, tmp_path / "r", log=said.append)
+    assert "finished already" in said[0]
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in rd.path.iterdir()}
+
+
+def test_a_different_config_in_the_same_folder_is_refused(data, tmp_path):
+    train(small_cfg(data, epochs=1), tmp_path / "r", log=quiet)
+    with pytest.raises(RunDirError, match=r"different config \(optim.lr: 0.003 -> 0.01\).*another --run-dir"):
+        train(small_cfg(data, epochs=1, optim={"lr": 0.01}), tmp_path / "r", log=quiet)
+
+
+def _cli(run_dir, data, env_extra=None, extra=()):
+    env = dict(os.environ, MANUALBP_CACHE=str(run_dir.parent / "cache"), **(env_extra or {}))
+    cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "zca", "--run-dir", str(run_dir), "--data-root",
+           str(data), "--device", "cpu", "--epochs", "3", "batch_size=50", "model.widths=[784,32,16,10]",
+           "data.train_limit=None", "data.test_limit=None", *extra]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_kill_9_then_same_command_resumes_to_identical_metrics(data, tmp_path):
+    full = _cli(tmp_path / "full", data)
+    assert full.returncode == 0, full.stderr
+    # 6 steps per epoch: die in the middle of epoch 2 (step 9), after epoch 1's checkpoint
+    killed = _cli(tmp_path / "resumed", data, {"MANUALBP_KILL_AT_STEP": "9"})
+    assert killed.returncode == -signal.SIGKILL
+    rd = RunDir(tmp_path / "resumed")
+    assert not rd.finished() and torch.load(rd.checkpoint, weights_only=False)["epoch"] == 1
+    resumed = _cli(tmp_path / "resumed", data)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch 1 of 3" in resumed.stdout
+    a, b = RunDir(tmp_path / "full"), rd
+    assert without_time(a.read_metrics()) == without_time(b.read_metrics())
+    sa, sb = torch.load(a.checkpoint, weights_only=False), torch.load(b.checkpoint, weights_only=False)
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+    again = _cli(tmp_path / "resumed", data)
+    assert again.returncode == 0 and "finished already" in again.stdout
+
+
+def test_kill_during_the_first_epoch_starts_over_cleanly(data, tmp_path):
+    killed = _cli(tmp_path / "r", data, {"MANUALBP_KILL_AT_STEP": "3"})
+    assert killed.returncode == -signal.SIGKILL
+    rd = RunDir(tmp_path / "r")
+    assert rd.config.is_file() and not rd.checkpoint.exists() and not rd.finished()
+    assert _cli(tmp_path / "r", data).returncode == 0 and rd.finished()
+    assert len(rd.read_metrics()) == 3
+
+
+def test_nan_loss_stops_with_epoch_and_step_and_keeps_last_good_checkpoint(data, tmp_path):
+    cfg = small_cfg(data, epochs=3, model={"norm": "none"},
+                    optim={"name": "tests.helpers:NaNAtStep", "lr": 0.01, "nan_step": 8})
+    with pytest.raises(NonFiniteLoss, match=r"NaN or Inf at epoch 2, step 9 \(step 3 of the epoch\).*epoch 1"):
+        train(cfg, tmp_path / "r", log=quiet)
+    rd = RunDir(tmp_path / "r")
+    assert not rd.finished() and torch.load(rd.checkpoint, weights_only=False)["epoch"] == 1
+    assert [r["epoch"] for r in rd.read_metrics()] == [1]
+
+
+def test_tensorboard_events_hold_scalars_histograms_and_probe_stats(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    cfg = small_cfg(data, epochs=2, log={"probe_every": "epoch"}, regularizer={"name": "l2", "lam": 1e-4})
+    train(cfg, tmp_path / "r", log=quiet)
+    rd = RunDir(tmp_path / "r")
+    ea = EventAccumulator(str(rd.tb), size_guidance={"histograms": 0, "scalars": 0})
+    ea.Reload()
+    tags = ea.Tags()
+    for t in ("train/loss", "train/acc", "test/loss", "test/acc", "lr"):
+        assert [e.step for e in ea.Scalars(t)] == [6, 12]
+    for q in ("weight", "weight_grad", "input_grad", "pre_activation", "post_activation", "first_moment"):
+        assert f"probe_hist/{q}/layer2" in tags["histograms"], q
+        assert [e.step for e in ea.Histograms(f"probe_hist/{q}/layer2")] == [6, 12]
+        for s in ("mean", "std", "skewness", "kurtosis", "nonzero"):
+            assert f"probe_{s}/{q}/layer2" in tags["scalars"]
+    assert "probe_hist/input_grad/layer1" not in tags["histograms"]   # the data needs no gradient
+    rows = [json.loads(line) for line in rd.stats.read_text().splitlines()]
+    w = [r for r in rows if r["layer"] == "layer3" and r["quantity"] == "weight" and r["epoch"] == 2][0]
+    final = torch.load(rd.checkpoint, weights_only=False)["model"]["layers.2.weight"]
+    assert w["nonzero"] == final.numel() and w["mean"] == pytest.approx(final.double().mean().item(), abs=1e-12)
+
+
+def test_probes_do_not_change_training(data, tmp_path):
+    a = train(small_cfg(data, epochs=2), tmp_path / "a", log=quiet)
+    b = train(small_cfg(data, epochs=2, log={"probe_every": 4}), tmp_path / "b", log=quiet)
+    assert without_time([a["final"]]) == without_time([b["final"]])
+    steps = {json.loads(line)["step"] for line in RunDir(tmp_path / "b").stats.read_text().splitlines()}
+    assert steps == {4, 8, 12}
+
+
+def test_tensor_stats_match_scipy():
+    x = torch.from_numpy(np.random.default_rng(0).gamma(2.0, size=1000)) * (torch.rand(1000) > 0.3)
+    m, s, sk, ku, nz = tensor_stats(x).tolist()
+    v = x.numpy()
+    assert m == pytest.approx(v.mean()) and s == pytest.approx(v.std())
+    assert sk == pytest.approx(scipy.stats.skew(v)) and ku == pytest.approx(scipy.stats.kurtosis(v))
+    assert nz == np.count_nonzero(v)
+
+
+def test_config_errors_name_the_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.nmae'; known keys here: download, name"):
+        resolve({"data": {"nmae": "mnist"}})
+    with pytest.raises(ConfigError, match="batch_size must be a positive integer, got -5"):
+        resolve({}, parse_overrides(["batch_size=-5"]))
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        parse_overrides(["epochs"])
+    with pytest.raises(ConfigError, match="log.probe_every must be"):
+        resolve({"log": {"probe_every": "sometimes"}})
+    assert parse_overrides(["a.b=1e-3", "c=[1,2]", "d=true", "e=None", "f=zca_dim", "g=none"]) == \
+        {"a": {"b": 1e-3}, "c": [1, 2], "d": True, "e": None, "f": "zca_dim", "g": "none"}
+
+
+def test_sweep_pool_runs_skips_finished_and_resumes(data, tmp_path):
+    base = small_cfg(data, epochs=1)
+    grid = {"variant": {"none": {"model": {"norm": "none"}}, "center": {"model": {"norm": "center"}}}, "seed": [0, 1]}
+    specs = expand(base, grid, tmp_path / "sweep")
+    assert [s.name for s in specs] == ["none-seed0", "none-seed1", "center-seed0", "center-seed1"]
+    assert specs[3].config["model"]["norm"] == "center" and specs[3].config["seed"] == 1
+    results = run_sweep(specs, ["cpu"], workers_per_device=2)
+    assert [r[1] for r in results] == ["ran"] * 4
+    again = run_sweep(specs, ["cpu"], workers_per_device=1)
+    assert [r[1] for r in again] == ["skipped (finished)"] * 4
+    assert [r[2] for r in again] == [RunDir(s.run_dir).read_done() for s in specs]
+
+
+def test_sweep_cli_list_gives_one_command_per_run(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "zca", "--list", "--seeds", "0,1",
+                          "--sweep-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(lines) == 16 and all("--run " + ln["name"] in ln["command"] for ln in lines)
