@@ -26,11 +26,11 @@ def graph_nodes(t):
     return names
 
 
-def _mlp_case(norm):
+def _mlp_case(norm, **kw):
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = MLP([12, 9, 7, 4], activation="arctan", bias=norm == "none", norm=norm, norm_at=1,
-                norm_kwargs={"eps": 1e-2} if norm != "none" else None).double()
+                norm_kwargs={"eps": 1e-2, **kw} if norm != "none" else None).double()
     x = torch.randn(16, 12, generator=g, dtype=torch.float64)
     y = torch.randint(0, 4, (16,), generator=g)
     return (model, x, lambda m, out: MF.softmax_cross_entropy(out, y),
@@ -73,6 +73,7 @@ CASES = {
     "mlp-zca": lambda: _mlp_case("zca_dim"),
     "mlp-zca-example": lambda: _mlp_case("zca_example"),
     "mlp-dbn": lambda: _mlp_case("decorrelated_batch_norm"),
+    "mlp-dbn-groups": lambda: _mlp_case("decorrelated_batch_norm", group_size=3),
     "mlp-iternorm": lambda: _mlp_case("iter_norm"),
     "cnn6": lambda: _cnn_case(False),
     "cnn6-bn": lambda: _cnn_case(True),
@@ -111,7 +112,7 @@ def test_plain_torch_model_is_detected_as_foreign():
     assert {n for n in nodes if n not in OWN_NODES and n != "AccumulateGrad"}
 
 
-@pytest.mark.parametrize("name", ["mlp-dbn", "mlp-iternorm", "cnn6-bn"])
+@pytest.mark.parametrize("name", ["mlp-dbn", "mlp-dbn-groups", "mlp-iternorm", "cnn6-bn"])
 def test_eval_mode_uses_running_statistics(name):
     model, x, _, _ = CASES[name]()
     model.train()

@@ -82,22 +82,26 @@ def _cli(run_dir, data, env_extra=None, extra=()):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
+SCHEDULE = ("schedule.name=StepLR", "schedule.step_size=1", "schedule.gamma=0.5")
+
+
 def test_kill_9_then_same_command_resumes_to_identical_metrics(data, tmp_path):
-    full = _cli(tmp_path / "full", data)
+    full = _cli(tmp_path / "full", data, extra=SCHEDULE)
     assert full.returncode == 0, full.stderr
     # 6 steps per epoch: die in the middle of epoch 2 (step 9), after epoch 1's checkpoint
-    killed = _cli(tmp_path / "resumed", data, {"MANUALBP_KILL_AT_STEP": "9"})
+    killed = _cli(tmp_path / "resumed", data, {"MANUALBP_KILL_AT_STEP": "9"}, SCHEDULE)
     assert killed.returncode == -signal.SIGKILL
     rd = RunDir(tmp_path / "resumed")
     assert not rd.finished() and torch.load(rd.checkpoint, weights_only=False)["epoch"] == 1
-    resumed = _cli(tmp_path / "resumed", data)
+    resumed = _cli(tmp_path / "resumed", data, extra=SCHEDULE)
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch 1 of 3" in resumed.stdout
     a, b = RunDir(tmp_path / "full"), rd
     assert without_time(a.read_metrics()) == without_time(b.read_metrics())
+    assert [r["lr"] for r in b.read_metrics()] == [0.001, 0.0005, 0.00025]   # the scheduler state resumed too
     sa, sb = torch.load(a.checkpoint, weights_only=False), torch.load(b.checkpoint, weights_only=False)
     assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
-    again = _cli(tmp_path / "resumed", data)
+    again = _cli(tmp_path / "resumed", data, extra=SCHEDULE)
     assert again.returncode == 0 and "finished already" in again.stdout
 
 

@@ -29,7 +29,7 @@ def _inv_sqrt_psd(S: torch.Tensor, eps: float, backend: str):
     else:  # S is symmetric PSD, so its SVD is an eigendecomposition: S = E diag(lam) E^T
         E, lam, _ = torch.linalg.svd(S)
     s = torch.sqrt(lam.clamp_min(0) + eps)
-    return (E / s) @ E.mT, E, s
+    return (E / s[..., None, :]) @ E.mT, E, s
 
 
 def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, seed_grad: bool = False):
@@ -105,8 +105,9 @@ def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: s
     return ZCAWhitenFunction.apply(x, float(eps), mode, backend, grad)[0]
 
 
-def _check_running(op, x, running_mean, running_whitening, training):
+def _check_running(op, x, running_mean, running_whitening, training, wshape=None):
     d = x.shape[1]
+    wshape = wshape or (d, d)
     if (running_mean is None) != (running_whitening is None):
         raise ValueError(f"{op}: give both running_mean and running_whitening, or neither")
     if running_mean is None:
@@ -114,7 +115,7 @@ def _check_running(op, x, running_mean, running_whitening, training):
             raise ValueError(f"{op}: running_mean and running_whitening are required in eval mode")
         return
     for name, r, shape in (("running_mean", running_mean, (d,)),
-                           ("running_whitening", running_whitening, (d, d))):
+                           ("running_whitening", running_whitening, wshape)):
         if not isinstance(r, torch.Tensor) or tuple(r.shape) != shape or r.dtype != x.dtype \
                 or r.device != x.device:
             got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
@@ -132,58 +133,78 @@ def _check_whitening_input(op, x, eps, momentum, training):
                          f"{tuple(x.shape)}")
 
 
-class DecorrelatedBatchNormFunction(torch.autograd.Function):
-    """Decorrelated batch norm: xc = x - mean(x), S = xc^T xc / N, y = xc (S + eps I)^{-1/2}.
+def _groups(x: torch.Tensor, g: int) -> torch.Tensor:
+    """(N, D) -> (D / g, N, g): the columns of each group of g dimensions as one batch entry."""
+    return x.reshape(x.shape[0], -1, g).transpose(0, 1)
 
-    Eval mode uses the running mean and running whitening matrix: y = (x - m) W.
-    Returns (y, xc, U, E, s); only y is differentiable.
+
+def _ungroup(a: torch.Tensor) -> torch.Tensor:
+    return a.transpose(0, 1).reshape(a.shape[1], -1)
+
+
+class DecorrelatedBatchNormFunction(torch.autograd.Function):
+    """Decorrelated batch norm: xc = x - mean(x); for each group of g dimensions A = xc[:, group],
+    S = A^T A / N, y[:, group] = A (S + eps I)^{-1/2} (g = D: one group, full ZCA).
+
+    Eval mode uses the running mean and the running whitening matrices W (G, g, g).
+    Returns (y, A, U, E, s); only y is differentiable.
     """
 
     @staticmethod
-    def forward(x, running_mean, running_whitening, training, momentum, eps, backend):
+    def forward(x, running_mean, running_whitening, training, momentum, eps, backend, group_size):
         if not training:
-            xc = x - running_mean
-            return xc @ running_whitening, xc, None, None, None
+            A = _groups(x - running_mean, group_size)
+            return _ungroup(A @ running_whitening), A, None, None, None
         mu = x.mean(0)
-        xc = x - mu
-        U, E, s = _inv_sqrt_psd(xc.mT @ xc / x.shape[0], eps, backend)
+        A = _groups(x - mu, group_size)
+        U, E, s = _inv_sqrt_psd(A.mT @ A / x.shape[0], eps, backend)
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
             running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
-        return xc @ U, xc, U, E, s
+        return _ungroup(A @ U), A, U, E, s
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         training = inputs[3]
-        _, xc, U, E, s = output
-        ctx.mark_non_differentiable(*(t for t in (xc, U, E, s) if t is not None))
-        ctx.save_for_backward(xc, U if training else inputs[2], E, s)
-        ctx.training = training
+        _, A, U, E, s = output
+        ctx.mark_non_differentiable(*(t for t in (A, U, E, s) if t is not None))
+        ctx.save_for_backward(A, U if training else inputs[2], E, s)
+        ctx.conf = (training, inputs[7])
 
     @staticmethod
     def backward(ctx, g, *_):
-        # training: dL/dxc = G U + xc (dS + dS^T) / N (ZCA backward), then the centering backward
-        #           dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dx = g W^T
-        xc, U, E, s = ctx.saved_tensors
-        if not ctx.training:
-            return g @ U.mT, None, None, None, None, None, None
-        gxc = _whiten_backward(xc, g, U, E, s)
-        return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None
+        # per group, training: dL/dA = G U + A (dS + dS^T) / N (the ZCA backward), then the centering
+        #           backward dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dA = G W^T
+        A, U, E, s = ctx.saved_tensors
+        training, group_size = ctx.conf
+        G = _groups(g, group_size)
+        if not training:
+            return _ungroup(G @ U.mT), None, None, None, None, None, None, None
+        gxc = _ungroup(_whiten_backward(A, G, U, E, s))
+        return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None, None
 
 
 def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
                             running_whitening: torch.Tensor | None = None, training: bool = True,
-                            momentum: float = 0.1, eps: float = 1e-5, backend: str = "eigh") -> torch.Tensor:
-    """Decorrelated batch norm (centre, then ZCA with the per-dimension covariance) of (N, D).
+                            momentum: float = 0.1, eps: float = 1e-5, backend: str = "eigh",
+                            group_size: int | None = None) -> torch.Tensor:
+    """Decorrelated batch norm (Huang et al., CVPR 2018) of (N, D): centre, then ZCA-whiten each group
+    of ``group_size`` consecutive dimensions with its own covariance (None: one group of all D).
 
-    The running statistics (mean (D,), whitening matrix (D, D)) are updated in place in
-    training mode with torch's momentum convention and used in eval mode.
+    Whitening needs batches larger than the group (N > group_size), which is why the paper whitens
+    in groups. The running statistics (mean (D,), whitening matrices (D / group_size, g, g)) are
+    updated in place in training mode with torch's momentum convention and used in eval mode.
     """
     _check_whitening_input("decorrelated_batch_norm", x, eps, momentum, training)
     check_choice("decorrelated_batch_norm", "backend", backend, BACKENDS)
-    _check_running("decorrelated_batch_norm", x, running_mean, running_whitening, training)
+    d = x.shape[1]
+    g = d if group_size is None else group_size
+    if not isinstance(g, int) or g < 1 or d % g:
+        raise ValueError(f"decorrelated_batch_norm: group_size must be a positive divisor of D = {d}, got "
+                         f"{group_size!r}")
+    _check_running("decorrelated_batch_norm", x, running_mean, running_whitening, training, (d // g, g, g))
     return DecorrelatedBatchNormFunction.apply(x, running_mean, running_whitening, bool(training),
-                                               float(momentum), float(eps), backend)[0]
+                                               float(momentum), float(eps), backend, g)[0]
 
 
 class IterNormFunction(torch.autograd.Function):

@@ -169,15 +169,22 @@ class ZCAWhiten(nn.Module):
 
 
 class DecorrelatedBatchNorm(nn.Module):
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend: str = "eigh"):
+    """Decorrelated batch norm over groups of ``group_size`` features (None: all features, one group)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend: str = "eigh",
+                 group_size: int | None = None):
         super().__init__()
-        self.eps, self.momentum, self.backend = eps, momentum, backend
+        g = num_features if group_size is None else group_size
+        if g < 1 or num_features % g:
+            raise ValueError(f"DecorrelatedBatchNorm: group_size must divide num_features = {num_features}, got "
+                             f"{group_size}")
+        self.eps, self.momentum, self.backend, self.group_size = eps, momentum, backend, g
         self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_whitening", torch.eye(num_features))
+        self.register_buffer("running_whitening", torch.eye(g).repeat(num_features // g, 1, 1))
 
     def forward(self, x):
         return MF.decorrelated_batch_norm(x, self.running_mean, self.running_whitening, self.training,
-                                          self.momentum, self.eps, self.backend)
+                                          self.momentum, self.eps, self.backend, self.group_size)
 
 
 class IterNorm(nn.Module):
@@ -211,8 +218,8 @@ NORMS = {
     "zca_dim": lambda d, eps=1e-5, backend="eigh", grad="exact", **kw: ZCAWhiten(eps, "dim", backend, grad),
     "zca_example": lambda d, eps=1e-5, backend="eigh", grad="exact", **kw: ZCAWhiten(eps, "example", backend,
                                                                                      grad),
-    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", **kw:
-        DecorrelatedBatchNorm(d, eps, momentum, backend),
+    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", group_size=None, **kw:
+        DecorrelatedBatchNorm(d, eps, momentum, backend, group_size),
     "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5, **kw: IterNorm(d, eps, momentum, iterations),
 }
 

@@ -27,3 +27,17 @@ def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
         return cls(params, **kwargs)
     except TypeError as e:
         raise ValueError(f"optim: {cls.__name__} does not accept {sorted(kwargs)} ({e})") from None
+
+
+def make_scheduler(name: str | None, optimizer, **kwargs):
+    """A ``torch.optim.lr_scheduler`` class by name (stepped once per epoch), or None."""
+    if name is None:
+        return None
+    cls = getattr(torch.optim.lr_scheduler, name, None)
+    if not (inspect.isclass(cls) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
+        raise ValueError(f"schedule.name {name!r} is not a torch.optim.lr_scheduler class (e.g. StepLR, "
+                         "CosineAnnealingLR, ExponentialLR)")
+    try:
+        return cls(optimizer, **kwargs)
+    except TypeError as e:
+        raise ValueError(f"schedule: {name} does not accept {sorted(kwargs)} ({e})") from None

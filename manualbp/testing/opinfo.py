@@ -76,17 +76,23 @@ def ref_zca_whiten(x, eps=1e-5, mode="dim", backend="eigh"):
 
 
 def ref_decorrelated_batch_norm(x, running_mean=None, running_whitening=None, training=True,
-                                momentum=0.1, eps=1e-5, backend="eigh"):
+                                momentum=0.1, eps=1e-5, backend="eigh", group_size=None):
+    g = group_size or x.shape[1]
     if not training:
-        return (x - running_mean) @ running_whitening
+        xc = x - running_mean
+        return torch.cat([xc[:, i * g:(i + 1) * g] @ running_whitening[i] for i in range(x.shape[1] // g)], 1)
     mu = x.mean(0)
     xc = x - mu
-    U = _inv_sqrt_reference(xc.T @ xc / x.shape[0] + eps * _eye(x.shape[1], x))
+    ys, us = [], []
+    for i in range(x.shape[1] // g):
+        a = xc[:, i * g:(i + 1) * g]
+        us.append(_inv_sqrt_reference(a.T @ a / x.shape[0] + eps * _eye(g, x)))
+        ys.append(a @ us[-1])
     if running_mean is not None:
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
-            running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
-    return xc @ U
+            running_whitening.mul_(1 - momentum).add_(torch.stack(us), alpha=momentum)
+    return torch.cat(ys, 1)
 
 
 def ref_iter_norm(x, running_mean=None, running_whitening=None, training=True, momentum=0.1, eps=1e-5,
@@ -287,27 +293,38 @@ def _zca_samples(mode):
     return samples
 
 
-def _running(d, dtype, device, gen, eval_mode):
+def _running(d, dtype, device, gen, eval_mode, groups=None):
+    """Running mean (d,) and whitening matrix (d, d), or (groups, d / groups, d / groups) when grouped."""
+    g = d if groups is None else d // groups
+    shape = (d, d) if groups is None else (groups, g, g)
     if not eval_mode:
-        return torch.zeros(d, dtype=dtype, device=device), torch.eye(d, dtype=dtype, device=device)
+        return torch.zeros(d, dtype=dtype, device=device), torch.eye(g, dtype=dtype, device=device).expand(
+            shape).contiguous()
     m = torch.randn(d, generator=gen, dtype=torch.float64)
-    a = torch.randn(d, d, generator=gen, dtype=torch.float64)
-    return m.to(dtype=dtype, device=device), (a @ a.T / d + torch.eye(d, dtype=torch.float64)).to(dtype=dtype,
-                                                                                                 device=device)
+    a = torch.randn(*shape, generator=gen, dtype=torch.float64)
+    w = a @ a.mT / g + torch.eye(g, dtype=torch.float64)
+    return m.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
 
 
-def _dbn_samples(extra):
+def _dbn_samples(extra, grouped=False):
     def samples(dtype, device):
         g = _gen(13)
         t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
         eq = (_orthonormal(8, 4, g, centred=True) * (8 ** 0.5)).to(dtype=dtype, device=device).requires_grad_()
-        out = [Sample((t(8, 4), *_running(4, dtype, device, g, False)), dict(extra, eps=1e-2), "N > D, train"),
-               Sample((t(3, 5), *_running(5, dtype, device, g, False)), dict(extra, eps=1e-1),
+        grp = 1 if grouped else None
+        out = [Sample((t(8, 4), *_running(4, dtype, device, g, False, grp)), dict(extra, eps=1e-2), "N > D, train"),
+               Sample((t(3, 5), *_running(5, dtype, device, g, False, grp)), dict(extra, eps=1e-1),
                       "N < D (rank-deficient), train"),
-               Sample((eq, *_running(4, dtype, device, g, False)), dict(extra, eps=1e-2), "repeated eigenvalues"),
+               Sample((eq, *_running(4, dtype, device, g, False, grp)), dict(extra, eps=1e-2), "repeated eigenvalues"),
                Sample((t(6, 3), None, None), dict(extra, eps=1e-2), "no running stats"),
-               Sample((t(1, 3), *_running(3, dtype, device, g, True)), dict(extra, training=False),
+               Sample((t(1, 3), *_running(3, dtype, device, g, True, grp)), dict(extra, training=False),
                       "eval, batch 1")]
+        if grouped:
+            out += [Sample((t(7, 6), *_running(6, dtype, device, g, False, 3)), dict(extra, eps=1e-2, group_size=2),
+                           "3 groups of 2, train"),
+                    Sample((t(2, 6), *_running(6, dtype, device, g, True, 2)), dict(extra, training=False,
+                                                                                    group_size=3),
+                           "2 groups of 3, eval")]
         return out
     return samples
 
@@ -384,9 +401,9 @@ def _build() -> list[OpInfo]:
         OpInfo("zca_whiten[example]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("example"),
                tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
         OpInfo("decorrelated_batch_norm[eigh]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
-               _dbn_samples(dict(backend="eigh")), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+               _dbn_samples(dict(backend="eigh"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
         OpInfo("decorrelated_batch_norm[svd]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
-               _dbn_samples(dict(backend="svd")), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+               _dbn_samples(dict(backend="svd"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
         OpInfo("iter_norm", "whitening", M.iter_norm, ref_iter_norm, _dbn_samples(dict(iterations=5)),
                batched_grad=False, tol32=(2e-3, 2e-4)),
         OpInfo("sparse_filtering[soft_abs]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,

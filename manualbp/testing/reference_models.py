@@ -42,7 +42,7 @@ def apply_norm(norm, x):
         return _zca_autograd(x, norm.eps, norm.mode, norm.backend)
     if isinstance(norm, mnn.DecorrelatedBatchNorm):
         return ref_decorrelated_batch_norm(x, norm.running_mean, norm.running_whitening, norm.training,
-                                           norm.momentum, norm.eps, norm.backend)
+                                           norm.momentum, norm.eps, norm.backend, norm.group_size)
     if isinstance(norm, mnn.IterNorm):
         return ref_iter_norm(x, norm.running_mean, norm.running_whitening, norm.training, norm.momentum,
                              norm.eps, norm.iterations)

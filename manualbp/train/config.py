@@ -18,11 +18,12 @@ BASE: dict = {
     "data": {"name": "fashion_mnist", "root": None, "download": False, "train_limit": None, "test_limit": None},
     "model": {"name": "mlp"},         # name + constructor keyword arguments
     "optim": {"name": "Adam", "lr": 1e-3},  # torch.optim class name (or "module:Class") + its arguments
+    "schedule": {"name": None},       # a torch.optim.lr_scheduler class name + arguments, stepped per epoch
     "regularizer": {"name": "none", "lam": 0.0},  # lam * sum R(w) over every weight (params with >1 dim)
     "log": {"probe_every": 0,         # 0: off; "epoch": last batch of each epoch; N: every N steps
             "histograms": True, "progress": True, "progress_every": 50},
 }
-FREE_FORM = {"model", "optim"}   # sub-dicts whose keys are passed on to a constructor
+FREE_FORM = {"model", "optim", "schedule"}   # sub-dicts whose keys are passed on to a constructor
 
 
 class ConfigError(ValueError):

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from manualbp.optim import make_optimizer
+from manualbp.optim import make_optimizer, make_scheduler
 
 from .config import validate
 from .probes import Probes
@@ -85,6 +85,8 @@ def train(cfg: dict, run_dir, log=print) -> dict:
     model = task.build_model().to(device)
     optimizer = make_optimizer(cfg["optim"]["name"], model.parameters(),
                                **{k: v for k, v in cfg["optim"].items() if k != "name"})
+    scheduler = make_scheduler(cfg["schedule"]["name"], optimizer,
+                               **{k: v for k, v in cfg["schedule"].items() if k != "name"})
     rd.start(cfg)
 
     bs = cfg["batch_size"]
@@ -95,6 +97,8 @@ def train(cfg: dict, run_dir, log=print) -> dict:
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
         start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed_s"]
         log(f"{rd.path}: resuming after epoch {start_epoch} of {cfg['epochs']}")
@@ -155,11 +159,14 @@ def train(cfg: dict, run_dir, log=print) -> dict:
             row = {"epoch": epoch, "step": epoch * spe, "train_loss": tr["loss"], "train_acc": tr["acc"],
                    "test_loss": te["loss"], "test_acc": te["acc"], "lr": optimizer.param_groups[0]["lr"],
                    "time_s": round(elapsed, 3)}
+            if scheduler is not None:
+                scheduler.step()
             rd.append_jsonl(rd.metrics, [row])
             for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
                 writer.add_scalar(k.replace("_", "/", 1) if k != "lr" else "lr", row[k], row["step"])
             writer.flush()
             rd.save_checkpoint({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict() if scheduler is not None else None,
                                 "rng": _rng_state(), "elapsed_s": elapsed})
             log(f"{rd.path.name} epoch {epoch}/{cfg['epochs']}: train loss {tr['loss']:.4f} acc {tr['acc']:.4f} | "
                 f"test loss {te['loss']:.4f} acc {te['acc']:.4f} | {elapsed:.1f}s")
