@@ -122,3 +122,12 @@ def test_eval_mode_uses_running_statistics(name):
     ref = copy.deepcopy(model)
     out = model(x[:1])  # batch 1 is legal in eval mode
     torch.testing.assert_close(out, reference_forward(ref, x[:1]), rtol=1e-9, atol=1e-10)
+
+
+def test_two_training_forwards_before_one_backward():
+    """Running statistics change in place on every training forward; an earlier graph must still backward."""
+    model, x, manual_loss, _ = CASES["cnn6-bn"]()
+    first = manual_loss(model, model(x))
+    second = manual_loss(model, model(x.flip(0)))
+    MF.add(first, second).backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -20,15 +20,20 @@ from .report import group, load_runs, markdown_table, mean_ci, plt, save
 GRU_SVM_REFERENCE = 0.897   # Agarap (2017), GRU+SVM with dropout, as quoted by the seed
 SEED_CLAIM = 0.8951
 
+# The paper configuration: 784-256-256-10 with ReLU, the whitening layer on the input of the second
+# layer, ZCA per example (the seed's whitening of X^T, an N x N covariance) with eps = 1, Adam 1e-3
+# with a cosine decay over the 15 epochs, batch 100. (Measured on Fashion-MNIST before fixing it:
+# with a constant learning rate every variant's final accuracy wandered by about 0.3% from epoch
+# to epoch, and with eps = 1e-3 the exact ZCA layers landed near 87.7%.)
 _MODEL = {"name": "mlp", "widths": [784, 256, 256, 10], "activation": "relu", "bias": True,
-          "norm": "zca_example", "norm_at": 1, "norm_kwargs": {"eps": 1e-3}}
+          "norm": "zca_example", "norm_at": 1, "norm_kwargs": {"eps": 1.0}}
+_COMMON = {"batch_size": 100, "model": _MODEL, "optim": {"name": "Adam", "lr": 1e-3}}
 
 PRESETS = {
-    "full": {"epochs": 15, "batch_size": 100, "data": {"name": "fashion_mnist"}, "model": _MODEL,
-             "optim": {"name": "Adam", "lr": 1e-3}},
-    "quick": {"epochs": 3, "batch_size": 100, "data": {"name": "fashion_mnist", "train_limit": 10000,
-                                                       "test_limit": 2000},
-              "model": _MODEL, "optim": {"name": "Adam", "lr": 1e-3}},
+    "full": {**_COMMON, "epochs": 15, "data": {"name": "fashion_mnist"},
+             "schedule": {"name": "CosineAnnealingLR", "T_max": 15}},
+    "quick": {**_COMMON, "epochs": 3, "data": {"name": "fashion_mnist", "train_limit": 10000, "test_limit": 2000},
+              "schedule": {"name": "CosineAnnealingLR", "T_max": 3}},
 }
 
 
@@ -39,12 +44,14 @@ def _norm(norm, **kw):
 VARIANTS = {
     "none": _norm("none"),
     "center": _norm("center"),
-    "zca_dim": _norm("zca_dim", eps=1e-3, backend="eigh"),
-    "zca_dim_svd": _norm("zca_dim", eps=1e-3, backend="svd"),
-    "zca_example": _norm("zca_example", eps=1e-3, backend="eigh"),
-    "zca_example_svd": _norm("zca_example", eps=1e-3, backend="svd"),
-    "zca_example_seedgrad": _norm("zca_example", eps=1e-3, backend="eigh", grad="seed"),
-    "dbn": _norm("decorrelated_batch_norm", eps=1e-3, backend="eigh"),
+    "zca_dim": _norm("zca_dim", eps=1.0, backend="eigh"),
+    "zca_dim_svd": _norm("zca_dim", eps=1.0, backend="svd"),
+    "zca_example": _norm("zca_example", eps=1.0, backend="eigh"),
+    "zca_example_svd": _norm("zca_example", eps=1.0, backend="svd"),
+    "zca_example_seedgrad": _norm("zca_example", eps=1.0, backend="eigh", grad="seed"),
+    # whitened in groups of 16 features: with batch 100 < 256 features a single group is rank-deficient
+    # and its running whitening matrix fails in eval mode (measured: 75.8% test accuracy)
+    "dbn": _norm("decorrelated_batch_norm", eps=1e-3, backend="eigh", group_size=16),
     "iternorm": _norm("iter_norm", eps=1e-3, iterations=5),
 }
 GRID = {"variant": VARIANTS, "seed": [0, 1, 2]}

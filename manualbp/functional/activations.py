@@ -5,6 +5,8 @@ import torch
 
 from ._checks import check_positive, check_tensor
 
+aten = torch.ops.aten
+
 
 class ReLUFunction(torch.autograd.Function):
     generate_vmap_rule = True
@@ -19,9 +21,9 @@ class ReLUFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # y = max(x, 0) ; dL/dx = g * [y > 0]
+        # y = max(x, 0) ; dL/dx = g * [y > 0]   (aten.threshold_backward computes exactly this, fused)
         (y,) = ctx.saved_tensors
-        return g * (y > 0).to(g.dtype)
+        return aten.threshold_backward(g, y, 0)
 
 
 class ELUFunction(torch.autograd.Function):
@@ -29,19 +31,19 @@ class ELUFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(x, alpha):
-        return torch.where(x > 0, x, alpha * torch.expm1(x))
+        return torch.nn.functional.elu(x, alpha)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, alpha = inputs
-        ctx.save_for_backward(x, output)
-        ctx.alpha = alpha
+        ctx.save_for_backward(output)
+        ctx.alpha = inputs[1]
 
     @staticmethod
     def backward(ctx, g):
-        # y = x (x > 0), alpha (e^x - 1) (x <= 0) ; dy/dx = 1 (x > 0), y + alpha (x <= 0)
-        x, y = ctx.saved_tensors
-        return g * torch.where(x > 0, torch.ones_like(y), y + ctx.alpha), None
+        # y = x (x > 0), alpha (e^x - 1) (x <= 0) ; dy/dx = 1 (y > 0), y + alpha (y <= 0)
+        # (aten.elu_backward with is_result=True evaluates this from the saved output y, fused)
+        (y,) = ctx.saved_tensors
+        return aten.elu_backward(g, ctx.alpha, 1.0, 1.0, True, y), None
 
 
 class TanhFunction(torch.autograd.Function):
@@ -57,9 +59,9 @@ class TanhFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # y = tanh x ; dy/dx = 1 - y^2
+        # y = tanh x ; dL/dx = g (1 - y^2)   (aten.tanh_backward, fused)
         (y,) = ctx.saved_tensors
-        return g * (1 - y * y)
+        return aten.tanh_backward(g, y)
 
 
 class ArctanFunction(torch.autograd.Function):
@@ -93,9 +95,9 @@ class SigmoidFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # y = 1 / (1 + e^-x) ; dy/dx = y (1 - y)
+        # y = 1 / (1 + e^-x) ; dL/dx = g y (1 - y)   (aten.sigmoid_backward, fused)
         (y,) = ctx.saved_tensors
-        return g * y * (1 - y)
+        return aten.sigmoid_backward(g, y)
 
 
 class SoftAbsFunction(torch.autograd.Function):

@@ -9,30 +9,41 @@ _REDUCTIONS = ("mean", "sum")
 
 
 class SoftmaxCrossEntropyFunction(torch.autograd.Function):
-    """L = reduce_n( -sum_c t[n,c] log softmax(z)[n,c] ), t one-hot or a probability row."""
+    """L = reduce_n( -log softmax(z)[n, t_n] ) for class indices t, or -sum_c t[n,c] log softmax(z)[n,c]
+    for a probability / one-hot target. Returns (L, log softmax(z)); only L is differentiable, and the
+    target is treated as a constant."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(logits, target_probs, reduction):
-        z = logits - logits.amax(dim=1, keepdim=True)        # row-wise max for stability
-        logp = z - torch.logsumexp(z, dim=1, keepdim=True)
-        per_row = -(target_probs * logp).sum(1)
-        return per_row.mean() if reduction == "mean" else per_row.sum()
+    def forward(logits, target, reduction):
+        logp = torch.log_softmax(logits, dim=1)  # aten subtracts the row-wise max before exponentiating
+        if target.is_floating_point():
+            per_row = -(target * logp).sum(1)
+        else:
+            per_row = -logp.gather(1, target[:, None]).squeeze(1)
+        return (per_row.mean() if reduction == "mean" else per_row.sum()), logp
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        logits, target_probs, reduction = inputs
-        ctx.save_for_backward(logits, target_probs)
+        _, target, reduction = inputs
+        _, logp = output
+        ctx.mark_non_differentiable(logp)
+        ctx.save_for_backward(logp, target)
         ctx.reduction = reduction
 
     @staticmethod
-    def backward(ctx, g):
-        # dL/dz[n,c] = g (softmax(z)[n,c] * sum_c' t[n,c'] - t[n,c]) / N   (N only for "mean")
-        logits, t = ctx.saved_tensors
-        p = torch.softmax(logits, dim=1)
-        scale = g / logits.shape[0] if ctx.reduction == "mean" else g
-        return (p * t.sum(1, keepdim=True) - t) * scale, None, None
+    def backward(ctx, g, _):
+        # dL/dz[n,c] = g (softmax(z)[n,c] sum_c' t[n,c'] - t[n,c]) / N   (N only for "mean");
+        # for class indices t[n,c] = [c == t_n], so sum_c' t = 1 and the -1 lands at (n, t_n)
+        logp, t = ctx.saved_tensors
+        p = logp.exp()
+        if t.is_floating_point():
+            d = p * t.sum(1, keepdim=True) - t
+        else:
+            d = p.scatter_add(1, t[:, None], -torch.ones_like(p[:, :1]))
+        scale = g / logp.shape[0] if ctx.reduction == "mean" else g
+        return d * scale, None, None
 
 
 def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
@@ -40,7 +51,7 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     """Softmax followed by cross-entropy.
 
     ``target`` is either class indices of shape (N,) (integer dtype) or a probability /
-    one-hot matrix of the logits' shape (N, C).
+    one-hot matrix of the logits' shape (N, C) (treated as a constant: no gradient).
     """
     check_tensor("softmax_cross_entropy", "logits", logits, ndim=2, shape_hint="(N, C)")
     check_choice("softmax_cross_entropy", "reduction", reduction, _REDUCTIONS)
@@ -53,7 +64,6 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                              f"{tuple(logits.shape)}; got {tuple(target.shape)} (pass class indices as "
                              "an integer tensor of shape (N,))")
         check_same_dtype_device("softmax_cross_entropy", logits=logits, target=target)
-        probs = target
     else:
         if target.dim() != 1 or target.shape[0] != n:
             raise ValueError(f"softmax_cross_entropy: class-index target must have shape ({n},), got "
@@ -62,11 +72,16 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
             raise ValueError(f"softmax_cross_entropy: target is on {target.device} but logits on "
                              f"{logits.device}")
         # range check on CPU only: on CUDA it would cost a host-device sync every step
-        if n and target.device.type == "cpu" and (int(target.min()) < 0 or int(target.max()) >= c):
-            raise ValueError(f"softmax_cross_entropy: class indices must lie in [0, {c - 1}], got range "
-                             f"[{int(target.min())}, {int(target.max())}]")
-        probs = torch.nn.functional.one_hot(target, c).to(logits.dtype)
-    return SoftmaxCrossEntropyFunction.apply(logits, probs, reduction)
+        if n and target.device.type == "cpu":
+            lo, hi = torch.aminmax(target)
+            if lo < 0 or hi >= c:
+                raise ValueError(f"softmax_cross_entropy: class indices must lie in [0, {c - 1}], got range "
+                                 f"[{int(lo)}, {int(hi)}]")
+        target = target.long()
+    return SoftmaxCrossEntropyFunction.apply(logits, target, reduction)[0]
+
+
+_REDUCTION_ENUM = {"mean": 1, "sum": 2}   # at::Reduction
 
 
 class MSEFunction(torch.autograd.Function):
@@ -74,8 +89,7 @@ class MSEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(pred, target, reduction):
-        d = (pred - target) ** 2
-        return d.mean() if reduction == "mean" else d.sum()
+        return torch.ops.aten.mse_loss(pred, target, _REDUCTION_ENUM[reduction])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -85,10 +99,10 @@ class MSEFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # L = reduce (p - t)^2 ; dL/dp = 2 (p - t) g / n ; dL/dt = -dL/dp
+        # L = reduce (p - t)^2 ; dL/dp = 2 (p - t) g / n (n only for "mean") ; dL/dt = -dL/dp
+        # (aten.mse_loss_backward evaluates dL/dp, fused)
         pred, target = ctx.saved_tensors
-        scale = 2 * g / pred.numel() if ctx.reduction == "mean" else 2 * g
-        d = (pred - target) * scale
+        d = torch.ops.aten.mse_loss_backward(g, pred, target, _REDUCTION_ENUM[ctx.reduction])
         return (d if ctx.needs_input_grad[0] else None,
                 -d if ctx.needs_input_grad[1] else None, None)
 
@@ -112,10 +126,7 @@ class BinaryCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(p, t, reduction):
-        lp = torch.log(p).clamp_min(-100)
-        l1p = torch.log1p(-p).clamp_min(-100)
-        e = -(t * lp + (1 - t) * l1p)
-        return e.mean() if reduction == "mean" else e.sum()
+        return torch.ops.aten.binary_cross_entropy(p, t, None, _REDUCTION_ENUM[reduction])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -125,14 +136,14 @@ class BinaryCrossEntropyFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # dL/dp = g (p - t) / max(p (1 - p), 1e-12) / n  (the 1e-12 floor is torch's) ;
-        # dL/dt = g (log(1 - p) - log p) / n
+        # dL/dp = g (p - t) / max(p (1 - p), 1e-12) / n  (the 1e-12 floor is torch's; evaluated by
+        # aten.binary_cross_entropy_backward, fused) ; dL/dt = g (log(1 - p) - log p) / n
         p, t = ctx.saved_tensors
-        scale = g / p.numel() if ctx.reduction == "mean" else g
         gp = gt = None
         if ctx.needs_input_grad[0]:
-            gp = (p - t) / (p * (1 - p)).clamp_min(1e-12) * scale
+            gp = torch.ops.aten.binary_cross_entropy_backward(g, p, t, None, _REDUCTION_ENUM[ctx.reduction])
         if ctx.needs_input_grad[1]:
+            scale = g / p.numel() if ctx.reduction == "mean" else g
             gt = (torch.log1p(-p).clamp_min(-100) - torch.log(p).clamp_min(-100)) * scale
         return gp, gt, None
 

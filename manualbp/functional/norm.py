@@ -79,43 +79,34 @@ class BatchNormFunction(torch.autograd.Function):
 
     Training: y = (x - mu_B) / sqrt(var_B + eps) with batch statistics; running statistics are
     updated in place as in torch (running = (1 - momentum) running + momentum batch, unbiased
-    variance). Eval: y = (x - running_mean) / sqrt(running_var + eps).
-    Returns (y, 1 / sqrt(var + eps)); the second output is non-differentiable.
+    variance). Eval: y = (x - running_mean) / sqrt(running_var + eps). The forward is aten's fused
+    native_batch_norm; returns (y, mu, 1 / sqrt(var + eps)), only y differentiable.
     """
 
     @staticmethod
     def forward(x, running_mean, running_var, training, momentum, eps):
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        if training:
-            var, mu = torch.var_mean(x, dims, unbiased=False)
-            if running_mean is not None:
-                n = x.numel() // x.shape[1]
-                running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
-                running_var.mul_(1 - momentum).add_(var * (n / (n - 1)), alpha=momentum)
-        else:
-            mu, var = running_mean, running_var
-        inv_std = torch.rsqrt(var + eps)
-        return (x - mu.reshape(shape)) * inv_std.reshape(shape), inv_std
+        return torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, training, momentum, eps)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, _, _, training, _, _ = inputs
-        y, inv_std = output
-        ctx.mark_non_differentiable(inv_std)
-        ctx.save_for_backward(y, inv_std)
-        ctx.training = training
-        ctx.dims = [0] + list(range(2, x.dim()))
-        ctx.shape = [1, -1] + [1] * (x.dim() - 2)
+        x, running_mean, running_var, training, _, eps = inputs
+        _, mu, inv_std = output
+        ctx.mark_non_differentiable(mu, inv_std)
+        # the running buffers are updated in place by every training forward: keep them only in eval mode
+        ctx.save_for_backward(x, None if training else running_mean, None if training else running_var, mu,
+                              inv_std)
+        ctx.conf = (training, eps)
 
     @staticmethod
-    def backward(ctx, g, _g_inv_std):
+    def backward(ctx, g, *_):
         # training: dL/dx = (g - mean(g) - y mean(g y)) / sqrt(var_B + eps)   (means over N, H, W)
         # eval:     dL/dx = g / sqrt(running_var + eps)
-        y, inv_std = ctx.saved_tensors
-        if ctx.training:
-            g = g - g.mean(ctx.dims, keepdim=True) - y * (g * y).mean(ctx.dims, keepdim=True)
-        return g * inv_std.reshape(ctx.shape), None, None, None, None, None
+        # (both evaluated by aten.native_batch_norm_backward from the saved statistics, fused)
+        x, running_mean, running_var, mu, inv_std = ctx.saved_tensors
+        training, eps = ctx.conf
+        gx = torch.ops.aten.native_batch_norm_backward(g, x, None, running_mean, running_var, mu, inv_std,
+                                                        training, eps, [True, False, False])[0]
+        return gx, None, None, None, None, None
 
 
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,

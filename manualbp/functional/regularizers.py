@@ -30,42 +30,49 @@ class Regularizer:
     defined_at_zero: bool = True     # False: R or R' is infinite / undefined at 0
 
 
-def _sec2(t):  # 1 - tanh^2(t)
+# The derivative formulas build each result in place on a fresh temporary: one full-size kernel per
+# step, no extra allocations. A derivative that is constant returns a 0-dim tensor (expanded later).
+
+def _sec2_neg(t):  # -(1 - tanh^2(t)) = tanh^2(t) - 1
     th = torch.tanh(t)
-    return 1 - th * th
+    return th.mul_(th).sub_(1)
 
 
 def _sabs(t):  # sqrt(t^2 + eps)
-    return torch.sqrt(t * t + EPS)
+    return (t * t).add_(EPS).sqrt_()
+
+
+def _t_over_sabs(t):  # t / sqrt(t^2 + eps)
+    return (t * t).add_(EPS).rsqrt_().mul_(t)
 
 
 _TABLE = [
     Regularizer("l1", torch.abs, torch.sign, "|t|", smooth_at_zero=False),
     Regularizer("l2", lambda t: t * t, lambda t: 2 * t, "t^2"),
-    Regularizer("linear", lambda t: t, torch.ones_like, "t"),
-    Regularizer("smooth_abs", _sabs, lambda t: t / _sabs(t), "sqrt(t^2 + eps)",
+    Regularizer("linear", lambda t: t, lambda t: t.new_ones(()), "t"),
+    Regularizer("smooth_abs", _sabs, _t_over_sabs, "sqrt(t^2 + eps)",
                 note="the seed wrote R = sqrt(t^2) but coded R' = t / sqrt(t^2 + eps); eps is kept in "
                      "R so that R' is its true derivative"),
     Regularizer("elastic", lambda t: (t.abs() + _sabs(t)) / 2,
-                lambda t: 0.5 * (torch.sign(t) + t / _sabs(t)), "(|t| + sqrt(t^2 + eps)) / 2",
+                lambda t: _t_over_sabs(t).add_(torch.sign(t)).mul_(0.5), "(|t| + sqrt(t^2 + eps)) / 2",
                 smooth_at_zero=False),
     Regularizer("abs_smooth", lambda t: torch.sqrt(t.abs() ** 2 + EPS),
-                lambda t: t.abs() * torch.sign(t) / _sabs(t), "sqrt(|t|^2 + eps)",
+                _t_over_sabs, "sqrt(|t|^2 + eps)  (|t| sign(t) = t)",
                 note="eps kept in R as for smooth_abs"),
-    Regularizer("ratio", torch.sign, torch.zeros_like, "sqrt(t^2) / t = sign(t)",
+    Regularizer("ratio", torch.sign, lambda t: t.new_zeros(()), "sqrt(t^2) / t = sign(t)",
                 note="a control: R' = 0 almost everywhere; R is taken as sign(t), 0 at t = 0",
                 defined_at_zero=False),
     Regularizer("neg_log1p_sq", lambda t: -torch.log1p(t * t), lambda t: -2 * t / (1 + t * t),
                 "-log(1 + t^2)"),
-    Regularizer("neg_tanh", lambda t: -torch.tanh(t), lambda t: -_sec2(t), "-tanh(t)"),
-    Regularizer("neg_tanh_sq", lambda t: -torch.tanh(t * t), lambda t: -_sec2(t * t) * 2 * t,
+    Regularizer("neg_tanh", lambda t: -torch.tanh(t), _sec2_neg, "-tanh(t)"),
+    Regularizer("neg_tanh_sq", lambda t: -torch.tanh(t * t), lambda t: _sec2_neg(t * t).mul_(t).mul_(2),
                 "-tanh(t^2)"),
     Regularizer("neg_tanh_abs", lambda t: -torch.tanh(t.abs()),
-                lambda t: -_sec2(t.abs()) * torch.sign(t), "-tanh(|t|)", smooth_at_zero=False),
+                lambda t: _sec2_neg(t.abs()).mul_(torch.sign(t)), "-tanh(|t|)", smooth_at_zero=False),
     Regularizer("neg_tanh_abs_sq", lambda t: -torch.tanh(t.abs() ** 2),
-                lambda t: -_sec2(t * t) * 2 * t.abs() * torch.sign(t), "-tanh(|t|^2)"),
+                lambda t: _sec2_neg(t * t).mul_(t).mul_(2), "-tanh(|t|^2)  (R' = -(1 - tanh^2(t^2)) 2 |t| sign(t))"),
     Regularizer("sin", torch.sin, torch.cos, "sin(t)"),
-    Regularizer("abs_sin", lambda t: torch.sin(t).abs(), lambda t: torch.sign(torch.sin(t)) * torch.cos(t),
+    Regularizer("abs_sin", lambda t: torch.sin(t).abs(), lambda t: torch.sin(t).sign_().mul_(torch.cos(t)),
                 "|sin(t)|", smooth_at_zero=False),
     Regularizer("log_sq", lambda t: torch.log(t * t), lambda t: 2 / t, "log(t^2)",
                 note="the seed coded R' = 2 / (t + eps); the op uses the true 2 / t",
@@ -105,8 +112,8 @@ class RegularizeFunction(torch.autograd.Function):
         (w,) = ctx.saved_tensors
         name, lam, seed_grad = ctx.conf
         reg = REGULARIZERS[name]
-        d = reg.seed_grad if (seed_grad and reg.seed_grad is not None) else reg.grad
-        return g * lam * d(w), None, None, None
+        d = (reg.seed_grad if (seed_grad and reg.seed_grad is not None) else reg.grad)(w)
+        return (d * (g * lam)).expand_as(w), None, None, None
 
 
 def regularize(w: torch.Tensor, name: str, lam: float = 1.0, seed_grad: bool = False) -> torch.Tensor:

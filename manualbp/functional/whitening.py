@@ -211,7 +211,8 @@ class IterNormFunction(torch.autograd.Function):
     """IterNorm: xc = x - mean(x), S = xc^T xc / N + eps I, S_N = S / tr(S),
     P_0 = I, P_k = (3 P_{k-1} - P_{k-1}^3 S_N) / 2, U = P_T / sqrt(tr(S)), y = xc U.
 
-    Returns (y, xc, P_0..P_T stacked, S); only y is differentiable.
+    Returns (y, xc, stacked [P_{k-1}, P_{k-1}^2, P_{k-1}^3] for k = 1..T plus P_T, S); only y is
+    differentiable.
     """
 
     @staticmethod
@@ -226,15 +227,17 @@ class IterNormFunction(torch.autograd.Function):
         tr = torch.diagonal(S).sum()
         SN = S / tr
         P = torch.eye(d, dtype=x.dtype, device=x.device)
-        Ps = [P]
+        saved = []
         for _ in range(iterations):
-            P = 1.5 * P - 0.5 * (P @ P @ P) @ SN
-            Ps.append(P)
+            P2 = P @ P
+            P3 = P2 @ P
+            saved += [P, P2, P3]
+            P = 1.5 * P - 0.5 * P3 @ SN
         U = P / torch.sqrt(tr)
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
             running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
-        return xc @ U, xc, torch.stack(Ps), S
+        return xc @ U, xc, torch.stack(saved + [P]), S
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -249,9 +252,9 @@ class IterNormFunction(torch.autograd.Function):
     def backward(ctx, g, *_):
         # Reverse mode through the iterations, in the forward's notation:
         #   dL/dU = xc^T G ;  dL/dP_T = dL/dU / sqrt(tr) ;  dL/dtr = -sum(dL/dU o P_T) / (2 tr^{3/2})
-        #   for k = T..1, with P = P_{k-1}, B = dL/dP_k:
-        #     dL/dS_N += -(P^3)^T B / 2
-        #     dL/dP    = 3 B / 2 - (B (P^2 S_N)^T + P^T B (P S_N)^T + (P^2)^T B S_N^T) / 2
+        #   for k = T..1, with P = P_{k-1}, B = dL/dP_k and P_k = 3 P / 2 - P^3 S_N / 2:
+        #     dL/dS_N += -(P^3)^T B / 2 ;  C = dL/d(P^3) = -B S_N^T / 2
+        #     dL/dP = 3 B / 2 + (P^2)^T C + D P^T + P^T D,  D = dL/d(P^2) = C P^T   (P^3 = P^2 P, P^2 = P P)
         #   dL/dS = dL/dS_N / tr + (dL/dtr - sum(dL/dS_N o S) / tr^2) I
         #   dL/dxc = G U^T + xc (dS + dS^T) / N ;  dL/dx = dL/dxc - mean(dL/dxc)
         xc, Ps, S = ctx.saved_tensors
@@ -264,11 +267,12 @@ class IterNormFunction(torch.autograd.Function):
         B = gU / torch.sqrt(tr)
         gtr = -(gU * PT).sum() / (2 * tr ** 1.5)
         gSN = torch.zeros_like(S)
-        for k in range(Ps.shape[0] - 1, 0, -1):
-            P = Ps[k - 1]
-            PP = P @ P
-            gSN = gSN - 0.5 * (PP @ P).mT @ B
-            B = 1.5 * B - 0.5 * (B @ (PP @ SN).mT + P.mT @ B @ (P @ SN).mT + PP.mT @ B @ SN.mT)
+        for k in range((Ps.shape[0] - 1) // 3 - 1, -1, -1):
+            P, P2, P3 = Ps[3 * k], Ps[3 * k + 1], Ps[3 * k + 2]
+            gSN = gSN - 0.5 * (P3.mT @ B)
+            C = -0.5 * (B @ SN.mT)
+            D = C @ P.mT
+            B = 1.5 * B + P2.mT @ C + D @ P.mT + P.mT @ D
         gtr = gtr - (gSN * S).sum() / tr ** 2
         gS = gSN / tr + gtr * torch.eye(S.shape[0], dtype=S.dtype, device=S.device)
         gxc = g @ (PT / torch.sqrt(tr)).mT + xc @ (gS + gS.mT) / xc.shape[0]

@@ -18,7 +18,7 @@ _ACT = {"relu": torch.relu, "elu": F.elu, "tanh": torch.tanh, "arctan": torch.at
         "soft_abs": lambda x: torch.sqrt(x * x + 1e-8)}
 
 
-def _zca_autograd(x, eps, mode, backend):
+def _zca_autograd(x, eps=1e-5, mode="dim", backend="eigh"):
     """ZCA through torch.linalg.eigh / svd, differentiated by autograd."""
     A = x if mode == "dim" else x.T
     S = A.T @ A / A.shape[0]

@@ -1,0 +1,335 @@
+#!/usr/bin/env python
+"""Benchmark manual backward against plain autograd, in one process, interleaved, after warm-up.
+
+    python scripts/bench.py                 # everything, CPU (and CUDA when present)
+    python scripts/bench.py --tiny          # tiny sizes: the smoke test
+    python scripts/bench.py --only ops --device cpu
+
+Three parts: (1) every op family, forward+backward of the manual op against the same math run
+through plain autograd; (2) one training step (forward, backward, Adam) of each model family
+against the same model in plain torch, with peak memory (CUDA) or peak RSS (CPU, measured in a
+fresh process per model so the numbers do not mix); (3) whitening back ends (eigh, SVD,
+Newton-Schulz) at widths 64 to 1024. Medians and ratios manual/autograd; results as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import manualbp.functional as M  # noqa: E402
+from manualbp.functional.regularizers import REGULARIZERS  # noqa: E402
+from manualbp.testing import opinfo as R  # noqa: E402
+from manualbp.testing.reference_models import _zca_autograd, reference_forward  # noqa: E402
+
+
+# ---------------------------------------------------------------- timing
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
+    """{name: median seconds} of each zero-argument callable, timed alternately (ABAB...)."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    _sync(device)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            f()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+def fwd_bwd(fn, args, kwargs=None):
+    """A callable running fn forward and backward with a fixed upstream gradient."""
+    kwargs = kwargs or {}
+    diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    out = fn(*args, **kwargs)
+    g = torch.randn_like(out)
+
+    def run():
+        for a in diff:
+            a.grad = None
+        fn(*args, **kwargs).backward(g)
+    return run
+
+
+# ---------------------------------------------------------------- op families
+
+class _Identity(torch.autograd.Function):
+    """The cheapest possible Python autograd.Function: measures the fixed per-call cost."""
+
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def op_cases(s: int, device):
+    """(family, op, manual fn, autograd fn, args, kwargs); s = 1 realistic sizes, s = 0 tiny."""
+    def t(*shape, grad=True, pos=False):
+        x = torch.randn(*shape, device=device)
+        return (x.abs() + 0.1 if pos else x).requires_grad_(grad)
+    big = (lambda a, b: a if s else b)
+    n, d = big(256, 8), big(1024, 16)
+    img = big((20, 16, 48, 48), (2, 3, 6, 6))
+    c = img[1]
+    zn, zd = big(250, 12), big(676, 8)
+    cases = [
+        ("baseline", "python Function overhead (identity)", _Identity.apply, torch.clone, (t(1),), {}),
+        ("dense", "linear", M.linear, lambda x, w, b: x @ w.T + b, (t(n, d), t(d, d), t(d)), {}),
+        ("dense", "conv2d", M.conv2d, R.ref_conv2d, (t(*img), t(c, c, 3, 3)), {}),
+        ("dense", "conv_transpose2d", M.conv_transpose2d, F.conv_transpose2d,
+         (t(img[0], c, img[2] // 2, img[3] // 2), t(c, c, 3, 3)), dict(stride=2, padding=1, output_padding=1)),
+        ("dense", "max_pool2d", M.max_pool2d, F.max_pool2d, (t(*img),), dict(kernel_size=2)),
+        ("dense", "interpolate bilinear", M.interpolate, R.ref_interpolate, (t(img[0], c, img[2] // 2, img[3] // 2),),
+         dict(scale_factor=2, mode="bilinear")),
+        ("dense", "interpolate bicubic", M.interpolate, R.ref_interpolate, (t(img[0], c, img[2] // 2, img[3] // 2),),
+         dict(scale_factor=2, mode="bicubic")),
+        ("dense", "concat", lambda a, b: M.concat([a, b]), lambda a, b: torch.cat([a, b], 1), (t(*img), t(*img)), {}),
+        ("dense", "global_avg_pool2d", M.global_avg_pool2d, lambda x: x.mean((2, 3)), (t(*img),), {}),
+        ("activations", "relu", M.relu, torch.relu, (t(n, d),), {}),
+        ("activations", "elu", M.elu, F.elu, (t(n, d),), {}),
+        ("activations", "tanh", M.tanh, torch.tanh, (t(n, d),), {}),
+        ("activations", "arctan", M.arctan, torch.atan, (t(n, d),), {}),
+        ("activations", "sigmoid", M.sigmoid, torch.sigmoid, (t(n, d),), {}),
+        ("activations", "soft_abs", M.soft_abs, lambda x: torch.sqrt(x * x + 1e-8), (t(n, d),), {}),
+        ("losses", "softmax_cross_entropy", M.softmax_cross_entropy, F.cross_entropy,
+         (t(big(1000, 8), 10), torch.randint(0, 10, (big(1000, 8),), device=device)), {}),
+        ("losses", "mse", M.mse, F.mse_loss, (t(big(1000, 8), 10), t(big(1000, 8), 10, grad=False)), {}),
+        ("losses", "binary_cross_entropy", M.binary_cross_entropy, F.binary_cross_entropy,
+         (torch.rand(big(1000, 8), 10, device=device).mul(0.9).add(0.05).requires_grad_(),
+          torch.rand(big(1000, 8), 10, device=device).round()), {}),
+        ("normalisation", "center", M.center, lambda x: x - x.mean(0, keepdim=True), (t(zn, zd),), {}),
+        ("normalisation", "standardize", M.standardize, R.ref_standardize, (t(zn, zd),), {}),
+        ("normalisation", "batch_norm 4-D", M.batch_norm, R.ref_batch_norm,
+         (t(*img), torch.zeros(c, device=device), torch.ones(c, device=device)), {}),
+        ("normalisation", "batch_norm 2-D", M.batch_norm, R.ref_batch_norm,
+         (t(n, d), torch.zeros(d, device=device), torch.ones(d, device=device)), {}),
+        ("whitening", "zca_whiten dim", M.zca_whiten, _zca_autograd, (t(zn, zd),), dict(eps=1e-3, mode="dim")),
+        ("whitening", "zca_whiten example", M.zca_whiten, _zca_autograd, (t(zn, zd),),
+         dict(eps=1e-3, mode="example")),
+        ("whitening", "decorrelated_batch_norm", M.decorrelated_batch_norm, _dbn_autograd, (t(zn, zd),),
+         dict(eps=1e-3)),
+        ("whitening", "iter_norm", M.iter_norm, R.ref_iter_norm, (t(zn, zd),), dict(eps=1e-3)),
+        ("sparse filtering", "sparse_filtering", M.sparse_filtering, R.ref_sparse_filtering,
+         (t(big(100, 6), big(396, 5)),), {}),
+    ]
+    w = t(big(1000, 10), big(1000, 10))
+    for name, reg in REGULARIZERS.items():
+        cases.append(("regularizers", f"regularize {name}", M.regularize,
+                      lambda w, name, lam=1.0, _v=reg.value: lam * _v(w).sum(), (w, name), dict(lam=1e-3)))
+    return cases
+
+
+def _dbn_autograd(x, eps=1e-5, backend="eigh"):
+    """Decorrelated batch norm through torch.linalg.eigh, differentiated by autograd."""
+    return _zca_autograd(x - x.mean(0, keepdim=True), eps, "dim", backend)
+
+
+def bench_ops(device, tiny: bool, repeats: int) -> list:
+    rows = []
+    for family, name, manual, ref, args, kw in op_cases(0 if tiny else 1, device):
+        t = interleaved({"manual": fwd_bwd(manual, args, kw), "autograd": fwd_bwd(ref, args, kw)}, device, repeats)
+        shapes = "; ".join("x".join(map(str, a.shape)) for a in args if isinstance(a, torch.Tensor) and a.dim())
+        rows.append({"part": "ops", "family": family, "name": name, "size": shapes, "device": str(device),
+                     "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
+                     "ratio": t["manual"] / t["autograd"]})
+    return rows
+
+
+# ---------------------------------------------------------------- model steps
+
+def model_cases(tiny: bool):
+    from manualbp.experiments.zca import PRESETS
+    mlp = dict(PRESETS["full"]["model"])
+    return {
+        "mlp (zca experiment)": (dict(mlp), (100, 1, 28, 28), "class"),
+        "cnn6": ({"name": "cnn6"}, (20, 3, 96 if not tiny else 32, 96 if not tiny else 32), "class"),
+        "cnn6 + batch norm": ({"name": "cnn6", "batch_norm": True},
+                              (20, 3, 96 if not tiny else 32, 96 if not tiny else 32), "class"),
+        "segmentation AE": ({"name": "segae", "sparse_activation": "soft_abs", "size": 96 if not tiny else 32},
+                            (10, 3, 96 if not tiny else 32, 96 if not tiny else 32), "seg"),
+    }
+
+
+def _model_step(spec, shape, kind, impl, device):
+    """A closure doing one training step (zero_grad, forward, loss, backward, Adam step)."""
+    from manualbp.models import build_model
+    from manualbp.testing.opinfo import ref_sparse_filtering
+    torch.manual_seed(0)
+    model = build_model(spec).to(device)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    x = torch.rand(*shape, device=device)
+    if kind == "class":
+        y = torch.randint(0, 10, (shape[0],), device=device)
+    else:
+        y = (torch.rand(shape[0], 1, *shape[2:], device=device) > 0.5).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        if impl == "manual":
+            out = model(x)
+            if kind == "class":
+                loss = M.softmax_cross_entropy(out, y)
+            else:
+                loss = M.add(M.binary_cross_entropy(out[0], y), model.sparse_cost(out[1]))
+        else:
+            out = reference_forward(model, x)
+            if kind == "class":
+                loss = F.cross_entropy(out, y)
+            else:
+                loss = F.binary_cross_entropy(out[0], y) + ref_sparse_filtering(out[1], model.sparse_eps,
+                                                                              model.sparse_activation)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * (resource.getpagesize() // 1024)
+
+
+def peak_memory_child(argv) -> None:
+    """Run in a fresh process: a few steps of one model/impl; print peak memory of the steps in MB."""
+    name, impl, device, tiny = argv[0], argv[1], torch.device(argv[2]), argv[3] == "1"
+    spec, shape, kind = model_cases(tiny)[name]
+    step = _model_step(spec, shape, kind, impl, device)
+    if device.type == "cuda":
+        step()
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        print(json.dumps({"peak_mb": (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20}))
+    else:
+        before = _rss_kb()
+        for _ in range(3):
+            step()
+        print(json.dumps({"peak_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}))
+
+
+def bench_models(device, tiny: bool, repeats: int) -> list:
+    rows = []
+    for name, (spec, shape, kind) in model_cases(tiny).items():
+        fns = {impl: _model_step(spec, shape, kind, impl, device) for impl in ("manual", "autograd")}
+        t = interleaved(fns, device, repeats)
+        mem = {}
+        for impl in ("manual", "autograd"):
+            out = subprocess.run([sys.executable, __file__, "--peak-memory-child", name, impl, str(device),
+                                  "1" if tiny else "0"], capture_output=True, text=True, timeout=600)
+            mem[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"] if out.returncode == 0 else None
+        rows.append({"part": "models", "family": "model step", "name": name, "size": "x".join(map(str, shape)),
+                     "device": str(device), "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
+                     "ratio": t["manual"] / t["autograd"], "manual_peak_mb": mem["manual"],
+                     "autograd_peak_mb": mem["autograd"],
+                     "memory": "peak CUDA allocation" if device.type == "cuda" else "peak RSS growth"})
+    return rows
+
+
+# ---------------------------------------------------------------- whitening back ends
+
+def bench_whitening(device, tiny: bool, repeats: int) -> list:
+    rows = []
+    for d in ((8, 16) if tiny else (64, 128, 256, 512, 1024)):
+        n = 2 * d if tiny else max(256, 2 * d)
+        x = torch.randn(n, d, device=device).requires_grad_()
+        fns = {"eigh": fwd_bwd(M.decorrelated_batch_norm, (x,), dict(eps=1e-3, backend="eigh")),
+               "svd": fwd_bwd(M.decorrelated_batch_norm, (x,), dict(eps=1e-3, backend="svd")),
+               "newton-schulz (iter_norm, T=5)": fwd_bwd(M.iter_norm, (x,), dict(eps=1e-3))}
+        t = interleaved(fns, device, max(3, repeats // 3) if d >= 512 else repeats)
+        for k, v in t.items():
+            rows.append({"part": "whitening", "name": k, "width": d, "batch": n, "device": str(device),
+                         "ms": 1e3 * v, "vs_eigh": v / t["eigh"]})
+    return rows
+
+
+# ---------------------------------------------------------------- output
+
+def table(rows, cols, heads) -> str:
+    body = [[c(r) if callable(c) else str(r.get(c, "")) for c in cols] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(heads, *body)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*heads), fmt.format(*("-" * w for w in widths))] + [fmt.format(*b) for b in body])
+
+
+def main(argv=None) -> int:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--peak-memory-child":
+        peak_memory_child(sys.argv[2:])
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
+    ap.add_argument("--only", choices=("ops", "models", "whitening"), action="append")
+    ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
+    ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "bench.json"))
+    args = ap.parse_args(argv)
+    devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+    repeats = args.repeats or (3 if args.tiny else 15)
+    parts = args.only or ["ops", "models", "whitening"]
+    rows = []
+    for dev in devices:
+        device = torch.device(dev)
+        if "ops" in parts:
+            rows += bench_ops(device, args.tiny, repeats)
+        if "models" in parts:
+            rows += bench_models(device, args.tiny, max(3, repeats // 3))
+        if "whitening" in parts:
+            rows += bench_whitening(device, args.tiny, repeats)
+    machine = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
+               platform.machine(), "threads": torch.get_num_threads(),
+               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine, "tiny": args.tiny, "repeats": repeats, "rows": rows}, indent=1))
+    ms = lambda k: (lambda r: f"{r[k]:.3f}")  # noqa: E731
+    ops = [r for r in rows if r["part"] in ("ops", "models")]
+    if ops:
+        print(table(ops, ["device", "family", "name", "size", ms("manual_ms"), ms("autograd_ms"),
+                          lambda r: f"{r['ratio']:.2f}",
+                          lambda r: "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f}",
+                          lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
+                    ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "manual MB",
+                     "autograd MB"]))
+    wh = [r for r in rows if r["part"] == "whitening"]
+    if wh:
+        print()
+        print(table(wh, ["device", "name", "width", "batch", ms("ms"), lambda r: f"{r['vs_eigh']:.2f}"],
+                    ["device", "whitening back end (fwd+bwd)", "D", "N", "ms", "vs eigh"]))
+    slow = [r for r in ops if r["ratio"] > 1.10 and r["family"] != "baseline"]
+    print(f"\n{len(ops)} timed cases, {len(slow)} with manual/autograd > 1.10"
+          + (": " + ", ".join(f"{r['name']} ({r['ratio']:.2f})" for r in slow) if slow else "")
+          + f"\nmachine: {machine}\nresults: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Smoke test: the benchmark runs on tiny sizes and writes every part (not a timing test)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_runs_on_tiny_sizes(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--device", "cpu",
+                          "--repeats", "1", "--out", str(tmp_path / "b.json")], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads((tmp_path / "b.json").read_text())
+    parts = {r["part"] for r in res["rows"]}
+    assert parts == {"ops", "models", "whitening"}
+    names = {r["name"] for r in res["rows"]}
+    import manualbp.functional as M
+    assert {f"regularize {n}" for n in M.REGULARIZERS} <= names
+    assert {"linear", "conv2d", "zca_whiten dim", "zca_whiten example", "sparse_filtering", "batch_norm 4-D",
+            "softmax_cross_entropy", "cnn6", "cnn6 + batch norm", "segmentation AE", "mlp (zca experiment)"} <= names
+    assert all(r["ratio"] > 0 for r in res["rows"] if "ratio" in r)
+    assert all(r["manual_peak_mb"] is not None for r in res["rows"] if r["part"] == "models")

@@ -1,0 +1,83 @@
+"""Experiment zca: the independent whitening check, the seed's backward, the preset and sweep wiring,
+and the report on a tiny sweep."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import manualbp.functional as MF
+from manualbp.experiments import get_experiment, preset
+from manualbp.experiments.zca import GRID, whitening_check
+from manualbp.train import resolve
+from manualbp.train.sweep import expand
+
+from .fakedata import write_mnist_like
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("mode,shape", [("dim", (200, 12)), ("example", (10, 50))])
+@pytest.mark.parametrize("backend", ["eigh", "svd"])
+def test_whitened_batch_has_identity_covariance_and_matches_numpy(mode, shape, backend):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=g, dtype=torch.float64) @ torch.randn(shape[1], shape[1], generator=g,
+                                                                            dtype=torch.float64)
+    chk = whitening_check(x, mode, eps=1e-10, backend=backend)
+    assert chk["identity_error"] < 1e-6
+    assert chk["numpy_difference"] < 1e-8
+
+
+def test_whitening_check_flags_data_that_is_not_white():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(300, 5, generator=g, dtype=torch.float64) @ torch.randn(5, 5, generator=g, dtype=torch.float64)
+    assert whitening_check(x, "dim", eps=1e-10)["identity_error"] < 1e-6
+    # a heavily regularised whitening (eps far above the spectrum) is not white, and the check says so
+    assert whitening_check(x, "dim", eps=100.0)["identity_error"] > 0.5
+
+
+def test_seed_backward_fails_gradcheck_and_differs_from_exact():
+    x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(torch.autograd.gradcheck.GradcheckError):
+        torch.autograd.gradcheck(lambda x: MF.zca_whiten(x, 1e-2, "example", grad="seed"), (x,))
+    g = torch.randn(8, 4, dtype=torch.float64)
+    (exact,) = torch.autograd.grad(MF.zca_whiten(x, 1e-2, "example"), x, g)
+    (seed,) = torch.autograd.grad(MF.zca_whiten(x, 1e-2, "example", grad="seed"), x, g)
+    assert (exact - seed).abs().max() > 1e-3
+
+
+def test_presets_resolve_and_grid_covers_the_variants():
+    for name in ("quick", "full"):
+        cfg = resolve(preset("zca", name))
+        assert cfg["model"]["name"] == "mlp" and len(cfg["model"]["widths"]) == 4   # three layers
+    assert resolve(preset("zca", "full"))["epochs"] == 15
+    specs = expand(preset("zca", "quick"), GRID, Path("/tmp/x"))
+    norms = {s.config["model"]["norm"] for s in specs}
+    assert norms == {"none", "center", "zca_dim", "zca_example", "decorrelated_batch_norm", "iter_norm"}
+    backends = {s.config["model"]["norm_kwargs"].get("backend") for s in specs}
+    assert {"eigh", "svd"} <= backends
+
+
+def test_tiny_sweep_and_report(tmp_path):
+    """The whole pipeline on data written in the Fashion-MNIST format: sweep, table, figures."""
+    write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=200, n_test=120)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "zca", "--data-root",
+                          str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "sweep"), "--seeds", "0,1",
+                          "--epochs", "2", "--device", "cpu", "batch_size=40", "model.widths=[784,32,16,10]",
+                          "log.progress=false"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for fig in ("transforms.png", "curves.png", "eigh_vs_svd.png", "results.md"):
+        assert (tmp_path / "sweep" / fig).stat().st_size > 1000, fig
+    table = (tmp_path / "sweep" / "results.md").read_text()
+    for v in get_experiment("zca").VARIANTS:
+        assert f"| {v} | 2 |" in table, v
+    assert "GRU+SVM" in table and "whitening check" in out.stdout
+
+
+def test_missing_data_message(tmp_path):
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "zca", "--data-root", str(tmp_path),
+                          "--seeds", "0", "--only", "none", "--sweep-dir", str(tmp_path / "s")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert "Fashion-MNIST not found" in out.stdout + out.stderr and str(tmp_path) in out.stdout + out.stderr
