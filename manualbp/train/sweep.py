@@ -80,7 +80,9 @@ def _run_one(spec: RunSpec):
         summary = train(cfg, spec.run_dir, log=lambda m: print(m, flush=True))
         return spec.name, status, summary, None
     except Exception as e:  # one failed run must not stop the sweep
-        return spec.name, "FAILED", None, "".join(traceback.format_exception_only(e)).strip()
+        msg = "".join(traceback.format_exception_only(e)).strip()
+        print(f"{spec.name}: FAILED: {msg}", flush=True)
+        return spec.name, "FAILED", None, msg
 
 
 def run_sweep(specs: list, devices: list[str], workers_per_device: int = 1) -> list:
