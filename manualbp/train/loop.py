@@ -136,8 +136,7 @@ def train(cfg: dict, run_dir, log=print) -> dict:
                 loss.backward()
                 optimizer.step()
                 sums += stats.double()
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()),
-                                       torch.tensor(step, device=device), bad_step)
+                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
                 if probe:
                     rd.append_jsonl(rd.stats, probes.collect(optimizer, step, epoch))
                 if bar is not None:
@@ -148,8 +147,8 @@ def train(cfg: dict, run_dir, log=print) -> dict:
                 bar.close()
             bad = int(bad_step)
             if bad >= 0:
-                kept = f"the last good checkpoint (epoch {start_epoch if epoch == start_epoch + 1 else epoch - 1}) " \
-                       f"is kept in {rd.checkpoint}" if rd.checkpoint.is_file() else "no checkpoint was written yet"
+                kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {rd.checkpoint}" \
+                    if rd.checkpoint.is_file() else "no checkpoint was written yet"
                 raise NonFiniteLoss(f"{rd.path}: the loss became NaN or Inf at epoch {epoch}, step {bad} "
                                     f"(step {bad - (epoch - 1) * spe} of the epoch); {kept}. Lower optim.lr or check "
                                     "the regularizer.")
