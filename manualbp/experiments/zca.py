@@ -87,7 +87,8 @@ def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-
         "per example": (1, "example", lambda y: y @ y.T / y.shape[1]),
     }
     pyplot = plt()
-    fig, axes = pyplot.subplots(4, 5, figsize=(15, 11))
+    fig, axes = pyplot.subplots(4, 5, figsize=(16, 13))
+    fig.subplots_adjust(hspace=0.5, wspace=0.35)
     for r, (title, (dim, mode, cov)) in enumerate(rows.items()):
         data = {"original": x, "centred": MF.center(x, dim), "standardised": MF.standardize(x, 1e-5, dim),
                 "ZCA-whitened": MF.zca_whiten(x, eps, mode),
@@ -96,10 +97,10 @@ def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-
             y = y.detach()
             ax = axes[2 * r, c]
             ax.hist(y.flatten().numpy(), bins=60, color="tab:blue")
-            ax.set_title(f"{name} ({title})\nmean {y.mean():.3f}, std {y.std():.3f}")
+            ax.set_title(f"{name}, {title}\nmean {y.mean():.3f}, std {y.std():.3f}")
             ax = axes[2 * r + 1, c]
             im = ax.imshow(cov(y).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-            ax.set_title(f"covariance ({title})")
+            ax.set_title(f"covariance, {title}")
             ax.grid(False)
     fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.4)
     save(fig, path, writer, "zca/transforms")
