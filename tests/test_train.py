@@ -194,4 +194,6 @@ def test_sweep_cli_list_gives_one_command_per_run(tmp_path):
                           "--sweep-dir", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(lines) == 16 and all("--run " + ln["name"] in ln["command"] for ln in lines)
+    from manualbp.experiments.zca import VARIANTS
+    assert len(lines) == 2 * len(VARIANTS) and all("--run " + ln["name"] in ln["command"] for ln in lines)
+    assert len({ln["run_dir"] for ln in lines}) == len(lines)
