@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import manualbp.functional as M
-from manualbp.testing.gradsuite import CHECKS, clone_args, run_check
+from manualbp.testing.gradsuite import CHECKS, backward_node_names, clone_args, run_check
 from manualbp.testing.opinfo import OPS
 
 CUDA = torch.cuda.is_available()
@@ -21,24 +21,12 @@ def test_op(info, check):
     run_check(info, check)
 
 
-def _backward_nodes(out):
-    seen, stack, names = set(), [out.grad_fn], set()
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.add(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
-
-
 def test_every_function_is_covered():
     """Each autograd.Function in manualbp.functional appears in the graph of some registry sample."""
     covered = set()
     for info in OPS:
         for s in info.samples(torch.float64, torch.device("cpu")):
-            covered |= _backward_nodes(info.op(*clone_args(s.args), **s.kwargs))
+            covered |= set(backward_node_names(info.op(*clone_args(s.args), **s.kwargs)))
     functions = M.autograd_functions()
     assert len(functions) >= 25
     missing = {f.__name__ for f in functions} - {n[: -len("Backward")] for n in covered}

@@ -8,22 +8,14 @@ import torch.nn.functional as F
 
 import manualbp.functional as MF
 from manualbp.models import CNN6, MLP, SegmentationAE
+from manualbp.testing.gradsuite import backward_node_names
 from manualbp.testing.opinfo import ref_sparse_filtering
 from manualbp.testing.reference_models import reference_forward
 
 OWN_NODES = {f"{f.__name__}Backward" for f in MF.autograd_functions()}
 
 
-def graph_nodes(t):
-    seen, stack, names = set(), [t.grad_fn], []
-    while stack:
-        fn = stack.pop()
-        if fn is None or fn in seen:
-            continue
-        seen.add(fn)
-        names.append(type(fn).__name__)
-        stack.extend(f for f, _ in fn.next_functions)
-    return names
+graph_nodes = backward_node_names
 
 
 def _mlp_case(norm, **kw):

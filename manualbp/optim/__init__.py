@@ -23,10 +23,15 @@ def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
                            if inspect.isclass(c) and issubclass(c, base) and c is not base)
             raise ValueError(f"optim.name {name!r} is not a torch.optim optimizer; choose one of {known} "
                              "or give 'module:Class'")
+    return _construct("optim", cls, params, kwargs)
+
+
+def _construct(section: str, cls, first, kwargs):
+    """cls(first, **kwargs), with a wrong argument reported as a ValueError naming the config section."""
     try:
-        return cls(params, **kwargs)
+        return cls(first, **kwargs)
     except TypeError as e:
-        raise ValueError(f"optim: {cls.__name__} does not accept {sorted(kwargs)} ({e})") from None
+        raise ValueError(f"{section}: {cls.__name__} does not accept {sorted(kwargs)} ({e})") from None
 
 
 def make_scheduler(name: str | None, optimizer, **kwargs):
@@ -37,7 +42,4 @@ def make_scheduler(name: str | None, optimizer, **kwargs):
     if not (inspect.isclass(cls) and issubclass(cls, torch.optim.lr_scheduler.LRScheduler)):
         raise ValueError(f"schedule.name {name!r} is not a torch.optim.lr_scheduler class (e.g. StepLR, "
                          "CosineAnnealingLR, ExponentialLR)")
-    try:
-        return cls(optimizer, **kwargs)
-    except TypeError as e:
-        raise ValueError(f"schedule: {name} does not accept {sorted(kwargs)} ({e})") from None
+    return _construct("schedule", cls, optimizer, kwargs)

@@ -65,6 +65,19 @@ def compare_reference(info: OpInfo, sample: Sample, seed: int = 0) -> tuple[floa
     return fwd, bwd
 
 
+def backward_node_names(t: torch.Tensor) -> list[str]:
+    """Class names of every node in the autograd graph behind ``t`` (each node once)."""
+    seen, stack, names = set(), [t.grad_fn], []
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        names.append(type(fn).__name__)
+        stack.extend(f for f, _ in fn.next_functions)
+    return names
+
+
 def run_check(info: OpInfo, check: str) -> float:
     """Run one check over all samples of an entry; returns the largest backward error seen."""
     if check == "gradcheck":
