@@ -83,7 +83,7 @@ def _missing(dataset, looked_at, how):
                      f"or $MANUALBP_DATA.")
 
 
-def _load_mnist_like(key, folder_name, title, tv_class, root, split, download):
+def _load_mnist_like(folder_name, title, tv_class, root, split, download):
     folder = root / folder_name / "raw"
     try:
         return formats.read_mnist_like(folder, split, title)
@@ -98,9 +98,8 @@ def _load_mnist_like(key, folder_name, title, tv_class, root, split, download):
 
 def _load_cifar10(root, split, download):
     title = "CIFAR-10"
-    for folder in (root / "cifar-10-batches-py",):
-        if folder.is_dir():
-            return formats.read_cifar_batches(folder, split, title)
+    if (root / "cifar-10-batches-py").is_dir():
+        return formats.read_cifar_batches(root / "cifar-10-batches-py", split, title)
     for folder in (root / "cifar10", root / "CIFAR10"):
         if (folder / split).is_dir():
             return _cached(f"cifar10-{split}", folder / split,
@@ -172,10 +171,10 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
     root = data_root(root)
     classes, extra = None, {}
     if name == "mnist":
-        x, y = _load_mnist_like(name, "MNIST", "MNIST", "MNIST", root, split, download)
+        x, y = _load_mnist_like("MNIST", "MNIST", "MNIST", root, split, download)
         classes = [str(i) for i in range(10)]
     elif name == "fashion_mnist":
-        x, y = _load_mnist_like(name, "FashionMNIST", "Fashion-MNIST", "FashionMNIST", root, split, download)
+        x, y = _load_mnist_like("FashionMNIST", "Fashion-MNIST", "FashionMNIST", root, split, download)
         classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
     elif name == "cifar10":

@@ -117,7 +117,8 @@ def train(cfg: dict, run_dir, log=print) -> dict:
         for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
             t0 = time.perf_counter()
             model.train()
-            sums = torch.zeros(3, dtype=torch.float64, device=device)
+            sums = torch.zeros(2, dtype=torch.float64, device=device)
+            seen = 0
             bad_step = torch.tensor(-1, device=device)
             bar = None
             if show:
@@ -136,6 +137,7 @@ def train(cfg: dict, run_dir, log=print) -> dict:
                 loss.backward()
                 optimizer.step()
                 sums += stats.double()
+                seen += y.shape[0]
                 bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
                 if probe:
                     rd.append_jsonl(rd.stats, probes.collect(optimizer, step, epoch))
@@ -152,7 +154,7 @@ def train(cfg: dict, run_dir, log=print) -> dict:
                 raise NonFiniteLoss(f"{rd.path}: the loss became NaN or Inf at epoch {epoch}, step {bad} "
                                     f"(step {bad - (epoch - 1) * spe} of the epoch); {kept}. Lower optim.lr or check "
                                     "the regularizer.")
-            tr = task.summarize(sums)
+            tr = task.summarize(sums, seen)
             te = task.evaluate(model, test_data, ebs)
             elapsed += time.perf_counter() - t0
             row = {"epoch": epoch, "step": epoch * spe, "train_loss": tr["loss"], "train_acc": tr["acc"],

@@ -1,8 +1,8 @@
 """Sweeps: expand an experiment's grid into independent runs and execute them with a pool of
 worker processes (a number per device), skipping finished runs and resuming unfinished ones.
 
-The expanded run list is plain data (``RunSpec``: a run folder plus the CLI arguments that train
-it), so that a cluster engine (a SLURM array, submitit, ...) can take the same list: see
+The expanded run list is plain data (``RunSpec``: a name, a run folder and its resolved config),
+so that a cluster engine (a SLURM array, submitit, ...) can take the same list: see
 ``scripts/sweep.py --list``, whose every line is a command that trains one run
 (``scripts/sweep.py EXPERIMENT --run NAME``).
 """

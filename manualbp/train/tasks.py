@@ -33,7 +33,7 @@ class ClassificationTask:
         return build_model(self.cfg["model"])
 
     def loss(self, model, x, y):
-        """Returns (loss, tensor [loss * n, correct, n]) without a host-device sync."""
+        """Returns (loss, tensor [loss * n, correct]) without a host-device sync (n = len(y))."""
         logits = model(x)
         data_loss = MF.softmax_cross_entropy(logits, y)
         r = self.cfg["regularizer"]
@@ -41,26 +41,26 @@ class ClassificationTask:
         loss = MF.add(data_loss, *pens) if pens else data_loss
         n = y.shape[0]
         correct = (logits.detach().argmax(1) == y).sum()
-        return loss, torch.stack([data_loss.detach() * n, correct.to(logits.dtype), logits.new_tensor(float(n))])
+        return loss, torch.stack([data_loss.detach() * n, correct.to(logits.dtype)])
 
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int) -> dict:
         model.eval()
-        sums = torch.zeros(3, dtype=torch.float64, device=self.device)
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
+        count = 0
         for x, y in data.batches(batch_size):
             logits = model(x)
-            n = y.shape[0]
-            sums += torch.stack([MF.softmax_cross_entropy(logits, y).double() * n,
-                                 (logits.argmax(1) == y).sum().double(), torch.tensor(float(n), device=self.device,
-                                                                                       dtype=torch.float64)])
+            count += y.shape[0]
+            sums += torch.stack([MF.softmax_cross_entropy(logits, y).double() * y.shape[0],
+                                 (logits.argmax(1) == y).sum().double()])
         model.train()
-        s = sums.tolist()
-        return {"loss": s[0] / s[2], "acc": s[1] / s[2]}
+        return self.summarize(sums, count)
 
     @staticmethod
-    def summarize(sums: torch.Tensor) -> dict:
+    def summarize(sums: torch.Tensor, count: int) -> dict:
+        """Per-example means from the summed [loss * n, correct] over ``count`` examples."""
         s = sums.double().tolist()
-        return {"loss": s[0] / s[2], "acc": s[1] / s[2]}
+        return {"loss": s[0] / count, "acc": s[1] / count}
 
 
 TASKS = {"classification": ClassificationTask}
