@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     try:
         cfg = resolve(preset(args.experiment, args.preset), cli_overrides(args))
         run_dir = args.run_dir or ROOT / "runs" / args.experiment / run_name(args)
-        summary = train(cfg, run_dir)
+        from manualbp.train.sweep import flatten
+        keys = ["seed"] + sorted(k for k in flatten(cli_overrides(args)) if k not in ("seed", "device"))
+        summary = train(cfg, run_dir, hparams=keys)
     except (ConfigError, DataError, RunDirError, NonFiniteLoss, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -75,11 +75,11 @@ def test_bad_input_raises_clear_value_error(call, match):
         call()
 
 
-def test_regularize_none_is_zero_and_seed_variant_differs():
+def test_regularize_none_is_zero_and_article_variant_differs():
     w = torch.tensor([0.5, -2.0], requires_grad=True)
     assert MF.regularize(w, "none").item() == 0.0
     (g_true,) = torch.autograd.grad(MF.regularize(w, "log_sq", 1.0), w)
-    (g_seed,) = torch.autograd.grad(MF.regularize(w, "log_sq", 1.0, seed_grad=True), w)
+    (g_article,) = torch.autograd.grad(MF.regularize(w, "log_sq", 1.0, article_grad=True), w)
     torch.testing.assert_close(g_true, 2 / w.detach())
-    torch.testing.assert_close(g_seed, 2 / (w.detach() + 1e-7))
-    assert not torch.equal(g_true, g_seed)
+    torch.testing.assert_close(g_article, 2 / (w.detach() + 1e-7))
+    assert not torch.equal(g_true, g_article)

@@ -1,4 +1,4 @@
-"""Experiment zca: the independent whitening check, the seed's backward, the preset and sweep wiring,
+"""Experiment zca: the independent whitening check, the article's backward, the preset and sweep wiring,
 and the report on a tiny sweep."""
 import subprocess
 import sys
@@ -38,13 +38,13 @@ def test_whitening_check_flags_data_that_is_not_white():
     assert whitening_check(x, "dim", eps=100.0)["identity_error"] > 0.5
 
 
-def test_seed_backward_fails_gradcheck_and_differs_from_exact():
+def test_article_backward_fails_gradcheck_and_differs_from_exact():
     x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
     with pytest.raises(GradcheckError):
-        torch.autograd.gradcheck(lambda x: MF.zca_whiten(x, 1e-2, "example", grad="seed"), (x,))
+        torch.autograd.gradcheck(lambda x: MF.zca_whiten(x, 1e-2, "example", grad="article"), (x,))
     g = torch.randn(8, 4, dtype=torch.float64)
     (exact,) = torch.autograd.grad(MF.zca_whiten(x, 1e-2, "example"), x, g)
-    (seed,) = torch.autograd.grad(MF.zca_whiten(x, 1e-2, "example", grad="seed"), x, g)
+    (seed,) = torch.autograd.grad(MF.zca_whiten(x, 1e-2, "example", grad="article"), x, g)
     assert (exact - seed).abs().max() > 1e-3
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import torch
 
+from manualbp.functional._checks import check_kwargs
+
 from . import formats
 from .formats import DataError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "stl10", "penn_fudan", "mall")
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -64,7 +65,8 @@ class TensorData:
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
                 drop_last: bool = False):
-        """Yield (x float in [0, 1], y) batches; the order comes from ``generator`` (CPU) when shuffling."""
+        """Yield (x float in [0, 1], y) batches (labels as int64, 0/1 masks as float); the order comes
+        from ``generator`` (CPU) when shuffling."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.x.device)
@@ -72,7 +74,7 @@ class TensorData:
         for i in range(0, stop, batch_size):
             idx = order[i:i + batch_size]
             y = self.y[idx]
-            yield self.as_float(self.x[idx]), (self.as_float(y) if y.dim() > 1 else y)
+            yield self.as_float(self.x[idx]), (y.float() if y.dim() > 1 else y)   # masks are 0/1
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)
@@ -154,63 +156,87 @@ def _split_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
+def _mnist(root, split, download, limit, size):
+    x, y = _load_mnist_like("MNIST", "MNIST", "MNIST", root, split, download)
+    return x, y, [str(i) for i in range(10)], {}
+
+
+def _fashion_mnist(root, split, download, limit, size):
+    x, y = _load_mnist_like("FashionMNIST", "Fashion-MNIST", "FashionMNIST", root, split, download)
+    return x, y, ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                  "Ankle boot"], {}
+
+
+def _cifar10(root, split, download, limit, size):
+    x, y = _load_cifar10(root, split, download)
+    return x, y, CIFAR10_CLASSES, {}
+
+
+def _stl10(root, split, download, limit, size):
+    x, y = _load_stl10(root, split, download)
+    return x, y, ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"], {}
+
+
+def _penn_fudan(root, split, download, limit, size, split_seed: int = 0, n_train: int = 85):
+    """The fixed, seeded split: ``n_train`` (85) images for training, the rest (85) for testing."""
+    folder = root / "PennFudanPed"
+    try:
+        x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
+    except FileNotFoundError as e:
+        if not download:
+            raise _missing("Penn-Fudan", e.args[0], "Download it with --download (the official "
+                           "PennFudanPed.zip) or unpack PennFudanPed.zip into the data root.") from None
+        from torchvision.datasets.utils import download_and_extract_archive
+        download_and_extract_archive("https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip", str(root))
+        x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
+    perm = _split_perm(x.shape[0], split_seed)
+    idx = perm[:n_train] if split == "train" else perm[n_train:]
+    return x[idx], y[idx], None, {"names": [names[i] for i in idx.tolist()]}
+
+
+def _mall(root, split, download, limit, size):
+    folder = root / "mall_dataset"
+    try:
+        x, pts = formats.read_mall(folder, size, limit, "Mall")
+    except FileNotFoundError as e:
+        raise _missing("Mall", e.args[0], "Get the CUHK Mall dataset (mall_dataset.zip from its authors' page) "
+                       "and unpack it into the data root; it has no automatic download.") from None
+    return x, torch.tensor([len(p) for p in pts], dtype=torch.int64), None, {"points": pts}
+
+
+# name -> loader(root, split, download, limit, size) -> (x uint8 (N, C, H, W), y, classes, extra).
+# A new dataset is one function and one row here.
+LOADERS = {
+    "mnist": _mnist,
+    "fashion_mnist": _fashion_mnist,
+    "cifar10": _cifar10,
+    "stl10": _stl10,
+    "penn_fudan": _penn_fudan,   # images and binary masks (N, 1, size, size), 85 train / 85 test
+    "mall": _mall,               # frames and head points (one split; y = people per frame)
+}
+DATASETS = tuple(LOADERS)
+
+
 def load_dataset(name: str, split: str = "train", root=None, download: bool = False, limit: int | None = None,
-                 size: int = 96, split_seed: int = 0, n_train: int = 85) -> TensorData:
+                 size: int = 96, **options) -> TensorData:
     """Load ``name`` (one of ``DATASETS``) for ``split`` ("train" or "test"; Mall has one split).
 
     limit: keep the first ``limit`` examples (quick runs and tests). size: side length that
-    Penn-Fudan and Mall images are resized to. split_seed / n_train: Penn-Fudan's seeded split
-    (85 train, the rest test).
+    Penn-Fudan and Mall images are resized to. options: a loader's own settings (Penn-Fudan:
+    ``split_seed``, ``n_train``); unknown ones are refused.
     """
-    if name not in DATASETS:
+    if name not in LOADERS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}")
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
-    root = data_root(root)
-    classes, extra = None, {}
-    if name == "mnist":
-        x, y = _load_mnist_like("MNIST", "MNIST", "MNIST", root, split, download)
-        classes = [str(i) for i in range(10)]
-    elif name == "fashion_mnist":
-        x, y = _load_mnist_like("FashionMNIST", "Fashion-MNIST", "FashionMNIST", root, split, download)
-        classes = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
-    elif name == "cifar10":
-        x, y = _load_cifar10(root, split, download)
-        classes = CIFAR10_CLASSES
-    elif name == "stl10":
-        x, y = _load_stl10(root, split, download)
-        classes = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
-    elif name == "penn_fudan":
-        folder = root / "PennFudanPed"
-        try:
-            x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
-        except FileNotFoundError as e:
-            if not download:
-                raise _missing("Penn-Fudan", e.args[0], "Download it with --download (the official "
-                               "PennFudanPed.zip) or unpack PennFudanPed.zip into the data root.") from None
-            from torchvision.datasets.utils import download_and_extract_archive
-            download_and_extract_archive("https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip", str(root))
-            x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
-        perm = _split_perm(x.shape[0], split_seed)
-        idx = perm[:n_train] if split == "train" else perm[n_train:]
-        x, y = x[idx], y[idx]
-        extra["names"] = [names[i] for i in idx.tolist()]
-    else:  # mall
-        folder = root / "mall_dataset"
-        try:
-            x, pts = formats.read_mall(folder, size, limit, "Mall")
-        except FileNotFoundError as e:
-            raise _missing("Mall", e.args[0], "Get the CUHK Mall dataset (mall_dataset.zip from its authors' page) "
-                           "and unpack it into the data root; it has no automatic download.") from None
-        y = torch.tensor([len(p) for p in pts], dtype=torch.int64)
-        extra["points"] = pts
+    check_kwargs(f"dataset {name!r}", LOADERS[name], options, skip=("root", "split", "download", "limit", "size"))
+    x, y, classes, extra = LOADERS[name](data_root(root), split, download, limit, size, **options)
     if limit is not None:
         x, y = x[:limit], y[:limit]
         extra = {k: v[:limit] for k, v in extra.items()}
     return TensorData(name, x, y, classes, extra)
 
 
-__all__ = ["DATASETS", "DataError", "TensorData", "cache_dir", "data_root", "load_dataset"]
+__all__ = ["DATASETS", "LOADERS", "DataError", "TensorData", "cache_dir", "data_root", "load_dataset"]

@@ -1,11 +1,22 @@
-"""Experiments as data: each module defines PRESETS (configs, a fast "quick" default and the
-paper's "full" configuration), GRID (the sweep's axes) and optionally ``report(sweep_dir, runs)``
-which writes the experiment's figures and tables from finished runs."""
+"""Experiments as data: each module here is one experiment (``weights_pov.py`` is ``weights-pov``) and
+defines PRESETS (configs: a fast "quick" default and the paper's "full" configuration), GRID (the
+sweep's axes) and optionally ``report(sweep_dir, runs)``, which writes the experiment's figures and
+tables from finished runs. Adding an experiment is adding a module (plus its Makefile target and
+README section); nothing else lists them."""
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
-EXPERIMENTS = {"zca": "manualbp.experiments.zca"}
+HELPERS = {"report"}   # shared helper modules, not experiments
+
+
+def _discover() -> dict[str, str]:
+    return {m.name.replace("_", "-"): f"{__name__}.{m.name}" for m in pkgutil.iter_modules(__path__)
+            if not m.name.startswith("_") and m.name not in HELPERS}
+
+
+EXPERIMENTS = _discover()
 
 
 def get_experiment(name: str):

@@ -37,12 +37,20 @@ def group(runs, axis="variant") -> dict:
     return g
 
 
-def mean_ci(values, z=1.96):
-    """(mean, sample std, half-width of the normal-approximation 95% interval, n)."""
+def t_quantile(n: int, level: float = 0.95) -> float:
+    """Student's t quantile t_{n-1, (1 + level) / 2} for a two-sided interval from n values."""
+    from scipy.stats import t
+    return float(t.ppf((1 + level) / 2, n - 1))
+
+
+def mean_ci(values, level: float = 0.95):
+    """(mean, sample sd, half-width of the Student-t interval t_{n-1, 0.975} sd / sqrt(n), n)."""
     v = np.asarray(values, dtype=float)
     n = len(v)
-    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
-    return float(v.mean()), sd, (z * sd / math.sqrt(n) if n > 1 else float("nan")), n
+    if n < 2:
+        return (float(v.mean()) if n else float("nan")), float("nan"), float("nan"), n
+    sd = float(v.std(ddof=1))
+    return float(v.mean()), sd, t_quantile(n, level) * sd / math.sqrt(n), n
 
 
 def markdown_table(head, rows) -> str:

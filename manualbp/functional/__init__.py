@@ -5,12 +5,12 @@ from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_p
                     max_pool2d, reshape)
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .norm import batch_norm, center, standardize
-from .regularizers import REGULARIZERS, SEED1_LETTERS, SEED5_LETTERS, regularize
+from .regularizers import ARTICLE_LETTERS, REGULARIZERS, regularize
 from .sparse_filtering import sparse_filtering
 from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 
 __all__ = [
-    "ACTIVATIONS", "REGULARIZERS", "SEED1_LETTERS", "SEED5_LETTERS",
+    "ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
     "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv_transpose2d",
     "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d", "interpolate", "iter_norm",
     "linear", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",

@@ -12,6 +12,11 @@ from typing import Sequence
 import torch
 
 
+class NonFiniteError(FloatingPointError):
+    """An op met NaN or Inf values where it cannot go on (e.g. an eigendecomposition of a covariance
+    with NaN entries). Raised only on the failure path, so the hot path pays nothing."""
+
+
 def check_tensor(op: str, name: str, t, ndim: int | Sequence[int] | None = None,
                  floating: bool = True, shape_hint: str = "") -> None:
     """Check that ``t`` is a tensor of an allowed rank (and floating dtype)."""
@@ -59,3 +64,18 @@ def pair(op: str, name: str, v) -> tuple[int, int]:
     if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(i, int) for i in v):
         return (int(v[0]), int(v[1]))
     raise ValueError(f"{op}: {name} must be an int or a pair of ints, got {v!r}")
+
+
+def check_kwargs(where: str, fn, kwargs: dict, skip: Sequence[str] = ()) -> None:
+    """Refuse keyword arguments that ``fn`` (a function or class) does not take, listing the ones it
+    does; a typo in a config section must not silently train with the defaults."""
+    import inspect
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    known = [n for n, p in params.items() if n not in skip and n != "self"
+             and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    unknown = sorted(k for k in kwargs if k not in known)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+                         f"known settings: {', '.join(known)}")

@@ -41,9 +41,10 @@ class LinearFunction(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             gx = g @ w
         if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            g2 = g.reshape(-1, g.shape[-1])
+            rows = math.prod(g.shape[:-1])   # explicit: reshape(-1, 0) is ambiguous for empty tensors
+            g2 = g.reshape(rows, g.shape[-1])
             if ctx.needs_input_grad[1]:
-                gw = g2.mT @ x.reshape(-1, x.shape[-1])
+                gw = g2.mT @ x.reshape(rows, x.shape[-1])
             if ctx.has_bias and ctx.needs_input_grad[2]:
                 gb = g2.sum(0)
         return gx, gw, gb
@@ -227,22 +228,26 @@ class InterpolateFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, size, mode, align_corners):
-        return _UPSAMPLE[mode][0](x, list(size), align_corners)
+    def forward(x, size, mode, align_corners, scales):
+        # scales (h, w) or None: with a scale factor, torch maps output to input coordinates by
+        # 1 / scale, not by in / out size; the two differ when the output size is not an exact multiple
+        return _UPSAMPLE[mode][0](x, list(size), align_corners, *(scales or (None, None)))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, size, mode, align_corners = inputs
-        ctx.conf = (tuple(x.shape), size, mode, align_corners)
+        x, size, mode, align_corners, scales = inputs
+        ctx.conf = (tuple(x.shape), size, mode, align_corners, scales)
 
     @staticmethod
     def backward(ctx, g):
-        # resizing is linear, y = R x, so dL/dx = R^T g (the aten upsample *_backward kernel)
-        in_shape, size, mode, align_corners = ctx.conf
+        # resizing is linear, y = R x, so dL/dx = R^T g (the aten upsample *_backward kernel, with the
+        # forward's coordinate mapping)
+        in_shape, size, mode, align_corners, scales = ctx.conf
         gx = None
         if ctx.needs_input_grad[0]:
-            gx = _UPSAMPLE[mode][1](g.contiguous(), list(size), list(in_shape), align_corners)
-        return gx, None, None, None
+            gx = _UPSAMPLE[mode][1](g.contiguous(), list(size), list(in_shape), align_corners,
+                                    *(scales or (None, None)))
+        return gx, None, None, None, None
 
 
 def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "bilinear",
@@ -252,13 +257,17 @@ def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "bili
     check_choice("interpolate", "mode", mode, _UPSAMPLE)
     if (size is None) == (scale_factor is None):
         raise ValueError("interpolate: give exactly one of size and scale_factor")
+    scales = None
     if size is None:
         sh, sw = (scale_factor, scale_factor) if isinstance(scale_factor, (int, float)) else scale_factor
+        if not all(isinstance(s, (int, float)) and s > 0 for s in (sh, sw)):
+            raise ValueError(f"interpolate: scale_factor must be a positive number or a pair, got {scale_factor!r}")
         size = (int(math.floor(x.shape[2] * sh)), int(math.floor(x.shape[3] * sw)))
+        scales = (float(sh), float(sw))   # as torch: the coordinate mapping uses the scale itself
     size = pair("interpolate", "size", size)
     if min(size) < 1:
         raise ValueError(f"interpolate: output size must be positive, got {size}")
-    return InterpolateFunction.apply(x, size, mode, bool(align_corners))
+    return InterpolateFunction.apply(x, size, mode, bool(align_corners), scales)
 
 
 class ReshapeFunction(torch.autograd.Function):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor
 
@@ -10,8 +11,8 @@ _REDUCTIONS = ("mean", "sum")
 
 class SoftmaxCrossEntropyFunction(torch.autograd.Function):
     """L = reduce_n( -log softmax(z)[n, t_n] ) for class indices t, or -sum_c t[n,c] log softmax(z)[n,c]
-    for a probability / one-hot target. Returns (L, log softmax(z)); only L is differentiable, and the
-    target is treated as a constant."""
+    for a probability / one-hot target. Returns (L, log softmax(z)); only L is differentiable. A
+    floating target that requires grad gets its gradient too (class indices are constants)."""
 
     generate_vmap_rule = True
 
@@ -33,17 +34,24 @@ class SoftmaxCrossEntropyFunction(torch.autograd.Function):
         ctx.reduction = reduction
 
     @staticmethod
+    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, _):
         # dL/dz[n,c] = g (softmax(z)[n,c] sum_c' t[n,c'] - t[n,c]) / N   (N only for "mean");
         # for class indices t[n,c] = [c == t_n], so sum_c' t = 1 and the -1 lands at (n, t_n)
+        # dL/dt[n,c] = -g log softmax(z)[n,c] / N   (floating targets only)
         logp, t = ctx.saved_tensors
-        p = logp.exp()
-        if t.is_floating_point():
-            d = p * t.sum(1, keepdim=True) - t
-        else:
-            d = p.scatter_add(1, t[:, None], -torch.ones_like(p[:, :1]))
         scale = g / logp.shape[0] if ctx.reduction == "mean" else g
-        return d * scale, None, None
+        gz = gt = None
+        if ctx.needs_input_grad[0]:
+            p = logp.exp()
+            if t.is_floating_point():
+                d = p * t.sum(1, keepdim=True) - t
+            else:
+                d = p.scatter_add(1, t[:, None], -torch.ones_like(p[:, :1]))
+            gz = d * scale
+        if ctx.needs_input_grad[1]:
+            gt = -logp * scale
+        return gz, gt, None
 
 
 def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
@@ -51,7 +59,8 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     """Softmax followed by cross-entropy.
 
     ``target`` is either class indices of shape (N,) (integer dtype) or a probability /
-    one-hot matrix of the logits' shape (N, C) (treated as a constant: no gradient).
+    one-hot matrix of the logits' shape (N, C); a floating target that requires grad gets the
+    gradient -log softmax(z) (scaled by 1/N for "mean").
     """
     check_tensor("softmax_cross_entropy", "logits", logits, ndim=2, shape_hint="(N, C)")
     check_choice("softmax_cross_entropy", "reduction", reduction, _REDUCTIONS)

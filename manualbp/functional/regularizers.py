@@ -1,10 +1,10 @@
 """The regularizer family: a penalty lam * sum R(theta) over a weight tensor whose backward
 is lam * R'(theta) * g, written by hand for every R.
 
-``REGULARIZERS`` is the table: name -> Regularizer(R, R', formula, note). Where the seeds
+``REGULARIZERS`` is the table: name -> Regularizer(R, R', formula, note). Where the articles
 coded a derivative that is not R's true derivative, the op keeps the true one (so gradcheck
-passes) and the seed's version is kept as ``seed_grad`` and used only with
-``regularize(..., seed_grad=True)``.
+passes) and the article's version is kept as ``article_grad`` and used only with
+``regularize(..., article_grad=True)``.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from ._checks import check_tensor
 
-EPS = 1e-7  # the seeds' epsilon
+EPS = 1e-7  # the articles' epsilon
 
 
 @dataclass(frozen=True)
@@ -25,25 +25,47 @@ class Regularizer:
     grad: Callable[[torch.Tensor], torch.Tensor]        # R'(theta), element-wise, the true derivative
     formula: str
     note: str = ""
-    seed_grad: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    article_grad: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
     smooth_at_zero: bool = True      # False: R' jumps at 0 (gradcheck uses symmetric differences there)
     defined_at_zero: bool = True     # False: R or R' is infinite / undefined at 0
 
 
-# The derivative formulas build each result in place on a fresh temporary: one full-size kernel per
-# step, no extra allocations. A derivative that is constant returns a 0-dim tensor (expanded later).
+# The derivative formulas build each result in place on a fresh temporary (one full-size kernel per
+# step, no extra allocations) when no graph is being recorded. Under create_graph (double backward)
+# they compute the same values out of place, so autograd can differentiate the backward itself.
+# A derivative that is constant returns a 0-dim tensor (expanded later).
+
+def _fast(t) -> bool:
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
 
 def _sec2_neg(t):  # -(1 - tanh^2(t)) = tanh^2(t) - 1
     th = torch.tanh(t)
-    return th.mul_(th).sub_(1)
+    return th.mul_(th).sub_(1) if _fast(t) else th * th - 1
 
 
 def _sabs(t):  # sqrt(t^2 + eps)
-    return (t * t).add_(EPS).sqrt_()
+    return (t * t).add_(EPS).sqrt_() if _fast(t) else torch.sqrt(t * t + EPS)
 
 
 def _t_over_sabs(t):  # t / sqrt(t^2 + eps)
-    return (t * t).add_(EPS).rsqrt_().mul_(t)
+    return (t * t).add_(EPS).rsqrt_().mul_(t) if _fast(t) else t * torch.rsqrt(t * t + EPS)
+
+
+def _elastic_grad(t):  # (sign(t) + t / sqrt(t^2 + eps)) / 2
+    return _t_over_sabs(t).add_(torch.sign(t)).mul_(0.5) if _fast(t) else (_t_over_sabs(t) + torch.sign(t)) * 0.5
+
+
+def _neg_tanh_sq_grad(t):  # -(1 - tanh^2(t^2)) 2 t
+    return _sec2_neg(t * t).mul_(t).mul_(2) if _fast(t) else _sec2_neg(t * t) * t * 2
+
+
+def _neg_tanh_abs_grad(t):  # -(1 - tanh^2(|t|)) sign(t)
+    return _sec2_neg(t.abs()).mul_(torch.sign(t)) if _fast(t) else _sec2_neg(t.abs()) * torch.sign(t)
+
+
+def _abs_sin_grad(t):  # sign(sin t) cos t
+    return torch.sin(t).sign_().mul_(torch.cos(t)) if _fast(t) else torch.sign(torch.sin(t)) * torch.cos(t)
 
 
 _TABLE = [
@@ -51,10 +73,10 @@ _TABLE = [
     Regularizer("l2", lambda t: t * t, lambda t: 2 * t, "t^2"),
     Regularizer("linear", lambda t: t, lambda t: t.new_ones(()), "t"),
     Regularizer("smooth_abs", _sabs, _t_over_sabs, "sqrt(t^2 + eps)",
-                note="the seed wrote R = sqrt(t^2) but coded R' = t / sqrt(t^2 + eps); eps is kept in "
+                note="the article wrote R = sqrt(t^2) but coded R' = t / sqrt(t^2 + eps); eps is kept in "
                      "R so that R' is its true derivative"),
     Regularizer("elastic", lambda t: (t.abs() + _sabs(t)) / 2,
-                lambda t: _t_over_sabs(t).add_(torch.sign(t)).mul_(0.5), "(|t| + sqrt(t^2 + eps)) / 2",
+                _elastic_grad, "(|t| + sqrt(t^2 + eps)) / 2",
                 smooth_at_zero=False),
     Regularizer("abs_smooth", lambda t: torch.sqrt(t.abs() ** 2 + EPS),
                 _t_over_sabs, "sqrt(|t|^2 + eps)  (|t| sign(t) = t)",
@@ -65,18 +87,18 @@ _TABLE = [
     Regularizer("neg_log1p_sq", lambda t: -torch.log1p(t * t), lambda t: -2 * t / (1 + t * t),
                 "-log(1 + t^2)"),
     Regularizer("neg_tanh", lambda t: -torch.tanh(t), _sec2_neg, "-tanh(t)"),
-    Regularizer("neg_tanh_sq", lambda t: -torch.tanh(t * t), lambda t: _sec2_neg(t * t).mul_(t).mul_(2),
+    Regularizer("neg_tanh_sq", lambda t: -torch.tanh(t * t), _neg_tanh_sq_grad,
                 "-tanh(t^2)"),
     Regularizer("neg_tanh_abs", lambda t: -torch.tanh(t.abs()),
-                lambda t: _sec2_neg(t.abs()).mul_(torch.sign(t)), "-tanh(|t|)", smooth_at_zero=False),
+                _neg_tanh_abs_grad, "-tanh(|t|)", smooth_at_zero=False),
     Regularizer("neg_tanh_abs_sq", lambda t: -torch.tanh(t.abs() ** 2),
-                lambda t: _sec2_neg(t * t).mul_(t).mul_(2), "-tanh(|t|^2)  (R' = -(1 - tanh^2(t^2)) 2 |t| sign(t))"),
+                _neg_tanh_sq_grad, "-tanh(|t|^2)  (R' = -(1 - tanh^2(t^2)) 2 |t| sign(t))"),
     Regularizer("sin", torch.sin, torch.cos, "sin(t)"),
-    Regularizer("abs_sin", lambda t: torch.sin(t).abs(), lambda t: torch.sin(t).sign_().mul_(torch.cos(t)),
+    Regularizer("abs_sin", lambda t: torch.sin(t).abs(), _abs_sin_grad,
                 "|sin(t)|", smooth_at_zero=False),
     Regularizer("log_sq", lambda t: torch.log(t * t), lambda t: 2 / t, "log(t^2)",
-                note="the seed coded R' = 2 / (t + eps); the op uses the true 2 / t",
-                seed_grad=lambda t: 2 / (t + EPS), defined_at_zero=False),
+                note="the article coded R' = 2 / (t + eps); the op uses the true 2 / t",
+                article_grad=lambda t: 2 / (t + EPS), defined_at_zero=False),
     Regularizer("x_log_sq", lambda t: t * torch.log(t * t), lambda t: torch.log(t * t) + 2,
                 "t log(t^2)", defined_at_zero=False),
 ]
@@ -84,11 +106,13 @@ _TABLE = [
 REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in _TABLE}
 
 # the letters of each article, mapped to the names above ("none" = no regularizer)
-SEED1_LETTERS = {"Z": "none", "A": "l1", "B": "l2", "C": "smooth_abs", "D": "neg_log1p_sq",
-                 "E": "neg_tanh", "F": "neg_tanh_sq", "G": "neg_tanh_abs", "H": "neg_tanh_abs_sq",
-                 "I": "sin", "J": "abs_sin", "K": "log_sq", "L": "x_log_sq"}
-SEED5_LETTERS = {"Z": "none", "A": "l2", "B": "elastic", "C": "linear", "D": "smooth_abs", "E": "l1",
-                 "F": "abs_smooth", "G": "ratio", "H": "neg_tanh", "I": "neg_tanh_sq", "J": "neg_log1p_sq"}
+ARTICLE_LETTERS: dict[str, dict[str, str]] = {
+    "weights-pov": {"Z": "none", "A": "l1", "B": "l2", "C": "smooth_abs", "D": "neg_log1p_sq", "E": "neg_tanh",
+                    "F": "neg_tanh_sq", "G": "neg_tanh_abs", "H": "neg_tanh_abs_sq", "I": "sin", "J": "abs_sin",
+                    "K": "log_sq", "L": "x_log_sq"},
+    "gradient-pov": {"Z": "none", "A": "l2", "B": "elastic", "C": "linear", "D": "smooth_abs", "E": "l1",
+                     "F": "abs_smooth", "G": "ratio", "H": "neg_tanh", "I": "neg_tanh_sq", "J": "neg_log1p_sq"},
+}
 
 
 class RegularizeFunction(torch.autograd.Function):
@@ -97,26 +121,26 @@ class RegularizeFunction(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(w, name, lam, seed_grad):
+    def forward(w, name, lam, article_grad):
         return lam * REGULARIZERS[name].value(w).sum()
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        w, name, lam, seed_grad = inputs
+        w, name, lam, article_grad = inputs
         ctx.save_for_backward(w)
-        ctx.conf = (name, lam, seed_grad)
+        ctx.conf = (name, lam, article_grad)
 
     @staticmethod
     def backward(ctx, g):
-        # dP/dw = lam * R'(w) * g   (R' from the table; the seed's R' when seed_grad)
+        # dP/dw = lam * R'(w) * g   (R' from the table; the article's R' when article_grad)
         (w,) = ctx.saved_tensors
-        name, lam, seed_grad = ctx.conf
+        name, lam, article_grad = ctx.conf
         reg = REGULARIZERS[name]
-        d = (reg.seed_grad if (seed_grad and reg.seed_grad is not None) else reg.grad)(w)
+        d = (reg.article_grad if (article_grad and reg.article_grad is not None) else reg.grad)(w)
         return (d * (g * lam)).expand_as(w), None, None, None
 
 
-def regularize(w: torch.Tensor, name: str, lam: float = 1.0, seed_grad: bool = False) -> torch.Tensor:
+def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool = False) -> torch.Tensor:
     """lam * sum R(w) for a regularizer ``name`` of ``REGULARIZERS`` ("none" gives 0)."""
     check_tensor("regularize", "w", w)
     if name != "none" and name not in REGULARIZERS:
@@ -126,4 +150,4 @@ def regularize(w: torch.Tensor, name: str, lam: float = 1.0, seed_grad: bool = F
         raise ValueError(f"regularize: lam must be a number >= 0, got {lam!r}")
     if name == "none" or lam == 0:
         return w.new_zeros(())
-    return RegularizeFunction.apply(w, name, float(lam), bool(seed_grad))
+    return RegularizeFunction.apply(w, name, float(lam), bool(article_grad))

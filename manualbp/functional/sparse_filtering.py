@@ -8,6 +8,7 @@ In Ngiam's (features x examples) layout these are the rows and the columns.
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_positive, check_tensor
 
@@ -43,6 +44,7 @@ class SparseFilteringFunction(torch.autograd.Function):
         ctx.activation = activation
 
     @staticmethod
+    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
         # L2 normalisation y = x / sqrt(sum x^2 + eps) has dL/dx = (dL/dy - y sum(dL/dy y)) / norm:
         #   dL/dF2 = g ; dL/dF1 = (g - F2 sum_k(g F2)) / n2 ; dL/dF = (dL/dF1 - F1 sum_n(dL/dF1 F1)) / n1

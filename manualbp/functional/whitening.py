@@ -14,40 +14,47 @@ finite for repeated eigenvalues and rank-deficient batches (N < D).
 from __future__ import annotations
 
 import torch
+from torch.autograd.function import once_differentiable
 
-from ._checks import check_choice, check_positive, check_tensor
+from ._checks import NonFiniteError, check_choice, check_positive, check_tensor
 
 BACKENDS = ("eigh", "svd")
 ZCA_MODES = ("dim", "example")
-ZCA_GRADS = ("exact", "seed")
+ZCA_GRADS = ("exact", "article")
 
 
 def _inv_sqrt_psd(S: torch.Tensor, eps: float, backend: str):
     """U = (S + eps I)^{-1/2} for symmetric PSD S; returns (U, E, s) with s = sqrt(lambda + eps)."""
-    if backend == "eigh":
-        lam, E = torch.linalg.eigh(S)
-    else:  # S is symmetric PSD, so its SVD is an eigendecomposition: S = E diag(lam) E^T
-        E, lam, _ = torch.linalg.svd(S)
+    try:
+        if backend == "eigh":
+            lam, E = torch.linalg.eigh(S)
+        else:  # S is symmetric PSD, so its SVD is an eigendecomposition: S = E diag(lam) E^T
+            E, lam, _ = torch.linalg.svd(S)
+    except torch.linalg.LinAlgError as e:
+        if not bool(torch.isfinite(S).all()):
+            raise NonFiniteError(f"whitening: the covariance has NaN or Inf entries (its input holds non-finite "
+                                 f"values or overflowed), so {backend} cannot decompose it") from e
+        raise
     s = torch.sqrt(lam.clamp_min(0) + eps)
     return (E / s[..., None, :]) @ E.mT, E, s
 
 
-def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, seed_grad: bool = False):
+def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, article_grad: bool = False):
     """dL/dS for U = E diag(1/s) E^T given dL/dU (the Daleckii-Krein formula above).
 
-    ``seed_grad`` zeroes the eigenvalue term (the diagonal of K), as the seed's code did; the
+    ``article_grad`` zeroes the eigenvalue term (the diagonal of K), as the article's code did; the
     result is then not the gradient (gradcheck fails), kept only to show the difference.
     """
     K = -1.0 / (s[..., :, None] * s[..., None, :] * (s[..., :, None] + s[..., None, :]))
-    if seed_grad:
+    if article_grad:
         K = K * (1 - torch.eye(K.shape[-1], dtype=K.dtype, device=K.device))
     return E @ (K * (E.mT @ gU @ E)) @ E.mT
 
 
-def _whiten_backward(A, G, U, E, s, seed_grad=False):
+def _whiten_backward(A, G, U, E, s, article_grad=False):
     # Y = A U with U = (A^T A / n + eps I)^{-1/2}:
     # dL/dA = G U^T + A (dS + dS^T) / n,  dS = dL/dS from _inv_sqrt_backward(A^T G)
-    dS = _inv_sqrt_backward(A.mT @ G, E, s, seed_grad)
+    dS = _inv_sqrt_backward(A.mT @ G, E, s, article_grad)
     return G @ U.mT + A @ (dS + dS.mT) / A.shape[-2]
 
 
@@ -74,6 +81,7 @@ class ZCAWhitenFunction(torch.autograd.Function):
         ctx.conf = (mode, grad)
 
     @staticmethod
+    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
         # see _whiten_backward: dL/dA = G U + A (dS + dS^T) / n with the Daleckii-Krein dS;
         # mode "example" applies it to A = x^T, G = g^T and transposes back
@@ -82,27 +90,30 @@ class ZCAWhitenFunction(torch.autograd.Function):
         if not ctx.needs_input_grad[0]:
             return (None,) * 5
         if mode == "dim":
-            gx = _whiten_backward(x, g, U, E, s, grad == "seed")
+            gx = _whiten_backward(x, g, U, E, s, grad == "article")
         else:
-            gx = _whiten_backward(x.mT, g.mT, U, E, s, grad == "seed").mT
+            gx = _whiten_backward(x.mT, g.mT, U, E, s, grad == "article").mT
         return gx, None, None, None, None
 
 
 def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: str = "eigh",
-               grad: str = "exact") -> torch.Tensor:
+               grad: str = "exact", return_matrix: bool = False):
     """ZCA-whiten a batch ``x`` of shape (N, D) (no centering; see ``decorrelated_batch_norm``).
 
     mode: "dim" (D x D covariance X^T X / N) or "example" (N x N covariance X X^T / D, the
-    seed's whitening of X^T). backend: "eigh" or "svd" for the eigendecomposition.
-    grad: "exact" (default) or "seed", the seed's backward with the eigenvalue term zeroed,
+    article's whitening of X^T). backend: "eigh" or "svd" for the eigendecomposition.
+    grad: "exact" (default) or "article", the article's backward with the eigenvalue term zeroed,
     which is not the true gradient and is kept only for comparison.
+    return_matrix: also return the whitening matrix U = (S + eps I)^{-1/2} (a constant, no gradient),
+    e.g. for a running estimate.
     """
     check_tensor("zca_whiten", "x", x, ndim=2, shape_hint="(N, D)")
     check_positive("zca_whiten", "eps", eps)
     check_choice("zca_whiten", "mode", mode, ZCA_MODES)
     check_choice("zca_whiten", "backend", backend, BACKENDS)
     check_choice("zca_whiten", "grad", grad, ZCA_GRADS)
-    return ZCAWhitenFunction.apply(x, float(eps), mode, backend, grad)[0]
+    y, u, _, _ = ZCAWhitenFunction.apply(x, float(eps), mode, backend, grad)
+    return (y, u) if return_matrix else y
 
 
 def _check_running(op, x, running_mean, running_whitening, training, wshape=None):
@@ -172,6 +183,7 @@ class DecorrelatedBatchNormFunction(torch.autograd.Function):
         ctx.conf = (training, inputs[7])
 
     @staticmethod
+    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
         # per group, training: dL/dA = G U + A (dS + dS^T) / N (the ZCA backward), then the centering
         #           backward dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dA = G W^T
@@ -249,6 +261,7 @@ class IterNormFunction(torch.autograd.Function):
         ctx.training = training
 
     @staticmethod
+    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
         # Reverse mode through the iterations, in the forward's notation:
         #   dL/dU = xc^T G ;  dL/dP_T = dL/dU / sqrt(tr) ;  dL/dtr = -sum(dL/dU o P_T) / (2 tr^{3/2})

@@ -1,4 +1,6 @@
 """The three model families, built only from ``manualbp.nn`` modules."""
+from manualbp.functional._checks import check_kwargs
+
 from .cnn6 import CNN6
 from .mlp import MLP
 from .segae import SegmentationAE
@@ -12,6 +14,7 @@ def build_model(spec: dict):
     name = spec.pop("name", None)
     if name not in MODELS:
         raise ValueError(f"model.name must be one of {sorted(MODELS)}, got {name!r}")
+    check_kwargs(f"model {name!r}", MODELS[name], spec)
     try:
         return MODELS[name](**spec)
     except TypeError as e:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 import manualbp.functional as MF
+from manualbp.functional._checks import check_kwargs
 
 
 class Linear(nn.Module):
@@ -155,17 +156,35 @@ class BatchNorm(nn.Module):
 
 
 class ZCAWhiten(nn.Module):
-    """ZCA whitening of each batch (no running statistics: the same transform in train and eval)."""
+    """ZCA whitening of each batch. By default there are no running statistics: every batch, test
+    batches included, is whitened with its own statistics (so test results depend on the evaluation
+    batch). ``running=True`` (mode "dim" only) keeps a running average of the whitening matrix, with
+    ``momentum`` in torch's convention, and eval mode applies it instead, as decorrelated batch norm
+    does."""
 
-    def __init__(self, eps: float = 1e-5, mode: str = "dim", backend: str = "eigh", grad: str = "exact"):
+    def __init__(self, num_features: int | None = None, eps: float = 1e-5, mode: str = "dim",
+                 backend: str = "eigh", grad: str = "exact", running: bool = False, momentum: float = 0.1):
         super().__init__()
+        if running and (mode != "dim" or not num_features):
+            raise ValueError("ZCAWhiten: running=True needs mode='dim' and num_features (a per-example whitening "
+                             "has no fixed matrix to average)")
         self.eps, self.mode, self.backend, self.grad = eps, mode, backend, grad
+        self.running, self.momentum = bool(running), momentum
+        if self.running:
+            self.register_buffer("running_whitening", torch.eye(num_features))
 
     def forward(self, x):
-        return MF.zca_whiten(x, self.eps, self.mode, self.backend, self.grad)
+        if not self.running:
+            return MF.zca_whiten(x, self.eps, self.mode, self.backend, self.grad)
+        if not self.training:
+            return MF.linear(x, self.running_whitening)   # x U^T = x U: U is symmetric
+        y, u = MF.zca_whiten(x, self.eps, self.mode, self.backend, self.grad, return_matrix=True)
+        with torch.no_grad():
+            self.running_whitening.lerp_(u.to(self.running_whitening.dtype), self.momentum)
+        return y
 
     def extra_repr(self):
-        return f"eps={self.eps}, mode={self.mode}, backend={self.backend}, grad={self.grad}"
+        return f"eps={self.eps}, mode={self.mode}, backend={self.backend}, grad={self.grad}, running={self.running}"
 
 
 class DecorrelatedBatchNorm(nn.Module):
@@ -210,22 +229,33 @@ class SparseFiltering(nn.Module):
         return MF.sparse_filtering(z, self.eps, self.activation)
 
 
+def _zca(mode):
+    def make(d, eps=1e-5, backend="eigh", grad="exact", running=False, momentum=0.1):
+        return ZCAWhiten(d, eps, mode, backend, grad, running, momentum)
+    return make
+
+
 NORMS = {
     "none": None,
-    "center": lambda d, **kw: Center(0),
-    "standardize": lambda d, eps=1e-5, **kw: Standardize(eps, 0),
-    "batch_norm": lambda d, eps=1e-5, momentum=0.1, **kw: BatchNorm(d, eps, momentum),
-    "zca_dim": lambda d, eps=1e-5, backend="eigh", grad="exact", **kw: ZCAWhiten(eps, "dim", backend, grad),
-    "zca_example": lambda d, eps=1e-5, backend="eigh", grad="exact", **kw: ZCAWhiten(eps, "example", backend,
-                                                                                     grad),
-    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", group_size=None, **kw:
+    "center": lambda d: Center(0),
+    "standardize": lambda d, eps=1e-5: Standardize(eps, 0),
+    "batch_norm": lambda d, eps=1e-5, momentum=0.1: BatchNorm(d, eps, momentum),
+    "zca_dim": _zca("dim"),
+    "zca_example": _zca("example"),
+    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", group_size=None:
         DecorrelatedBatchNorm(d, eps, momentum, backend, group_size),
-    "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5, **kw: IterNorm(d, eps, momentum, iterations),
+    "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5: IterNorm(d, eps, momentum, iterations),
 }
 
 
 def make_norm(name: str, num_features: int, **kwargs) -> nn.Module | None:
-    """A normalisation/whitening layer by name (``NORMS``); ``"none"`` gives None."""
+    """A normalisation/whitening layer by name (``NORMS``); ``"none"`` gives None. Settings the layer
+    does not take are refused with the list of those it does."""
     if name not in NORMS:
         raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(NORMS)}")
-    return None if NORMS[name] is None else NORMS[name](num_features, **kwargs)
+    if NORMS[name] is None:
+        if kwargs:
+            raise ValueError(f"norm_kwargs {sorted(kwargs)} given, but norm 'none' takes no settings")
+        return None
+    check_kwargs(f"norm_kwargs of {name!r}", NORMS[name], kwargs, skip=("d",))
+    return NORMS[name](num_features, **kwargs)

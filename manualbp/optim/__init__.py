@@ -7,6 +7,8 @@ import inspect
 
 import torch
 
+from manualbp.functional._checks import check_kwargs
+
 
 def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
     if ":" in name:
@@ -28,6 +30,7 @@ def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
 
 def _construct(section: str, cls, first, kwargs):
     """cls(first, **kwargs), with a wrong argument reported as a ValueError naming the config section."""
+    check_kwargs(f"{section} {cls.__name__}", cls, kwargs, skip=("params", "optimizer"))
     try:
         return cls(first, **kwargs)
     except TypeError as e:

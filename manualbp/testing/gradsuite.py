@@ -6,7 +6,7 @@ import torch
 
 from .opinfo import OpInfo, Sample
 
-CHECKS = ("gradcheck", "ref-float32", "ref-float64", "cuda-float32", "cuda-float64")
+CHECKS = ("gradcheck", "gradgradcheck", "ref-float32", "ref-float64", "cuda-float32", "cuda-float64")
 
 
 def clone_args(args):
@@ -32,6 +32,37 @@ def run_gradcheck(info: OpInfo, sample: Sample) -> None:
     ok = torch.autograd.gradcheck(fn, tuple(args[i] for i in pos), eps=1e-6, atol=1e-5, rtol=1e-3,
                                   check_batched_grad=info.batched_grad, raise_exception=True)
     assert ok
+
+
+def _as_function(info: OpInfo, sample: Sample):
+    args = clone_args(sample.args)
+    pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+
+    def fn(*diff):
+        full = list(clone_args(args))  # fresh running buffers on each call
+        for i, d in zip(pos, diff):
+            full[i] = d
+        return info.op(*full, **sample.kwargs)
+    return fn, tuple(args[i] for i in pos)
+
+
+def run_gradgradcheck(info: OpInfo, sample: Sample) -> None:
+    """Double backward: gradgradcheck in float64 where the entry's backward is differentiable; where
+    it is not, the op must refuse a second differentiation (once_differentiable) instead of being
+    silently wrong."""
+    fn, inputs = _as_function(info, sample)
+    if info.gradgrad:
+        assert torch.autograd.gradgradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=True)
+        return
+    out = fn(*inputs)
+    v = torch.ones_like(out, requires_grad=True)   # as gradgradcheck: the grad output is differentiated too
+    (g,) = torch.autograd.grad(out, inputs[0], v, create_graph=True)
+    try:
+        g.sum().backward()
+    except RuntimeError as e:
+        assert "once_differentiable" in str(e), f"{info.name}: double backward failed with {e}"
+        return
+    raise AssertionError(f"{info.name}: double backward ran, but the entry says its backward is once_differentiable")
 
 
 def compare_reference(info: OpInfo, sample: Sample, seed: int = 0) -> tuple[float, float]:
@@ -83,6 +114,11 @@ def run_check(info: OpInfo, check: str) -> float:
     if check == "gradcheck":
         for s in info.samples(torch.float64, torch.device("cpu")):
             run_gradcheck(info, s)
+        return 0.0
+    if check == "gradgradcheck":
+        for s in info.samples(torch.float64, torch.device("cpu")):
+            if s.gradgrad:
+                run_gradgradcheck(info, s)
         return 0.0
     device = torch.device("cuda" if check.startswith("cuda") else "cpu")
     dtype = torch.float64 if check.endswith("64") else torch.float32

@@ -19,6 +19,7 @@ class Sample:
     args: tuple
     kwargs: dict = field(default_factory=dict)
     desc: str = ""
+    gradgrad: bool = True       # part of gradgradcheck (False at kinks, where finite differences of R' jump)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class OpInfo:
     ref: Callable
     samples: Callable[[torch.dtype, torch.device], list]
     batched_grad: bool = True           # run gradcheck's check_batched_grad (vmap over the backward)
+    gradgrad: bool = True               # backward differentiable again (gradgradcheck); else once_differentiable
     tol32: tuple = (1e-4, 1e-5)         # (rtol, atol) against the reference in float32
     tol64: tuple = (1e-7, 1e-9)         # ... in float64
 
@@ -147,8 +149,31 @@ def ref_interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corn
     return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
 
 
+# R(theta) written from SPEC's table, independently of manualbp.functional.regularizers (eps = 1e-7;
+# smooth_abs, elastic and abs_smooth keep eps inside R, as the op documents)
+_REG_EPS = 1e-7
+REGULARIZER_REFERENCES = {
+    "l1": lambda t: torch.abs(t),
+    "l2": lambda t: t ** 2,
+    "linear": lambda t: t,
+    "smooth_abs": lambda t: torch.sqrt(t ** 2 + _REG_EPS),
+    "elastic": lambda t: (torch.abs(t) + torch.sqrt(t ** 2 + _REG_EPS)) / 2,
+    "abs_smooth": lambda t: torch.sqrt(torch.abs(t) ** 2 + _REG_EPS),
+    "ratio": lambda t: torch.sqrt(t ** 2) / t,
+    "neg_log1p_sq": lambda t: -torch.log(1 + t ** 2),
+    "neg_tanh": lambda t: -torch.tanh(t),
+    "neg_tanh_sq": lambda t: -torch.tanh(t ** 2),
+    "neg_tanh_abs": lambda t: -torch.tanh(torch.abs(t)),
+    "neg_tanh_abs_sq": lambda t: -torch.tanh(torch.abs(t) ** 2),
+    "sin": lambda t: torch.sin(t),
+    "abs_sin": lambda t: torch.abs(torch.sin(t)),
+    "log_sq": lambda t: torch.log(t ** 2),
+    "x_log_sq": lambda t: t * torch.log(t ** 2),
+}
+
+
 def _ref_regularize(name):
-    value = REGULARIZERS[name].value
+    value = REGULARIZER_REFERENCES[name]
 
     def ref(w, name, lam=1.0):
         return lam * value(w).sum()
@@ -203,7 +228,11 @@ def _interp_samples(mode):
         t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
         return [Sample((t(2, 2, 5, 5),), dict(size=(6, 6), mode=mode), "5 -> 6"),
                 Sample((t(1, 3, 4, 3),), dict(scale_factor=2, mode=mode), "x2"),
-                Sample((t(2, 1, 6, 6),), dict(size=(3, 4), mode=mode, align_corners=True), "down, corners")]
+                Sample((t(2, 1, 6, 6),), dict(size=(3, 4), mode=mode, align_corners=True), "down, corners"),
+                # output size not an exact multiple: torch maps coordinates by 1 / scale_factor
+                Sample((t(1, 2, 7, 7),), dict(scale_factor=1.5, mode=mode), "7x7 x1.5"),
+                Sample((t(1, 1, 7, 7),), dict(scale_factor=2.3, mode=mode), "7x7 x2.3"),
+                Sample((t(1, 1, 7, 6),), dict(scale_factor=(0.6, 1.7), mode=mode), "7x6 x(0.6, 1.7)")]
     return samples
 
 
@@ -222,7 +251,9 @@ def _ce_samples(dtype, device):
     big = _t(2, 3, dtype=dtype, device=device, gen=g, scale=1.0, shift=0.0)
     with torch.no_grad():
         big[:, 0] += 80  # large logits: the row-wise max subtraction must keep this finite
+    soft = probs.detach().clone().requires_grad_()
     return [Sample((logits, target), desc="indices"), Sample((logits, probs), desc="soft targets"),
+            Sample((logits, soft), desc="soft targets that require grad"),
             Sample((logits, target), dict(reduction="sum"), "sum"),
             Sample((big, torch.tensor([0, 2], device=device)), desc="large logits"),
             Sample((_t(1, 3, dtype=dtype, device=device, gen=g), torch.tensor([2], device=device)),
@@ -352,7 +383,7 @@ def _reg_samples(name):
             z = _t(5, dtype=dtype, device=device, gen=g)
             with torch.no_grad():
                 z[::2] = 0  # exact zeros: the |x|-like kinks
-            out.append(Sample((z, name), dict(lam=2.0), "with exact zeros"))
+            out.append(Sample((z, name), dict(lam=2.0), "with exact zeros", gradgrad=reg.smooth_at_zero))
         return out
     return samples
 
@@ -389,7 +420,8 @@ def _build() -> list[OpInfo]:
         OpInfo("sigmoid", "activations", M.sigmoid, torch.sigmoid, _unary_samples),
         OpInfo("soft_abs", "activations", M.soft_abs, lambda x, eps=1e-8: torch.sqrt(x ** 2 + eps),
                lambda dt, dev: [Sample(s.args, dict(eps=1e-3), s.desc) for s in _unary_samples(dt, dev)]),
-        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, ref_softmax_cross_entropy, _ce_samples),
+        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, ref_softmax_cross_entropy, _ce_samples,
+               gradgrad=False),
         OpInfo("mse", "losses", M.mse, F.mse_loss, _mse_samples),
         OpInfo("binary_cross_entropy", "losses", M.binary_cross_entropy, F.binary_cross_entropy, _bce_samples),
         OpInfo("center", "normalisation", M.center, lambda x, dim=0: x - x.mean(dim, keepdim=True),
@@ -397,19 +429,21 @@ def _build() -> list[OpInfo]:
         OpInfo("standardize", "normalisation", M.standardize, ref_standardize, _norm_samples(True)),
         OpInfo("batch_norm", "normalisation", M.batch_norm, ref_batch_norm, _bn_samples, batched_grad=False),
         OpInfo("zca_whiten[dim]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("dim"),
-               tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+               tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
         OpInfo("zca_whiten[example]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("example"),
-               tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+               tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
         OpInfo("decorrelated_batch_norm[eigh]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
-               _dbn_samples(dict(backend="eigh"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+               _dbn_samples(dict(backend="eigh"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8),
+               gradgrad=False),
         OpInfo("decorrelated_batch_norm[svd]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
-               _dbn_samples(dict(backend="svd"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
+               _dbn_samples(dict(backend="svd"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8),
+               gradgrad=False),
         OpInfo("iter_norm", "whitening", M.iter_norm, ref_iter_norm, _dbn_samples(dict(iterations=5)),
-               batched_grad=False, tol32=(2e-3, 2e-4)),
+               batched_grad=False, tol32=(2e-3, 2e-4), gradgrad=False),
         OpInfo("sparse_filtering[soft_abs]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
-               _sf_samples("soft_abs")),
+               _sf_samples("soft_abs"), gradgrad=False),
         OpInfo("sparse_filtering[elu]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
-               _sf_samples("elu")),
+               _sf_samples("elu"), gradgrad=False),
     ]
     for name in REGULARIZERS:
         ops.append(OpInfo(f"regularize[{name}]", "regularizers", M.regularize, _ref_regularize(name),

@@ -9,21 +9,34 @@ import json
 BASE: dict = {
     "experiment": "custom",
     "preset": "custom",
-    "task": "classification",
-    "seed": 0,
-    "epochs": 1,
+    "task": "classification",         # classification | segmentation (manualbp.train.tasks.TASKS)
+    "seed": 0,                        # data order, gradient noise and everything else random
+    "init_seed": None,                # weight initialisation (None: seed); equal init_seeds give equal initial weights
+    "epochs": 1,                      # with phases: their sum (set automatically)
     "batch_size": 100,
     "eval_batch_size": None,          # None: batch_size
     "device": "auto",                 # auto (CUDA when present), cpu, cuda, cuda:N
-    "data": {"name": "fashion_mnist", "root": None, "download": False, "train_limit": None, "test_limit": None},
+    "data": {"name": "fashion_mnist", "root": None, "download": False, "train_limit": None, "test_limit": None,
+             "size": 96,              # side length for penn_fudan / mall
+             "options": {}},          # a loader's own settings (penn_fudan: split_seed, n_train)
     "model": {"name": "mlp"},         # name + constructor keyword arguments
     "optim": {"name": "Adam", "lr": 1e-3},  # torch.optim class name (or "module:Class") + its arguments
     "schedule": {"name": None},       # a torch.optim.lr_scheduler class name + arguments, stepped per epoch
     "regularizer": {"name": "none", "lam": 0.0},  # lam * sum R(w) over every weight (params with >1 dim)
-    "log": {"probe_every": 0,         # 0: off; "epoch": last batch of each epoch; N: every N steps
+    "objective": None,                # terms of the task's objective (None: the task's default, data + regularizer)
+    "phases": None,                   # None: one phase; or a list of PHASE_KEYS dicts, run in order
+    "grad_transforms": [],            # per-step gradient transforms (manualbp.optim.transforms), e.g. gradient noise
+    "check_finite_every": 20,         # steps between the (host-syncing) checks for a NaN/Inf loss
+    "log": {"probe_every": "epoch",   # 0: off; "epoch": last batch of each epoch; N: every N steps
             "histograms": True, "progress": True, "progress_every": 50},
 }
-FREE_FORM = {"model", "optim", "schedule"}   # sub-dicts whose keys are passed on to a constructor
+# sub-dicts whose keys are passed on to a constructor (which refuses unknown ones itself)
+FREE_FORM = {"model", "optim", "schedule", "data.options"}
+# a phase: its name, epochs, objective terms, the parameters it trains ("all" or name prefixes, e.g.
+# ["enc", "proj"]), optimizer settings over the run's (a fresh optimizer per phase), an lr multiplier
+# and schedule settings over the run's
+PHASE_KEYS = {"name": None, "epochs": 1, "objective": None, "train": "all", "optim": {}, "lr_scale": 1.0,
+              "schedule": {}}
 
 
 class ConfigError(ValueError):
@@ -33,9 +46,15 @@ class ConfigError(ValueError):
 def merge(base: dict, update: dict, path: str = "") -> dict:
     """Deep-merge ``update`` into a copy of ``base``; unknown keys are errors except in free-form sections."""
     out = copy.deepcopy(base)
+    if path == "model." and "norm" in update and update["norm"] != out.get("norm"):
+        out["norm_kwargs"] = {}   # a different normalisation: drop the other one's settings
+    free = any(path == f + "." or path.startswith(f + ".") for f in FREE_FORM)
     for k, v in update.items():
         key = f"{path}{k}"
-        if k not in out and path.split(".")[0] not in FREE_FORM:
+        if isinstance(out.get(k), list) and isinstance(v, dict) and v and all(str(i).isdigit() for i in v):
+            out[k] = _merge_list(out[k], v, key)   # phases.1.epochs=3: one element of a list
+            continue
+        if k not in out and not free:
             known = ", ".join(sorted(out))
             raise ConfigError(f"unknown config key {key!r}; known keys here: {known}")
         if isinstance(v, dict) and isinstance(out.get(k), dict):
@@ -44,6 +63,16 @@ def merge(base: dict, update: dict, path: str = "") -> dict:
             out[k] = merge(out[k], v, key + ".")
         else:
             out[k] = copy.deepcopy(v)
+    return out
+
+
+def _merge_list(items: list, update: dict, key: str) -> list:
+    out = copy.deepcopy(items)
+    for i, v in update.items():
+        i = int(i)
+        if i >= len(out):
+            raise ConfigError(f"{key}.{i}: {key} has only {len(out)} entries (0-based)")
+        out[i] = merge(out[i], v, f"{key}.{i}.") if isinstance(v, dict) and isinstance(out[i], dict) else v
     return out
 
 
@@ -105,12 +134,60 @@ def validate(cfg: dict) -> dict:
     lr = cfg["optim"].get("lr")
     if lr is not None and (not isinstance(lr, (int, float)) or not lr > 0):
         raise ConfigError(f"optim.lr must be a number > 0, got {lr!r}")
+    if cfg["init_seed"] is not None and (not isinstance(cfg["init_seed"], int) or isinstance(cfg["init_seed"], bool)
+                                         or cfg["init_seed"] < 0):
+        raise ConfigError(f"init_seed must be None (= seed) or a non-negative integer, got {cfg['init_seed']!r}")
+    positive_int("check_finite_every", cfg["check_finite_every"])
+    positive_int("data.size", cfg["data"]["size"])
+    if not isinstance(cfg["grad_transforms"], list):
+        raise ConfigError(f"grad_transforms must be a list, got {cfg['grad_transforms']!r}")
+    if cfg["phases"] is not None:
+        phases = cfg["phases"]
+        if not isinstance(phases, list) or not phases:
+            raise ConfigError(f"phases must be None or a non-empty list of phase settings, got {phases!r}")
+        for i, ph in enumerate(phases):
+            if not isinstance(ph, dict):
+                raise ConfigError(f"phases[{i}] must be a dict with keys from {sorted(PHASE_KEYS)}, got {ph!r}")
+            unknown = sorted(set(ph) - set(PHASE_KEYS))
+            if unknown:
+                raise ConfigError(f"phases[{i}]: unknown key(s) {unknown}; known keys: {sorted(PHASE_KEYS)}")
+            positive_int(f"phases[{i}].epochs", ph.get("epochs", 1))
+            scale = ph.get("lr_scale", 1.0)
+            if not isinstance(scale, (int, float)) or not scale > 0:
+                raise ConfigError(f"phases[{i}].lr_scale must be a number > 0, got {scale!r}")
+            tr = ph.get("train", "all")
+            if tr != "all" and not (isinstance(tr, list) and tr and all(isinstance(t, str) for t in tr)):
+                raise ConfigError(f"phases[{i}].train must be 'all' or a list of parameter-name prefixes, got {tr!r}")
+        total = sum(ph.get("epochs", 1) for ph in phases)
+        if cfg["epochs"] != total:
+            raise ConfigError(f"epochs ({cfg['epochs']}) must equal the sum of the phases' epochs ({total})")
     return cfg
 
 
+def phase_list(cfg: dict) -> list[dict]:
+    """The run's phases with defaults filled in (one phase of ``epochs`` when ``phases`` is None)."""
+    if cfg["phases"] is None:
+        return [dict(PHASE_KEYS, name="train", epochs=cfg["epochs"], objective=cfg["objective"])]
+    out = []
+    for i, ph in enumerate(cfg["phases"]):
+        full = {**copy.deepcopy(PHASE_KEYS), **ph}
+        full["name"] = full["name"] or f"phase{i + 1}"
+        if full["objective"] is None:
+            full["objective"] = cfg["objective"]
+        out.append(full)
+    return out
+
+
 def resolve(preset: dict, overrides: dict | None = None) -> dict:
-    """BASE <- preset <- overrides, validated."""
-    return validate(merge(merge(BASE, preset), overrides or {}))
+    """BASE <- preset <- overrides, validated. With phases, ``epochs`` becomes their sum."""
+    cfg = merge(merge(BASE, preset), overrides or {})
+    if cfg["phases"] is not None and isinstance(cfg["phases"], list):
+        total = sum(ph.get("epochs", 1) if isinstance(ph, dict) else 0 for ph in cfg["phases"])
+        if overrides and "epochs" in overrides and overrides["epochs"] != total:
+            raise ConfigError(f"this run has {len(cfg['phases'])} phases of {total} epochs in all; set the epochs of "
+                              "each phase instead (e.g. phases.0.epochs=2 phases.1.epochs=3)")
+        cfg["epochs"] = total
+    return validate(cfg)
 
 
 def canonical(cfg: dict) -> str:

@@ -1,25 +1,33 @@
-"""The one training loop shared by every experiment.
+"""The one training loop shared by every experiment and model family.
 
 ``train(cfg, run_dir)`` trains a run described by a resolved config into a run folder: automatic
-device choice, seeding that makes a CPU run repeatable bit for bit, per-epoch evaluation,
-``metrics.jsonl``, TensorBoard scalars and probes, an atomic checkpoint after each epoch, a DONE
-marker at the end. Re-running a finished run does nothing; re-running an interrupted run resumes
-from its last checkpoint and ends with the same metrics as an uninterrupted one.
+device choice, seeding that makes a CPU run repeatable bit for bit (the weight initialisation has
+its own ``init_seed``, so runs that differ in data order can start from identical weights), runs in
+phases (each with its objective, trained parameters, optimizer settings and epochs), per-step
+gradient transforms, per-epoch evaluation, ``metrics.jsonl``, TensorBoard scalars, probes and
+hparams, an atomic checkpoint after each epoch, a DONE marker at the end. Re-running a finished run
+does nothing; re-running an interrupted run resumes from its last checkpoint and ends with the same
+metrics as an uninterrupted one. A NaN or Inf loss (or a whitening that fails on non-finite values)
+stops the run with the epoch and step, keeping the last good checkpoint.
 """
 from __future__ import annotations
 
+import math
 import os
 import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from manualbp.functional._checks import NonFiniteError
 from manualbp.optim import make_optimizer, make_scheduler
+from manualbp.optim.transforms import make_grad_transforms
 
-from .config import validate
+from .config import phase_list, validate
 from .probes import Probes
 from .rundir import RunDir
 from .tasks import make_task
@@ -43,8 +51,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+# RNG states in a form that torch.load(weights_only=True) accepts (tensors, numbers, lists)
+
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, mt, gauss_next = random.getstate()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+             "python": [version, list(mt), gauss_next]}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -52,8 +66,10 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, mt, gauss_next = state["python"]
+    random.setstate((version, tuple(mt), gauss_next))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -69,8 +85,98 @@ def _is_probe_step(every, step: int, index: int, steps_per_epoch: int) -> bool:
     return bool(every) and step % every == 0
 
 
-def train(cfg: dict, run_dir, log=print) -> dict:
-    """Train (or resume, or skip) the run; returns the DONE summary."""
+def build_initial_model(cfg: dict, task, device) -> torch.nn.Module:
+    """The model with its initial weights, drawn from ``init_seed`` (``seed`` when None) alone."""
+    init_seed = cfg["seed"] if cfg["init_seed"] is None else cfg["init_seed"]
+    torch.manual_seed(init_seed)
+    return task.build_model().to(device)
+
+
+@dataclass
+class Phase:
+    index: int
+    spec: dict
+    first_epoch: int
+    last_epoch: int
+    weights: dict
+
+
+def plan_phases(cfg: dict, task) -> list[Phase]:
+    out, first = [], 1
+    for i, spec in enumerate(phase_list(cfg)):
+        try:
+            weights = task.objective_weights(spec["objective"])
+        except ValueError as e:
+            raise ValueError(f"phase {spec['name']!r}: {e}") from None
+        out.append(Phase(i, spec, first, first + spec["epochs"] - 1, weights))
+        first += spec["epochs"]
+    return out
+
+
+def trained_names(model, train) -> list[str]:
+    """Names of the parameters a phase trains: all, or those starting with one of the prefixes."""
+    names = [n for n, _ in model.named_parameters()]
+    if train == "all":
+        return names
+    for prefix in train:
+        if not any(n.startswith(prefix) for n in names):
+            tops = sorted({n.split(".")[0] for n in names})
+            raise ValueError(f"phase train prefix {prefix!r} matches no parameter; the model's parameters start "
+                             f"with {tops}")
+    return [n for n in names if any(n.startswith(p) for p in train)]
+
+
+def _phase_optimizer(cfg: dict, phase: Phase, model):
+    names = set(trained_names(model, phase.spec["train"]))
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(n in names)
+        if n in names:
+            params.append(p)
+    ocfg = dict(cfg["optim"])
+    over = phase.spec["optim"] or {}
+    if "name" in over and over["name"] != ocfg.get("name"):
+        ocfg = {}
+    ocfg.update(over)
+    if "lr" in ocfg and phase.spec["lr_scale"] != 1.0:
+        ocfg["lr"] = ocfg["lr"] * phase.spec["lr_scale"]
+    scfg = {**cfg["schedule"], **(phase.spec["schedule"] or {})}
+    optimizer = make_optimizer(ocfg["name"], params, **{k: v for k, v in ocfg.items() if k != "name"})
+    scheduler = make_scheduler(scfg["name"], optimizer, **{k: v for k, v in scfg.items() if k != "name"})
+    return optimizer, scheduler, params
+
+
+def _all_finite(model) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def hparam_value(v):
+    return v if isinstance(v, (bool, int, float, str)) else str(v)
+
+
+def lookup(cfg: dict, dotted: str):
+    cur = cfg
+    for part in dotted.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
+
+
+def write_hparams(writer, cfg: dict, keys, final: dict, metrics) -> None:
+    """TensorBoard hparams for this run: the config values ``keys`` (those that vary across its sweep)
+    and its final metrics (the ``train/*`` and ``test/*`` scalars), so the HParams tab compares runs."""
+    from torch.utils.tensorboard.summary import hparams
+    hp = {k: hparam_value(lookup(cfg, k)) for k in keys}
+    metric_dict = {f"{split}/{m}": final[f"{split}_{m}"] for split in ("test", "train") for m in metrics}
+    exp, ssi, sei = hparams(hp, metric_dict)
+    for s in (exp, ssi, sei):
+        writer.file_writer.add_summary(s)
+
+
+def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
+    """Train (or resume, or skip) the run; returns the DONE summary. ``hparams``: the dotted config keys
+    to report in TensorBoard's HParams tab (default: seed)."""
     cfg = validate(cfg)
     rd = RunDir(run_dir)
     rd.check_config(cfg)
@@ -79,14 +185,16 @@ def train(cfg: dict, run_dir, log=print) -> dict:
         return rd.read_done()
 
     device = pick_device(cfg["device"])
-    seed_everything(cfg["seed"])
     task = make_task(cfg, device)
     train_data, test_data = task.load_data()   # data errors surface before the run folder is made
-    model = task.build_model().to(device)
-    optimizer = make_optimizer(cfg["optim"]["name"], model.parameters(),
-                               **{k: v for k, v in cfg["optim"].items() if k != "name"})
-    scheduler = make_scheduler(cfg["schedule"]["name"], optimizer,
-                               **{k: v for k, v in cfg["schedule"].items() if k != "name"})
+    model = build_initial_model(cfg, task, device)
+    seed_everything(cfg["seed"])
+    phases = plan_phases(cfg, task)
+    transforms = make_grad_transforms(cfg["grad_transforms"])
+    noise = torch.Generator(device=device)
+    noise.manual_seed(cfg["seed"] * 7919 + 17)
+    for ph in phases:   # settings errors (optimizer, schedule, train prefixes) surface before the folder is made
+        _phase_optimizer(cfg, ph, model)
     rd.start(cfg)
 
     bs = cfg["batch_size"]
@@ -96,10 +204,8 @@ def train(cfg: dict, run_dir, log=print) -> dict:
     ckpt = rd.load_checkpoint(device)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
+        noise.set_state(ckpt["noise"])
         start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed_s"]
         log(f"{rd.path}: resuming after epoch {start_epoch} of {cfg['epochs']}")
     rd.keep_metrics_until(start_epoch)
@@ -112,71 +218,111 @@ def train(cfg: dict, run_dir, log=print) -> dict:
     # crash simulation for tests of resuming: SIGKILL this process at that global step
     kill_at = int(os.environ.get("MANUALBP_KILL_AT_STEP", "0")) or None
     show = lg["progress"] and sys.stderr.isatty()
-    row = None
+    check_every = cfg["check_finite_every"]
+    row, phase, optimizer, scheduler, params = None, None, None, None, []
+
+    def non_finite(epoch, step, cause=""):
+        kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {rd.checkpoint}" \
+            if rd.checkpoint.is_file() else "no checkpoint was written yet"
+        return NonFiniteLoss(f"{rd.path}: the loss became NaN or Inf at epoch {epoch}, step {step} "
+                             f"(step {step - (epoch - 1) * spe} of the epoch){cause}; {kept}. Lower optim.lr or "
+                             "check the regularizer.")
+
     try:
         for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
+            ph = next(p for p in phases if p.first_epoch <= epoch <= p.last_epoch)
+            if phase is not ph:
+                optimizer, scheduler, params = _phase_optimizer(cfg, ph, model)
+                if ckpt is not None and ckpt["phase"] == ph.index and ckpt["epoch"] < ph.last_epoch \
+                        and phase is None:
+                    optimizer.load_state_dict(ckpt["optimizer"])
+                    if scheduler is not None:
+                        scheduler.load_state_dict(ckpt["scheduler"])
+                elif len(phases) > 1:
+                    log(f"{rd.path.name}: phase {ph.index + 1}/{len(phases)} {ph.spec['name']!r}: epochs "
+                        f"{ph.first_epoch}-{ph.last_epoch}, objective {ph.weights}")
+                phase = ph
             t0 = time.perf_counter()
             model.train()
-            sums = torch.zeros(2, dtype=torch.float64, device=device)
-            seen = 0
+            sums, seen = None, 0
             bad_step = torch.tensor(-1, device=device)
+            step = (epoch - 1) * spe
             bar = None
             if show:
                 from tqdm import tqdm
                 bar = tqdm(total=spe, desc=f"epoch {epoch}/{cfg['epochs']}", leave=False, dynamic_ncols=True)
-            for i, (x, y) in enumerate(train_data.batches(bs, shuffle=True, generator=epoch_generator(cfg["seed"],
-                                                                                                      epoch))):
-                step = (epoch - 1) * spe + i + 1
-                if kill_at == step:
-                    os.kill(os.getpid(), signal.SIGKILL)
-                probe = probes is not None and _is_probe_step(lg["probe_every"], step, i, spe)
-                if probe:
-                    probes.arm()
-                optimizer.zero_grad(set_to_none=True)
-                loss, stats = task.loss(model, x, y)
-                loss.backward()
-                optimizer.step()
-                sums += stats.double()
-                seen += y.shape[0]
-                bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
-                if probe:
-                    rd.append_jsonl(rd.stats, probes.collect(optimizer, step, epoch))
+            try:
+                for i, (x, y) in enumerate(train_data.batches(bs, shuffle=True,
+                                                              generator=epoch_generator(cfg["seed"], epoch))):
+                    step = (epoch - 1) * spe + i + 1
+                    if kill_at == step:
+                        os.kill(os.getpid(), signal.SIGKILL)
+                    probe = probes is not None and _is_probe_step(lg["probe_every"], step, i, spe)
+                    if probe:
+                        probes.arm()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss, stats = task.loss(model, x, y, ph.weights)
+                    loss.backward()
+                    if transforms:
+                        with_grad = [p for p in params if p.grad is not None]
+                        for t in transforms:
+                            t(with_grad, step - 1, epoch, noise)
+                    optimizer.step()
+                    sums = stats.double() if sums is None else sums + stats
+                    seen += y.shape[0]
+                    bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
+                    if probe:
+                        rd.append_jsonl(rd.stats, probes.collect(optimizer, step, epoch))
+                    if step % check_every == 0 and int(bad_step) >= 0:   # one host sync every check_every steps
+                        break
+                    if bar is not None:
+                        bar.update(1)
+                        if (i + 1) % lg["progress_every"] == 0:
+                            bar.set_postfix(loss=f"{loss.item():.4f}")
+                if int(bad_step) >= 0:
+                    raise non_finite(epoch, int(bad_step))
+                te = task.evaluate(model, test_data, ebs)
+            except (NonFiniteError, torch.linalg.LinAlgError) as e:
+                # a whitening's eigh / SVD failed on non-finite input: the NaN / Inf reached it before the loss
+                bad = int(bad_step)
+                if not isinstance(e, NonFiniteError) and bad < 0 and _all_finite(model):
+                    raise
+                raise non_finite(epoch, bad if bad >= 0 else step,
+                                 f" ({str(e).splitlines()[0]})")
+            finally:
                 if bar is not None:
-                    bar.update(1)
-                    if (i + 1) % lg["progress_every"] == 0:
-                        bar.set_postfix(loss=f"{loss.item():.4f}")
-            if bar is not None:
-                bar.close()
-            bad = int(bad_step)
-            if bad >= 0:
-                kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {rd.checkpoint}" \
-                    if rd.checkpoint.is_file() else "no checkpoint was written yet"
-                raise NonFiniteLoss(f"{rd.path}: the loss became NaN or Inf at epoch {epoch}, step {bad} "
-                                    f"(step {bad - (epoch - 1) * spe} of the epoch); {kept}. Lower optim.lr or check "
-                                    "the regularizer.")
+                    bar.close()
             tr = task.summarize(sums, seen)
-            te = task.evaluate(model, test_data, ebs)
+            if not all(math.isfinite(v) for v in te.values()):
+                raise non_finite(epoch, step, "; the evaluation gave non-finite values")
             elapsed += time.perf_counter() - t0
-            row = {"epoch": epoch, "step": epoch * spe, "train_loss": tr["loss"], "train_acc": tr["acc"],
-                   "test_loss": te["loss"], "test_acc": te["acc"], "lr": optimizer.param_groups[0]["lr"],
-                   "time_s": round(elapsed, 3)}
+            row = {"epoch": epoch, "step": epoch * spe, "phase": ph.spec["name"],
+                   **{f"train_{k}": tr[k] for k in task.METRICS}, **{f"test_{k}": te[k] for k in task.METRICS},
+                   "lr": optimizer.param_groups[0]["lr"], "time_s": round(elapsed, 3)}
             if scheduler is not None:
                 scheduler.step()
             rd.append_jsonl(rd.metrics, [row])
-            for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr"):
-                writer.add_scalar(k.replace("_", "/", 1) if k != "lr" else "lr", row[k], row["step"])
+            for k in task.METRICS:
+                writer.add_scalar(f"train/{k}", row[f"train_{k}"], row["step"])
+                writer.add_scalar(f"test/{k}", row[f"test_{k}"], row["step"])
+            writer.add_scalar("lr", row["lr"], row["step"])
             writer.flush()
-            rd.save_checkpoint({"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            rd.save_checkpoint({"epoch": epoch, "phase": ph.index, "model": model.state_dict(),
+                                "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                                "rng": _rng_state(), "elapsed_s": elapsed})
+                                "rng": _rng_state(), "noise": noise.get_state(), "elapsed_s": elapsed})
+            extra = "".join(f" {k} {te[k]:.4f}" for k in task.METRICS if k not in ("loss", "acc"))
             log(f"{rd.path.name} epoch {epoch}/{cfg['epochs']}: train loss {tr['loss']:.4f} acc {tr['acc']:.4f} | "
-                f"test loss {te['loss']:.4f} acc {te['acc']:.4f} | {elapsed:.1f}s")
+                f"test loss {te['loss']:.4f} acc {te['acc']:.4f}{extra} | {elapsed:.1f}s")
+        if row is None:  # every epoch was done before a crash between the last checkpoint and DONE
+            row = rd.read_metrics()[-1]
+        write_hparams(writer, cfg, hparams or ["seed"], row, task.METRICS)
     finally:
         if probes is not None:
             probes.disarm()
+        for p in model.parameters():
+            p.requires_grad_(True)
         writer.close()
-    if row is None:  # every epoch was done before a crash between the last checkpoint and DONE
-        row = rd.read_metrics()[-1]
     summary = {"final": row, "epochs": cfg["epochs"], "device": str(device), "wall_time_s": round(elapsed, 3),
                "params": sum(p.numel() for p in model.parameters())}
     rd.finish(summary)

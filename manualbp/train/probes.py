@@ -9,6 +9,8 @@ as scipy.stats' defaults) and the count of non-zeros.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 QUANTITIES = ("pre_activation", "post_activation", "weight", "weight_grad", "input_grad", "first_moment")
@@ -93,6 +95,6 @@ class Probes:
             if self.writer is not None:
                 for s, v in zip(STATS, vals):
                     self.writer.add_scalar(f"probe_{s}/{q}/{name}", v, step)
-                if self.histograms:
+                if self.histograms and all(math.isfinite(v) for v in vals[:2]):   # NaN/Inf: no histogram
                     self.writer.add_histogram(f"probe_hist/{q}/{name}", tensors[(name, q)].float(), step)
         return rows

@@ -73,7 +73,7 @@ class RunDir:
         if not self.checkpoint.is_file():
             return None
         try:
-            return torch.load(self.checkpoint, map_location=map_location, weights_only=False)
+            return torch.load(self.checkpoint, map_location=map_location, weights_only=True)
         except Exception as e:
             raise RunDirError(f"checkpoint {self.checkpoint} cannot be read ({e!r}); delete the run folder "
                               f"{self.path} to start over") from None

@@ -24,6 +24,7 @@ class RunSpec:
     run_dir: str
     config: dict
     labels: dict = field(default_factory=dict)   # axis -> label, for summaries and figures
+    hparams: list = field(default_factory=list)  # dotted config keys that vary across the sweep (TensorBoard)
 
 
 def _axis_items(axis: str, values):
@@ -55,7 +56,28 @@ def expand(base: dict, grid: dict, root: Path, overrides: dict | None = None, on
         if only and only not in name:
             continue
         specs.append(RunSpec(name, str(root / name), cfg, {a: label for a, (label, _) in zip(axes, combo)}))
+    keys = varying_keys([s.config for s in specs]) or ["seed"]
+    for s in specs:
+        s.hparams = keys
     return specs
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict:
+    """{"model.norm": ..., ...}: every leaf of a nested config under its dotted key."""
+    out = {}
+    for k, v in cfg.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def varying_keys(configs: list) -> list[str]:
+    """The dotted keys whose values differ between the configs (a sweep's hparams)."""
+    flat = [flatten(c) for c in configs]
+    keys = sorted(set().union(*flat)) if flat else []
+    return [k for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
 
 
 _DEVICE = None
@@ -77,7 +99,7 @@ def _run_one(spec: RunSpec):
     if _DEVICE is not None and cfg["device"] == "auto":
         cfg["device"] = _DEVICE
     try:
-        summary = train(cfg, spec.run_dir, log=lambda m: print(m, flush=True))
+        summary = train(cfg, spec.run_dir, log=lambda m: print(m, flush=True), hparams=spec.hparams or None)
         return spec.name, status, summary, None
     except Exception as e:  # one failed run must not stop the sweep
         msg = "".join(traceback.format_exception_only(e)).strip()

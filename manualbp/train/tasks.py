@@ -1,6 +1,11 @@
-"""Tasks: what the shared loop needs from an experiment's kind of problem (data, model, loss,
-evaluation). The loss is built from manual ops only, so training never asks autograd to
-differentiate a forward."""
+"""Tasks: what the shared loop needs from an experiment's kind of problem (data, model, the terms an
+objective is made of, evaluation, metrics). Every loss is built from manual ops only, so training
+never asks autograd to differentiate a forward.
+
+A task names its objective terms (``TERMS``); a run, or each phase of a run, trains a weighted sum
+of them (``objective``: a list of names, or {name: weight}). Metrics are accumulated on the device as
+sums (no host sync per step) and turned into per-example values once per epoch.
+"""
 from __future__ import annotations
 
 import torch
@@ -11,37 +16,83 @@ from manualbp.models import build_model
 
 
 def weight_penalties(model, name: str, lam: float) -> list:
-    """lam * sum R(w) for every weight (parameters with more than one dimension)."""
+    """lam * sum R(w) for every trained weight (parameters with more than one dimension)."""
     if name == "none" or lam == 0:
         return []
     return [MF.regularize(p, name, lam) for p in model.parameters() if p.dim() > 1 and p.requires_grad]
 
 
-class ClassificationTask:
-    """Softmax cross-entropy on class labels (+ the configured weight penalty); metrics loss and accuracy."""
+class Task:
+    """Base: data from ``cfg.data``, the model from ``cfg.model``, the objective as a weighted sum."""
+
+    TERMS: tuple = ("data", "regularizer")
+    DEFAULT_OBJECTIVE: tuple = ("data", "regularizer")
+    METRICS: tuple = ("loss", "acc")     # per-example values summarize() returns
 
     def __init__(self, cfg: dict, device: torch.device):
         self.cfg, self.device = cfg, device
 
+    @classmethod
+    def objective_weights(cls, objective) -> dict:
+        """{term: weight} from a list of term names or a dict; unknown terms are refused."""
+        if objective is None:
+            objective = cls.DEFAULT_OBJECTIVE
+        weights = dict(objective) if isinstance(objective, dict) else {t: 1.0 for t in objective}
+        unknown = sorted(set(weights) - set(cls.TERMS))
+        if unknown or not weights:
+            raise ValueError(f"objective {objective!r}: terms must be a non-empty list (or {{term: weight}}) of "
+                             f"{list(cls.TERMS)}; unknown: {unknown}")
+        return {t: float(w) for t, w in weights.items()}
+
     def load_data(self):
         d = self.cfg["data"]
-        train = load_dataset(d["name"], "train", d["root"], d["download"], d["train_limit"])
-        test = load_dataset(d["name"], "test", d["root"], d["download"], d["test_limit"])
+        opts = dict(d["options"] or {})
+        train = load_dataset(d["name"], "train", d["root"], d["download"], d["train_limit"], d["size"], **opts)
+        test = load_dataset(d["name"], "test", d["root"], d["download"], d["test_limit"], d["size"], **opts)
+        self.check_data(train)
         return train.to(self.device), test.to(self.device)
+
+    def check_data(self, data) -> None:
+        pass
 
     def build_model(self):
         return build_model(self.cfg["model"])
 
-    def loss(self, model, x, y):
-        """Returns (loss, tensor [loss * n, correct]) without a host-device sync (n = len(y))."""
+    def combine(self, terms: dict, weights: dict):
+        """sum_t w_t * term_t through the manual ``add`` (one node, so the graph stays manual)."""
+        names = [t for t in weights if terms.get(t) is not None]
+        if len(names) == 1 and weights[names[0]] == 1.0:
+            return terms[names[0]]
+        return MF.add(*(terms[t] for t in names), weights=[weights[t] for t in names])
+
+    def regularizer_terms(self, model) -> list:
+        r = self.cfg["regularizer"]
+        return weight_penalties(model, r["name"], r["lam"])
+
+    def regularizer(self, model):
+        pens = self.regularizer_terms(model)
+        if not pens:
+            return None
+        return pens[0] if len(pens) == 1 else MF.add(*pens)
+
+
+class ClassificationTask(Task):
+    """Softmax cross-entropy on class labels (+ the configured weight penalty); metrics loss and accuracy."""
+
+    def check_data(self, data):
+        if data.y.dim() != 1:
+            raise ValueError(f"task 'classification' needs class labels, but dataset {data.name!r} has targets of "
+                             f"shape {tuple(data.y.shape[1:])} per example; use task=segmentation for masks")
+
+    def loss(self, model, x, y, weights: dict):
+        """Returns (objective, tensor [data loss * n, correct]) without a host-device sync (n = len(y))."""
         logits = model(x)
         data_loss = MF.softmax_cross_entropy(logits, y)
-        r = self.cfg["regularizer"]
-        pens = weight_penalties(model, r["name"], r["lam"])
-        loss = MF.add(data_loss, *pens) if pens else data_loss
+        terms = {"data": data_loss if "data" in weights else None,
+                 "regularizer": self.regularizer(model) if "regularizer" in weights else None}
         n = y.shape[0]
         correct = (logits.detach().argmax(1) == y).sum()
-        return loss, torch.stack([data_loss.detach() * n, correct.to(logits.dtype)])
+        return self.combine(terms, weights), torch.stack([data_loss.detach() * n, correct.to(logits.dtype)])
 
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int) -> dict:
@@ -63,10 +114,76 @@ class ClassificationTask:
         return {"loss": s[0] / count, "acc": s[1] / count}
 
 
-TASKS = {"classification": ClassificationTask}
+def mask_counts(p: torch.Tensor, m: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """[true positives, false positives, false negatives, correct pixels] of masks p > threshold
+    against 0/1 masks m, as float64 sums (on p's device)."""
+    pred = p.detach() > threshold
+    gt = m > 0.5
+    tp = (pred & gt).sum()
+    fp = (pred & ~gt).sum()
+    fn = (~pred & gt).sum()
+    return torch.stack([tp, fp, fn, (pred == gt).sum()]).double()
+
+
+def mask_metrics(counts) -> dict:
+    """IoU = TP / (TP + FP + FN), Dice = 2 TP / (2 TP + FP + FN) over all pixels of a split (the
+    foreground class; 1.0 when both masks are empty)."""
+    tp, fp, fn = counts[:3]
+    union = tp + fp + fn
+    return {"iou": tp / union if union else 1.0, "dice": 2 * tp / (2 * tp + fp + fn) if union else 1.0}
+
+
+class SegmentationTask(Task):
+    """Binary masks: the model returns (mask probabilities (N, 1, H, W), code z); the data term is the
+    binary cross-entropy of the masks, ``sparse_filtering`` the sparse-filtering cost of the code (for
+    models built with a sparse activation). Metrics: loss, pixel accuracy (acc), IoU and Dice at 0.5."""
+
+    TERMS = ("data", "regularizer", "sparse_filtering")
+    METRICS = ("loss", "acc", "iou", "dice")
+
+    def check_data(self, data):
+        if data.y.dim() != 4 or data.y.shape[1] != 1:
+            raise ValueError(f"task 'segmentation' needs masks of shape (N, 1, H, W), but dataset {data.name!r} has "
+                             f"targets of shape {tuple(data.y.shape)}; use a segmentation dataset (penn_fudan)")
+
+    def loss(self, model, x, y, weights: dict):
+        """Returns (objective, [BCE * n, tp, fp, fn, correct pixels])."""
+        p, z = model(x)
+        data_loss = MF.binary_cross_entropy(p, y)
+        terms = {"data": data_loss if "data" in weights else None,
+                 "regularizer": self.regularizer(model) if "regularizer" in weights else None,
+                 "sparse_filtering": model.sparse_cost(z) if "sparse_filtering" in weights else None}
+        n = y.shape[0]
+        stats = torch.cat([(data_loss.detach() * n).double()[None], mask_counts(p, y)])
+        return self.combine(terms, weights), stats
+
+    @torch.no_grad()
+    def evaluate(self, model, data, batch_size: int) -> dict:
+        model.eval()
+        sums = torch.zeros(5, dtype=torch.float64, device=self.device)
+        count = 0
+        for x, y in data.batches(batch_size):
+            p, _ = model(x)
+            count += y.shape[0]
+            sums += torch.cat([(MF.binary_cross_entropy(p, y) * y.shape[0]).double()[None], mask_counts(p, y)])
+        model.train()
+        return self.summarize(sums, count)
+
+    @staticmethod
+    def summarize(sums: torch.Tensor, count: int) -> dict:
+        s = sums.double().tolist()
+        # every pixel is correct, a false positive or a false negative
+        return {"loss": s[0] / count, "acc": s[4] / (s[4] + s[2] + s[3]), **mask_metrics(s[1:4])}
+
+
+TASKS = {"classification": ClassificationTask, "segmentation": SegmentationTask}
+
+
+def task_class(name: str):
+    if name not in TASKS:
+        raise ValueError(f"task must be one of {sorted(TASKS)}, got {name!r}")
+    return TASKS[name]
 
 
 def make_task(cfg: dict, device):
-    if cfg["task"] not in TASKS:
-        raise ValueError(f"task must be one of {sorted(TASKS)}, got {cfg['task']!r}")
-    return TASKS[cfg["task"]](cfg, device)
+    return task_class(cfg["task"])(cfg, device)

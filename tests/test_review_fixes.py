@@ -1,0 +1,125 @@
+"""One test per defect found in review (each failed before its fix): interpolate's coordinate mapping,
+the gradient of a soft cross-entropy target, an empty feature dimension in linear, double backward,
+independent regularizer references, Student-t intervals, the zca report on a small test split, and
+experiments / datasets that come from tables."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import manualbp.functional as MF
+from manualbp.functional import regularizers as regs
+from manualbp.testing import opinfo
+from manualbp.testing.gradsuite import compare_reference
+
+from .fakedata import write_mnist_like
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("scale", [1.5, 2.3, 0.6])
+def test_interpolate_matches_torch_when_the_size_is_not_a_multiple(mode, scale):
+    x = torch.randn(2, 3, 7, 7, dtype=torch.float64, requires_grad=True)
+    y = MF.interpolate(x, scale_factor=scale, mode=mode)
+    ref = F.interpolate(x, scale_factor=scale, mode=mode)
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-12)
+    g = torch.randn_like(ref)
+    torch.testing.assert_close(torch.autograd.grad(y, x, g)[0], torch.autograd.grad(ref, x, g)[0], rtol=0, atol=1e-12)
+
+
+def test_soft_target_that_requires_grad_gets_its_gradient():
+    z = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    t = torch.softmax(torch.randn(4, 5, dtype=torch.float64), 1).requires_grad_()
+    (gt,) = torch.autograd.grad(MF.softmax_cross_entropy(z, t), t)
+    torch.testing.assert_close(gt, -torch.log_softmax(z, 1).detach() / 4)
+    assert torch.autograd.gradcheck(lambda z, t: MF.softmax_cross_entropy(z, t, "sum"), (z, t))
+
+
+def test_linear_on_an_empty_feature_dimension_gives_zero_gradients():
+    x = torch.randn(3, 4, 0, requires_grad=True)
+    w = torch.randn(5, 0, requires_grad=True)
+    b = torch.randn(5, requires_grad=True)
+    y = MF.linear(x, w, b)
+    assert y.shape == (3, 4, 5)
+    gx, gw, gb = torch.autograd.grad(y.sum(), (x, w, b))
+    ref = torch.autograd.grad(F.linear(x, w, b).sum(), (x, w, b))
+    assert gx.shape == x.shape and gw.shape == w.shape
+    torch.testing.assert_close(gb, ref[2])
+
+
+def test_double_backward_through_neg_tanh():
+    w = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(MF.regularize(w, "neg_tanh", 0.5), w, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), w)
+    t = torch.tanh(w.detach())
+    torch.testing.assert_close(h, 0.5 * 2 * t * (1 - t * t))   # d/dw [-(1 - tanh^2 w)] = 2 tanh w (1 - tanh^2 w)
+    assert torch.autograd.gradgradcheck(lambda w: MF.regularize(w, "neg_tanh_sq", 0.5), (w,))
+
+
+def test_whitening_refuses_a_second_differentiation_clearly():
+    x = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.ones(6, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(MF.zca_whiten(x, 1e-2), x, v, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+
+
+def test_regularizer_references_are_independent_of_the_op(monkeypatch):
+    """A wrong R in the op's table must be caught by the registry's reference comparison."""
+    assert set(opinfo.REGULARIZER_REFERENCES) == set(regs.REGULARIZERS)
+    info = opinfo.OPS_BY_NAME["regularize[l2]"]
+    sample = info.samples(torch.float64, torch.device("cpu"))[0]
+    compare_reference(info, sample)
+    broken = regs.Regularizer("l2", lambda t: 3 * t * t, lambda t: 6 * t, "3 t^2")   # R and R' agree, both wrong
+    monkeypatch.setitem(regs.REGULARIZERS, "l2", broken)
+    with pytest.raises(AssertionError, match="forward differs from the reference"):
+        compare_reference(info, sample)
+
+
+def test_confidence_interval_uses_student_t():
+    from manualbp.experiments.report import mean_ci
+    m, sd, half, n = mean_ci([1.0, 2.0, 3.0])
+    assert (m, sd, n) == (2.0, 1.0, 3)
+    assert half == pytest.approx(4.302652729911275 / 3 ** 0.5)   # t_{2, 0.975} sd / sqrt(3), not 1.96
+
+
+def test_zca_report_on_a_test_split_smaller_than_100(tmp_path):
+    write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=100, n_test=60)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "zca", "--data-root",
+                          str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "sweep"), "--seeds", "0", "--only",
+                          "zca_example-", "--epochs", "1", "--device", "cpu", "batch_size=20",
+                          "model.widths=[784,16,8,10]", "log.progress=false"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "whitening check on 60 test images" in out.stdout
+    assert "| zca_example | 1 |" in (tmp_path / "sweep" / "results.md").read_text()
+
+
+def test_experiments_and_datasets_come_from_tables():
+    from manualbp.data import DATASETS, LOADERS
+    from manualbp.experiments import EXPERIMENTS, get_experiment
+    assert EXPERIMENTS["zca"] == "manualbp.experiments.zca" and "report" not in EXPERIMENTS
+    assert all(hasattr(get_experiment(n), "PRESETS") and hasattr(get_experiment(n), "GRID") for n in EXPERIMENTS)
+    assert set(DATASETS) == set(LOADERS) >= {"mnist", "fashion_mnist", "cifar10", "stl10", "penn_fudan", "mall"}
+
+
+def test_article_letters_map_to_regularizers():
+    for article, letters in MF.ARTICLE_LETTERS.items():
+        assert letters["Z"] == "none" and set(letters.values()) - {"none"} <= set(MF.REGULARIZERS), article
+    assert len(MF.ARTICLE_LETTERS["weights-pov"]) == 13 and len(MF.ARTICLE_LETTERS["gradient-pov"]) == 11
+
+
+def test_zca_dim_with_running_estimates_whitens_test_data_with_the_running_matrix():
+    from manualbp.nn import make_norm
+    layer = make_norm("zca_dim", 4, eps=1e-3, running=True, momentum=1.0)
+    x = torch.randn(50, 4) @ torch.randn(4, 4)
+    layer.train()
+    y = layer(x)
+    layer.eval()
+    torch.testing.assert_close(layer(x), y, rtol=1e-4, atol=1e-4)   # momentum 1: the last batch's matrix
+    one = torch.randn(1, 4)
+    torch.testing.assert_close(layer(one), one @ layer.running_whitening)
