@@ -43,7 +43,11 @@ def main(argv=None) -> int:
     if args.workers < 1:
         ap.error("--workers must be at least 1")
     exp = get_experiment(args.experiment)
-    grid = dict(exp.GRID)
+    try:   # an experiment's grid may depend on the preset (its grid(preset) function), else GRID
+        grid = dict(exp.grid(args.preset) if hasattr(exp, "grid") else exp.GRID)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.seeds:
         grid["seed"] = [int(s) for s in args.seeds.split(",")]
     sweep_dir = Path(args.sweep_dir or ROOT / "runs" / args.experiment / args.preset)

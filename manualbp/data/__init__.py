@@ -221,7 +221,8 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
                  size: int = 96, **options) -> TensorData:
     """Load ``name`` (one of ``DATASETS``) for ``split`` ("train" or "test"; Mall has one split).
 
-    limit: keep the first ``limit`` examples (quick runs and tests). size: side length that
+    limit: keep a fixed random subset of ``limit`` examples (seed 0, in the original order; quick runs
+    and tests). size: side length that
     Penn-Fudan and Mall images are resized to. options: a loader's own settings (Penn-Fudan:
     ``split_seed``, ``n_train``); unknown ones are refused.
     """
@@ -233,9 +234,12 @@ def load_dataset(name: str, split: str = "train", root=None, download: bool = Fa
         raise ValueError(f"limit must be a positive int or None, got {limit!r}")
     check_kwargs(f"dataset {name!r}", LOADERS[name], options, skip=("root", "split", "download", "limit", "size"))
     x, y, classes, extra = LOADERS[name](data_root(root), split, download, limit, size, **options)
-    if limit is not None:
-        x, y = x[:limit], y[:limit]
-        extra = {k: v[:limit] for k, v in extra.items()}
+    if limit is not None and limit < x.shape[0]:
+        # a fixed random subset (seed 0) in the original order: image-folder copies are sorted by class,
+        # so the first ``limit`` examples would hold only a few classes
+        keep = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))[:limit].sort().values
+        x, y = x[keep], y[keep]
+        extra = {k: [v[i] for i in keep.tolist()] for k, v in extra.items()}
     return TensorData(name, x, y, classes, extra)
 
 

@@ -1,0 +1,320 @@
+"""Experiment ``weights-pov``: regularization seen through the final weights (article 000).
+
+CNN6 (3-16-16-16-16-16-10, 3x3 convolutions without bias, strides 2,2,2,2,1,1, "same" padding,
+ReLU after every convolution, global average pooling, softmax cross-entropy), initial weights
+N(0, 0.05), with and without batch norm (no affine, eps 1e-8, decay 0.9 = momentum 0.1) after the
+ReLU of layers 1-5; Adam lr 0.0008, lambda 1e-5; the 13 regularizers of the article's letters Z, A-L
+(``ARTICLE_LETTERS["weights-pov"]``); several episodes (seeds) each. The baseline case is also run
+at batch 20 ("Z20") to measure the batch-size effect on overfitting.
+
+``report`` reads the final weights from each run's checkpoint and writes the figures (weight
+histograms per case and layer with their episode mean, accuracy curves, a summary of all layers,
+R and R' of every regularizer, a 3-D histogram over episodes), the per-dataset tables and the
+article's four observations as numbers with confidence intervals.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from manualbp.functional import ARTICLE_LETTERS, REGULARIZERS
+
+from .report import markdown_table, mean_ci, plt, save
+
+LETTERS = ARTICLE_LETTERS["weights-pov"]
+LAMBDA = 1e-5
+SPARSE_BELOW = 1e-3     # a weight counts as sparse (near zero) when |w| < 1e-3
+
+_MODEL = {"name": "cnn6", "batch_norm": False, "init_std": 0.05, "bn_eps": 1e-8, "bn_momentum": 0.1}
+_COMMON = {"model": _MODEL, "optim": {"name": "Adam", "lr": 0.0008}, "eval_batch_size": 500,
+           "log": {"probe_every": 0}}   # the final weights are read from the checkpoint; per-epoch probes are
+#                                          gradient-pov's subject, so this sweep skips them (log.probe_every=epoch)
+DATASETS = {
+    "stl10": {"data": {"name": "stl10"}, "batch_size": 20, "epochs": 150},
+    "cifar10": {"data": {"name": "cifar10"}, "batch_size": 100, "epochs": 100},
+}
+PRESETS = {
+    # the article's configuration (both datasets, 10 episodes: see grid())
+    "full": {**_COMMON, **DATASETS["cifar10"]},
+    # what was run here (2 CPU cores): the CIFAR-10 JPEG copy, fixed random subsets of 10k training and
+    # 5k test images, 15 epochs
+    "cifar15": {**_COMMON, "data": {"name": "cifar10", "train_limit": 10000, "test_limit": 5000}, "batch_size": 100,
+                "epochs": 15},
+    # minutes on a 2-core CPU: a CIFAR-10 subset, 3 epochs
+    "quick": {**_COMMON, "data": {"name": "cifar10", "train_limit": 2000, "test_limit": 1000}, "batch_size": 100,
+              "epochs": 3},
+}
+
+
+def _case(letter: str) -> dict:
+    name = LETTERS[letter]
+    return {"regularizer": {"name": name, "lam": 0.0 if name == "none" else LAMBDA}}
+
+
+CASES = {letter: _case(letter) for letter in LETTERS}
+CASES["Z20"] = {**_case("Z"), "batch_size": 20}   # the baseline at batch 20: observation 3
+BN = {"bn": {"model": {"batch_norm": True}}, "nobn": {"model": {"batch_norm": False}}}
+GRID = {"bn": BN, "case": CASES, "seed": [0, 1]}
+
+
+def grid(preset: str) -> dict:
+    if preset == "full":   # the article: STL-10 and CIFAR-10, 10 episodes
+        return {"dataset": DATASETS, "bn": BN, "case": CASES, "seed": list(range(10))}
+    if preset == "cifar15":
+        return {"bn": BN, "case": CASES, "seed": [0, 1, 2]}
+    return GRID
+
+
+# ---------------------------------------------------------------- reading runs
+
+def _load(specs) -> list[dict]:
+    out = []
+    for s in specs:
+        d = Path(s.run_dir)
+        if not (d / "DONE.json").is_file():
+            continue
+        metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        state = torch.load(d / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+        weights = [state[f"convs.{i}.weight"].double().flatten().numpy() for i in range(6)]
+        out.append({"labels": s.labels, "config": s.config, "metrics": metrics, "weights": weights})
+    return out
+
+
+def excess_kurtosis(w: np.ndarray) -> float:
+    d = w - w.mean()
+    m2 = (d ** 2).mean()
+    return float((d ** 4).mean() / m2 ** 2 - 3)
+
+
+def sparsity(ws) -> float:
+    allw = np.concatenate(ws)
+    return float((np.abs(allw) < SPARSE_BELOW).mean())
+
+
+def gap(run) -> float:
+    f = run["metrics"][-1]
+    return f["train_acc"] - f["test_acc"]
+
+
+def _fmt(values, pct=True):
+    m, sd, half, n = mean_ci(values)
+    k = 100 if pct else 1
+    if n < 2:
+        return f"{k * m:.2f}"
+    return f"{k * m:.2f} ± {k * sd:.2f}"
+
+
+def _ci(values, pct=True, digits=2):
+    m, sd, half, n = mean_ci(values)
+    k = 100 if pct else 1
+    if n < 2:
+        return f"{k * m:.{digits}f} (n = 1)"
+    return f"{k * m:.{digits}f} [{k * (m - half):.{digits}f}, {k * (m + half):.{digits}f}]"
+
+
+def bootstrap_correlation(x, y, n_boot=5000, seed=0):
+    """Pearson r of (x, y) and its 95% percentile bootstrap interval (resampling the pairs)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    r = float(np.corrcoef(x, y)[0, 1])
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, len(x), len(x))
+        if np.std(x[i]) > 0 and np.std(y[i]) > 0:
+            rs.append(np.corrcoef(x[i], y[i])[0, 1])
+    lo, hi = np.percentile(rs, [2.5, 97.5]) if rs else (float("nan"), float("nan"))
+    return r, float(lo), float(hi)
+
+
+# ---------------------------------------------------------------- figures
+
+def case_figure(runs, title, path, writer=None):
+    """Per layer: the final-weight histogram of every episode and their mean; plus train (red) / test
+    (blue) accuracy, mean with a min-max band over episodes."""
+    pyplot = plt()
+    fig, axes = pyplot.subplots(1, 7, figsize=(22, 3))
+    for layer in range(6):
+        ax = axes[layer]
+        allw = np.concatenate([r["weights"][layer] for r in runs])
+        bins = np.linspace(allw.min(), allw.max(), 41)
+        hists = np.array([np.histogram(r["weights"][layer], bins)[0] for r in runs])
+        centers = (bins[1:] + bins[:-1]) / 2
+        for h in hists:
+            ax.plot(centers, h, color="tab:red", alpha=0.35, lw=0.8)
+        ax.plot(centers, hists.mean(0), color="magenta", lw=2, label="mean")
+        ax.set_title(f"layer {layer + 1}: kurtosis {np.mean([excess_kurtosis(r['weights'][layer]) for r in runs]):.2f}")
+    ax = axes[6]
+    ep = [m["epoch"] for m in runs[0]["metrics"]]
+    for key, color in (("train_acc", "red"), ("test_acc", "blue")):
+        v = np.array([[m[key] for m in r["metrics"]] for r in runs])
+        ax.plot(ep, v.mean(0), color=color, label=key.replace("_acc", ""))
+        ax.fill_between(ep, v.min(0), v.max(0), color=color, alpha=0.2)
+    ax.set_title("accuracy (mean, min-max band)")
+    ax.legend(fontsize=7)
+    fig.suptitle(title)
+    save(fig, path, writer, f"weights-pov/{path.stem}")
+
+
+def summary_figure(groups, cases, path, writer=None, title=""):
+    """Mean final-weight histogram of every case (rows) and layer (columns), BN on and off overlaid."""
+    pyplot = plt()
+    fig, axes = pyplot.subplots(len(cases), 6, figsize=(18, 1.6 * len(cases)), squeeze=False)
+    for r, case in enumerate(cases):
+        for layer in range(6):
+            ax = axes[r, layer]
+            for bn, color in (("nobn", "tab:blue"), ("bn", "tab:orange")):
+                runs = groups.get((bn, case))
+                if not runs:
+                    continue
+                allw = np.concatenate([x["weights"][layer] for x in runs])
+                bins = np.linspace(np.percentile(allw, 0.5), np.percentile(allw, 99.5), 41)
+                h = np.mean([np.histogram(x["weights"][layer], bins, density=True)[0] for x in runs], 0)
+                ax.plot((bins[1:] + bins[:-1]) / 2, h, color=color, label=bn)
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"layer {layer + 1}")
+            if layer == 0:
+                ax.set_ylabel(f"{case}: {LETTERS.get(case, 'none, batch 20')}", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title)
+    save(fig, path, writer, "weights-pov/summary")
+
+
+def regularizer_figure(path, writer=None):
+    """R (solid) and R' (dashed) of every regularizer of the article's letters."""
+    pyplot = plt()
+    letters = [k for k in LETTERS if LETTERS[k] != "none"]
+    fig, axes = pyplot.subplots(2, 6, figsize=(18, 6))
+    t = torch.linspace(-2, 2, 801, dtype=torch.float64)
+    t = t[t.abs() > 1e-3]
+    for ax, letter in zip(axes.flat, letters):
+        reg = REGULARIZERS[LETTERS[letter]]
+        ax.plot(t, reg.value(t), "-", label="R")
+        ax.plot(t, reg.grad(t).expand_as(t), "--", label="R'")
+        ax.set_ylim(-4, 4)
+        ax.set_title(f"{letter}: {reg.name} = {reg.formula}", fontsize=8)
+    axes.flat[0].legend()
+    save(fig, path, writer, "weights-pov/regularizers")
+
+
+def histogram_3d_figure(runs, layer, path, writer=None, title=""):
+    """The final-weight histogram of one layer for each episode, as a 3-D bar chart over episodes."""
+    pyplot = plt()
+    fig = pyplot.figure(figsize=(8, 5))
+    ax = fig.add_subplot(projection="3d")
+    allw = np.concatenate([r["weights"][layer] for r in runs])
+    bins = np.linspace(allw.min(), allw.max(), 31)
+    centers = (bins[1:] + bins[:-1]) / 2
+    for e, r in enumerate(runs):
+        h = np.histogram(r["weights"][layer], bins)[0]
+        ax.bar(centers, h, zs=e, zdir="y", width=bins[1] - bins[0], alpha=0.7)
+    ax.set_xlabel("weight")
+    ax.set_ylabel("episode")
+    ax.set_zlabel("count")
+    ax.set_title(title)
+    save(fig, path, writer, f"weights-pov/{path.stem}")
+
+
+# ---------------------------------------------------------------- the report
+
+def findings(groups, cases) -> list[str]:
+    """The article's four observations as numbers (percent points for accuracies)."""
+    out = []
+    letters = [c for c in cases if c != "Z20"]
+    seeds = sorted({r["labels"]["seed"] for runs in groups.values() for r in runs})
+
+    def per_episode(bn, fn):   # mean over the 13 cases within each episode -> one value per episode
+        vals = []
+        for s in seeds:
+            xs = [fn(r) for c in letters for r in groups.get((bn, c), []) if r["labels"]["seed"] == s]
+            if xs:
+                vals.append(float(np.mean(xs)))
+        return vals
+
+    rows = []
+    for layer in range(6):
+        on = per_episode("bn", lambda r: excess_kurtosis(r["weights"][layer]))
+        off = per_episode("nobn", lambda r: excess_kurtosis(r["weights"][layer]))
+        rows.append([layer + 1, _ci(on, False), _ci(off, False)])
+    out += ["1. BN makes the final weights Gaussian-like (excess kurtosis 0): mean excess kurtosis over the "
+            "13 cases, mean and 95% t-interval over episodes:", "",
+            markdown_table(["layer", "BN on", "BN off"], rows), ""]
+    on, off = per_episode("bn", gap), per_episode("nobn", gap)
+    diff = [a - b for a, b in zip(on, off)]
+    out += [f"2. BN overfits more: train-test accuracy gap (points, mean over the 13 cases; 95% t-interval over "
+            f"episodes): BN on {_ci(on)}, BN off {_ci(off)}, paired difference on - off {_ci(diff)}.", ""]
+    rows = []
+    for bn in ("bn", "nobn"):
+        g20 = [gap(r) for r in groups.get((bn, "Z20"), [])]
+        g100 = [gap(r) for r in groups.get((bn, "Z"), [])]
+        rows.append([bn, _ci(g20), _ci(g100)])
+    out += ["3. Smaller batches overfit more: gap of the baseline Z (points, 95% t-interval over episodes):", "",
+            markdown_table(["", "batch 20", "batch 100"], rows), ""]
+    for bn in ("bn", "nobn"):
+        xs = [np.mean([sparsity(r["weights"]) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
+        ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
+        if len(xs) >= 3:
+            r, lo, hi = bootstrap_correlation(xs, ys)
+            out.append(f"4. ({bn}) sparsity (share of abs(w) < {SPARSE_BELOW:g}) against the gap across {len(xs)} cases: "
+                       f"Pearson r = {r:.2f}, bootstrap 95% interval [{lo:.2f}, {hi:.2f}] (negative r = sparser "
+                       "weights, less overfitting).")
+    return out
+
+
+def report(sweep_dir: Path, specs) -> list[str]:
+    from torch.utils.tensorboard import SummaryWriter
+    runs = _load(specs)
+    if not runs:
+        return ["weights-pov report: no finished runs"]
+    sweep_dir = Path(sweep_dir)
+    writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    lines = []
+    try:
+        regularizer_figure(sweep_dir / "regularizers.png", writer)
+        by_dataset: dict = {}
+        for r in runs:
+            by_dataset.setdefault(r["config"]["data"]["name"], []).append(r)
+        md = [f"# weights-pov: {len(runs)} finished runs", ""]
+        for ds, rs in by_dataset.items():
+            groups: dict = {}
+            for r in rs:
+                groups.setdefault((r["labels"]["bn"], r["labels"]["case"]), []).append(r)
+            cases = [c for c in CASES if any((bn, c) in groups for bn in BN)]
+            epochs = len(rs[0]["metrics"])
+            fig_dir = sweep_dir / "figures" / ds
+            for (bn, case), g in sorted(groups.items()):
+                case_figure(g, f"{ds}, {case} ({LETTERS.get(case, 'none, batch 20')}), {bn}, {len(g)} episodes",
+                            fig_dir / f"{case}-{bn}.png", writer)
+            summary_figure(groups, cases, sweep_dir / f"summary-{ds}.png", writer,
+                           f"{ds}: mean final-weight histograms (BN on orange, off blue)")
+            for bn in BN:
+                if (bn, "Z") in groups:
+                    histogram_3d_figure(groups[(bn, "Z")], 2, sweep_dir / f"hist3d-{ds}-{bn}.png", writer,
+                                        f"{ds}, baseline Z, {bn}, layer 3 over episodes")
+            label = f"{ds} (JPEG copy)" if ds == "cifar10" else ds
+            md += [f"## {label}, {epochs} epochs", ""]
+            for bn in BN:
+                table = []
+                for case in cases:
+                    g = groups.get((bn, case))
+                    if not g:
+                        continue
+                    table.append([case, LETTERS.get(case, "none (batch 20)"), len(g),
+                                  _fmt([r["metrics"][-1]["train_acc"] for r in g]),
+                                  _fmt([r["metrics"][-1]["test_acc"] for r in g]),
+                                  _fmt([gap(r) for r in g]),
+                                  f"{100 * np.mean([sparsity(r['weights']) for r in g]):.2f}",
+                                  f"{np.mean([np.mean([excess_kurtosis(w) for w in r['weights']]) for r in g]):.2f}"])
+                md += [f"### batch norm {'on' if bn == 'bn' else 'off'}", "",
+                       markdown_table(["case", "regularizer", "n", "train acc %", "test acc %", "gap (points)",
+                                       f"sparsity % (abs(w) < {SPARSE_BELOW:g})", "kurtosis (mean of layers)"], table),
+                       ""]
+            md += ["### The article's observations", ""] + findings(groups, cases) + [""]
+        (sweep_dir / "results.md").write_text("\n".join(md) + "\n")
+        lines += md + [f"figures and results.md in {sweep_dir}"]
+    finally:
+        writer.close()
+    return lines
