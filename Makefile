@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test lint gradcheck bench tensorboard clean zca zca-full
+.PHONY: install test lint gradcheck bench tensorboard clean zca zca-full weights-pov weights-pov-cifar15 weights-pov-full
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -24,6 +24,15 @@ zca:  ## experiment 2, quick preset: every whitening variant x 2 seeds, a few mi
 
 zca-full:  ## experiment 2, the paper's configuration: 15 epochs on all of Fashion-MNIST, 3 seeds
 	$(PYTHON) scripts/sweep.py zca --preset full --workers $(WORKERS) $(ARGS)
+
+weights-pov:  ## experiment 1, quick preset: 13 regularizers (+ batch 20) x BN on/off x 2 episodes on a CIFAR-10 subset
+	$(PYTHON) scripts/sweep.py weights-pov --preset quick --workers $(WORKERS) $(ARGS)
+
+weights-pov-cifar15:  ## experiment 1 as run for the README: CIFAR-10 10k/5k subsets, 15 epochs, 3 episodes
+	$(PYTHON) scripts/sweep.py weights-pov --preset cifar15 --workers $(WORKERS) $(ARGS)
+
+weights-pov-full:  ## experiment 1, the article's configuration: STL-10 and CIFAR-10, 10 episodes
+	$(PYTHON) scripts/sweep.py weights-pov --preset full --workers $(WORKERS) $(ARGS)
 
 bench:  ## manual backward against autograd (ops, model steps, whitening back ends); JSON in runs/bench/
 	$(PYTHON) scripts/bench.py $(ARGS)

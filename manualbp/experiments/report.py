@@ -59,9 +59,12 @@ def markdown_table(head, rows) -> str:
 
 
 def save(fig, path: Path, writer=None, tag=None):
+    """Write the figure as PNG and, with a writer, the same PNG to TensorBoard as an image (rendered once)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, bbox_inches="tight")
-    if writer is not None:
-        writer.add_figure(tag or path.stem, fig)
     import matplotlib.pyplot as pyplot
     pyplot.close(fig)
+    if writer is not None:
+        from PIL import Image
+        with Image.open(path) as im:
+            writer.add_image(tag or path.stem, np.asarray(im.convert("RGB")), dataformats="HWC")

@@ -258,8 +258,8 @@ def findings(groups, cases) -> list[str]:
         ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
         if len(xs) >= 3:
             r, lo, hi = bootstrap_correlation(xs, ys)
-            out.append(f"4. ({bn}) sparsity (share of abs(w) < {SPARSE_BELOW:g}) against the gap across {len(xs)} cases: "
-                       f"Pearson r = {r:.2f}, bootstrap 95% interval [{lo:.2f}, {hi:.2f}] (negative r = sparser "
+            out.append(f"4. ({bn}) sparsity (share of abs(w) < {SPARSE_BELOW:g}) against the gap across {len(xs)} "
+                       f"cases: Pearson r = {r:.2f}, bootstrap 95% interval [{lo:.2f}, {hi:.2f}] (negative r = sparser "
                        "weights, less overfitting).")
     return out
 

@@ -28,7 +28,7 @@ from manualbp.optim import make_optimizer, make_scheduler
 from manualbp.optim.transforms import make_grad_transforms
 
 from .config import phase_list, validate
-from .probes import Probes
+from .probes import Probes, probes_to_arrays
 from .rundir import RunDir
 from .tasks import make_task
 
@@ -244,7 +244,7 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
                 phase = ph
             t0 = time.perf_counter()
             model.train()
-            sums, seen = None, 0
+            sums, seen, objective = None, 0, None
             bad_step = torch.tensor(-1, device=device)
             step = (epoch - 1) * spe
             bar = None
@@ -269,6 +269,7 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
                             t(with_grad, step - 1, epoch, noise)
                     optimizer.step()
                     sums = stats.double() if sums is None else sums + stats
+                    objective = loss.detach().double() if objective is None else objective + loss.detach()
                     seen += y.shape[0]
                     bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
                     if probe:
@@ -298,6 +299,7 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
             elapsed += time.perf_counter() - t0
             row = {"epoch": epoch, "step": epoch * spe, "phase": ph.spec["name"],
                    **{f"train_{k}": tr[k] for k in task.METRICS}, **{f"test_{k}": te[k] for k in task.METRICS},
+                   "train_objective": float(objective) / spe,   # the optimized objective, mean over the steps
                    "lr": optimizer.param_groups[0]["lr"], "time_s": round(elapsed, 3)}
             if scheduler is not None:
                 scheduler.step()
@@ -306,6 +308,7 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
                 writer.add_scalar(f"train/{k}", row[f"train_{k}"], row["step"])
                 writer.add_scalar(f"test/{k}", row[f"test_{k}"], row["step"])
             writer.add_scalar("lr", row["lr"], row["step"])
+            writer.add_scalar("train/objective", row["train_objective"], row["step"])
             writer.flush()
             rd.save_checkpoint({"epoch": epoch, "phase": ph.index, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(),
@@ -325,5 +328,10 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
         writer.close()
     summary = {"final": row, "epochs": cfg["epochs"], "device": str(device), "wall_time_s": round(elapsed, 3),
                "params": sum(p.numel() for p in model.parameters())}
+    if probes is not None:   # [probe, layer, quantity, statistic] in one compressed array
+        arrays = probes_to_arrays(rd.read_jsonl(rd.stats), [name for name, _, _ in probes.points])
+        tmp = rd.stats_npz.with_name("stats.tmp.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, rd.stats_npz)
     rd.finish(summary)
     return summary

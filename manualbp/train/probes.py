@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 QUANTITIES = ("pre_activation", "post_activation", "weight", "weight_grad", "input_grad", "first_moment")
 STATS = ("mean", "std", "skewness", "kurtosis", "nonzero")
+HIST_BINS = 30   # probes.jsonl keeps a 30-bin histogram (equal bins over [min, max]) of every probed tensor
 
 
 def tensor_stats(t: torch.Tensor) -> torch.Tensor:
@@ -90,11 +92,39 @@ class Probes:
         values = torch.stack([tensor_stats(tensors[k]) for k in keys]).cpu().tolist()  # one device-to-host copy
         rows = []
         for (name, q), vals in zip(keys, values):
-            row = {"epoch": epoch, "step": step, "layer": name, "quantity": q, **dict(zip(STATS, vals))}
+            row = {"epoch": epoch, "step": step, "layer": name, "quantity": q, **dict(zip(STATS, vals)),
+                   "numel": tensors[(name, q)].numel()}
             rows.append(row)
+            finite = all(math.isfinite(v) for v in vals[:2])   # NaN/Inf: no histogram
+            if self.histograms and finite:
+                host = tensors[(name, q)].detach().float().cpu().numpy().ravel()
+                counts, edges = np.histogram(host, HIST_BINS)
+                row["hist"] = {"range": [float(edges[0]), float(edges[-1])], "counts": counts.tolist()}
             if self.writer is not None:
                 for s, v in zip(STATS, vals):
                     self.writer.add_scalar(f"probe_{s}/{q}/{name}", v, step)
-                if self.histograms and all(math.isfinite(v) for v in vals[:2]):   # NaN/Inf: no histogram
-                    self.writer.add_histogram(f"probe_hist/{q}/{name}", tensors[(name, q)].float(), step)
+                if self.histograms and finite:
+                    self.writer.add_histogram(f"probe_hist/{q}/{name}", host, step)
         return rows
+
+
+def probes_to_arrays(rows: list[dict], layers: list[str]) -> dict:
+    """Probe rows (``probes.jsonl``) as arrays: ``stats`` [probe, layer, quantity, statistic] (NaN where a
+    quantity was not captured, e.g. the input gradient of the first layer), ``numel`` [probe, layer,
+    quantity] (the tensors' sizes, for shares of non-zeros), with ``steps``, ``epochs``,
+    ``layers``, ``quantities`` and ``statistics`` naming the axes."""
+    steps = sorted({r["step"] for r in rows})
+    index = {s: i for i, s in enumerate(steps)}
+    li = {n: i for i, n in enumerate(layers)}
+    stats = np.full((len(steps), len(layers), len(QUANTITIES), len(STATS)), np.nan)
+    numel = np.zeros((len(steps), len(layers), len(QUANTITIES)), dtype=np.int64)
+    epochs = np.zeros(len(steps), dtype=np.int64)
+    for r in rows:
+        if r["layer"] not in li:
+            continue
+        i = index[r["step"]]
+        epochs[i] = r["epoch"]
+        stats[i, li[r["layer"]], QUANTITIES.index(r["quantity"])] = [r[k] for k in STATS]
+        numel[i, li[r["layer"]], QUANTITIES.index(r["quantity"])] = r.get("numel", 0)
+    return {"stats": stats, "numel": numel, "steps": np.array(steps, dtype=np.int64), "epochs": epochs,
+            "layers": np.array(layers), "quantities": np.array(QUANTITIES), "statistics": np.array(STATS)}

@@ -43,6 +43,7 @@ class RunDir:
         self.done = self.path / "DONE.json"
         self.tb = self.path / "tb"
         self.stats = self.path / "probes.jsonl"
+        self.stats_npz = self.path / "stats.npz"   # the probes as one array, written when the run finishes
 
     def finished(self) -> bool:
         return self.done.is_file()
@@ -90,6 +91,17 @@ class RunDir:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:
                 break  # a line cut by a crash ends the readable part
+        return rows
+
+    def read_jsonl(self, path: Path) -> list[dict]:
+        if not path.is_file():
+            return []
+        rows = []
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
         return rows
 
     def keep_metrics_until(self, epoch: int, path: Path | None = None) -> None:

@@ -1,0 +1,205 @@
+"""Experiment ``gradient-pov``: regularization seen through the gradients (article 004).
+
+CNN6 without batch norm (as in weights-pov), Adam lr 0.0008, the 11 regularizers of the article's
+letters Z, A-J (``ARTICLE_LETTERS["gradient-pov"]``), several seeds each. Once per epoch, on the last
+training batch, the loop's probes record for each of the six layers the pre-activation, the
+post-activation, the weights, the weight gradient (regularizer included), the gradient passed to the
+layer's input and Adam's first moment: histograms and five statistics (mean, sd, skewness, excess
+kurtosis, non-zero count) in TensorBoard, one run per case, and ``stats.npz``
+[epoch, layer, quantity, statistic] in each run folder, which ``report`` reads.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from manualbp.functional import ARTICLE_LETTERS
+from manualbp.train.probes import QUANTITIES, STATS
+
+from .report import markdown_table, mean_ci, plt, save
+
+LETTERS = ARTICLE_LETTERS["gradient-pov"]
+LAMBDA = 1e-5
+CLAIMS = {"best_test": "H", "worst": "C", "sparser_post_activation": "H"}   # the article's findings
+
+_COMMON = {"model": {"name": "cnn6", "batch_norm": False, "init_std": 0.05}, "optim": {"name": "Adam", "lr": 0.0008},
+           "batch_size": 20, "eval_batch_size": 500, "log": {"probe_every": "epoch", "histograms": True}}
+PRESETS = {
+    # the article's configuration: STL-10, batch 20, 150 epochs
+    "full": {**_COMMON, "data": {"name": "stl10"}, "epochs": 150},
+    # what was run here (2 CPU cores, no STL-10): the CIFAR-10 JPEG copy, fixed random subsets of 5k
+    # training images (250 steps of 20 per epoch, as STL-10's 5k) and 5k test images, 15 epochs
+    "cifar15": {**_COMMON, "data": {"name": "cifar10", "train_limit": 5000, "test_limit": 5000}, "epochs": 15},
+    # minutes on a 2-core CPU
+    "quick": {**_COMMON, "data": {"name": "cifar10", "train_limit": 1000, "test_limit": 1000}, "epochs": 3},
+}
+CASES = {letter: {"regularizer": {"name": name, "lam": 0.0 if name == "none" else LAMBDA}}
+         for letter, name in LETTERS.items()}
+GRID = {"case": CASES, "seed": [0, 1, 2]}
+LAYERS = [f"conv{i}" for i in range(1, 7)]
+
+
+def _load(specs) -> list[dict]:
+    out = []
+    for s in specs:
+        d = Path(s.run_dir)
+        if not (d / "DONE.json").is_file():
+            continue
+        metrics = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        with np.load(d / "stats.npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        out.append({"labels": s.labels, "dir": d, "metrics": metrics, "stats": arrays["stats"],
+                    "numel": arrays["numel"], "epochs": arrays["epochs"]})
+    return out
+
+
+def _last_histograms(run_dir: Path) -> dict:
+    """{(quantity, layer): (bin edges, counts)} of the last probe (the probes' 30-bin histograms)."""
+    rows = [json.loads(line) for line in (run_dir / "probes.jsonl").read_text().splitlines()]
+    last = max(r["step"] for r in rows)
+    return {(r["quantity"], r["layer"]): (np.linspace(*r["hist"]["range"], len(r["hist"]["counts"]) + 1),
+                                          np.array(r["hist"]["counts"]))
+            for r in rows if r["step"] == last and "hist" in r}
+
+
+def case_figures(runs, case, fig_dir: Path, writer=None):
+    """The article's grid (rows: layers; columns: the six quantities' histograms at the last epoch, seed 0),
+    and the five statistics over epochs (mean over seeds) with the accuracy."""
+    pyplot = plt()
+    hists = _last_histograms(runs[0]["dir"])
+    fig, axes = pyplot.subplots(6, 6, figsize=(18, 14))
+    for r, layer in enumerate(LAYERS):
+        for c, q in enumerate(QUANTITIES):
+            ax = axes[r, c]
+            if (q, layer) in hists:
+                edges, counts = hists[(q, layer)]
+                ax.stairs(counts, edges, fill=True, color="tab:blue")
+            else:
+                ax.text(0.5, 0.5, "not captured\n(the data needs no gradient)", ha="center", transform=ax.transAxes)
+            if r == 0:
+                ax.set_title(q)
+            if c == 0:
+                ax.set_ylabel(layer)
+    fig.suptitle(f"case {case} ({LETTERS[case]}): histograms at the last epoch ({runs[0]['labels']['seed']})")
+    save(fig, fig_dir / f"{case}-histograms.png", writer, f"gradient-pov/{case}-histograms")
+
+    fig, axes = pyplot.subplots(5, 7, figsize=(22, 13))
+    stats = np.stack([r["stats"] for r in runs])     # [seed, epoch, layer, quantity, statistic]
+    ep = runs[0]["epochs"]
+    for si, stat in enumerate(STATS):
+        for qi, q in enumerate(QUANTITIES):
+            ax = axes[si, qi]
+            for li, layer in enumerate(LAYERS):
+                v = stats[:, :, li, qi, si]
+                if not np.isnan(v).all():
+                    ax.plot(ep, np.nanmean(v, 0), label=layer)
+            if si == 0:
+                ax.set_title(q)
+            if qi == 0:
+                ax.set_ylabel(stat)
+        axes[si, 6].axis("off")
+    axes[0, 0].legend(fontsize=6)
+    ax = axes[2, 6]
+    ax.axis("on")
+    for key, color in (("train_acc", "red"), ("test_acc", "blue")):
+        v = np.array([[m[key] for m in r["metrics"]] for r in runs])
+        ax.plot([m["epoch"] for m in runs[0]["metrics"]], v.mean(0), color=color, label=key)
+        ax.fill_between([m["epoch"] for m in runs[0]["metrics"]], v.min(0), v.max(0), color=color, alpha=0.2)
+    ax.legend(fontsize=7)
+    ax.set_title("accuracy")
+    fig.suptitle(f"case {case} ({LETTERS[case]}): statistics over epochs (mean over {len(runs)} seeds)")
+    save(fig, fig_dir / f"{case}-statistics.png", writer, f"gradient-pov/{case}-statistics")
+
+
+def overlay_figure(groups, stat: str, path: Path, writer=None):
+    """One statistic for all cases: rows quantities, columns layers; mean over seeds with a min-max band."""
+    pyplot = plt()
+    si = STATS.index(stat)
+    fig, axes = pyplot.subplots(len(QUANTITIES), len(LAYERS), figsize=(20, 15))
+    for case, runs in groups.items():
+        stats = np.stack([r["stats"] for r in runs])
+        ep = runs[0]["epochs"]
+        for qi, q in enumerate(QUANTITIES):
+            for li, layer in enumerate(LAYERS):
+                v = stats[:, :, li, qi, si]
+                if np.isnan(v).all():
+                    continue
+                ax = axes[qi, li]
+                line, = ax.plot(ep, np.nanmean(v, 0), label=case)
+                ax.fill_between(ep, np.nanmin(v, 0), np.nanmax(v, 0), color=line.get_color(), alpha=0.1)
+                if qi == 0:
+                    ax.set_title(layer)
+                if li == 0:
+                    ax.set_ylabel(q)
+    axes[0, 0].legend(fontsize=6, ncol=2)
+    fig.suptitle(f"{stat} of every probed quantity, all cases (mean over seeds, min-max band)")
+    save(fig, path, writer, f"gradient-pov/overlay-{stat}")
+
+
+def _ci(values, k=100.0, digits=2):
+    m, sd, half, n = mean_ci(values)
+    if n < 2:
+        return f"{k * m:.{digits}f}"
+    return f"{k * m:.{digits}f} ± {k * half:.{digits}f}"
+
+
+def report(sweep_dir: Path, specs) -> list[str]:
+    from torch.utils.tensorboard import SummaryWriter
+    runs = _load(specs)
+    if not runs:
+        return ["gradient-pov report: no finished runs"]
+    sweep_dir = Path(sweep_dir)
+    writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    try:
+        groups: dict = {}
+        for r in runs:
+            groups.setdefault(r["labels"]["case"], []).append(r)
+        groups = {c: groups[c] for c in CASES if c in groups}
+        for case, g in groups.items():
+            case_figures(g, case, sweep_dir / "figures", writer)
+        for stat in STATS:
+            overlay_figure(groups, stat, sweep_dir / f"overlay-{stat}.png", writer)
+        qi, si = QUANTITIES.index("post_activation"), STATS.index("nonzero")
+
+        def post_nonzero_share(run, layer):   # share of non-zeros after the ReLU, last epoch, last batch
+            return run["stats"][-1, layer, qi, si] / run["numel"][-1, layer, qi]
+
+        rows, best = [], []
+        for case, g in groups.items():
+            test = [x["metrics"][-1]["test_acc"] for x in g]
+            train = [x["metrics"][-1]["train_acc"] for x in g]
+            share = [np.mean([post_nonzero_share(x, li) for li in range(5)]) for x in g]
+            rows.append([case, LETTERS[case], len(g), _ci(train), _ci(test), _ci(share)])
+            best.append((float(np.mean(test)), float(np.mean(train)), case))
+        epochs = len(runs[0]["metrics"])
+        hi, lo = max(best), min(best)
+        hi_train = max(best, key=lambda b: b[1])
+        ds = specs[0].config["data"]["name"]
+        md = [f"# gradient-pov: {ds}{' (JPEG copy)' if ds == 'cifar10' else ''}, {epochs} epochs, "
+              f"{len(runs)} runs", "",
+              markdown_table(["case", "regularizer", "n", "train acc % (mean ± 95% t)", "test acc % (mean ± 95% t)",
+                              "post-activation non-zero share % (layers 1-5, last batch)"], rows), "",
+              f"- highest test accuracy: case {hi[2]} ({LETTERS[hi[2]]}), {100 * hi[0]:.2f}% (article: case "
+              f"{CLAIMS['best_test']}, {LETTERS[CLAIMS['best_test']]})",
+              f"- lowest test accuracy: case {lo[2]} ({LETTERS[lo[2]]}), {100 * lo[0]:.2f}% (article: case "
+              f"{CLAIMS['worst']}, {LETTERS[CLAIMS['worst']]})",
+              f"- highest training accuracy: case {hi_train[2]} ({LETTERS[hi_train[2]]}), {100 * hi_train[1]:.2f}% "
+              "(article: case G, ratio)"]
+        if "H" in groups and "Z" in groups:
+            h = {x["labels"]["seed"]: x for x in groups["H"]}
+            z = {x["labels"]["seed"]: x for x in groups["Z"]}
+            seeds = sorted(set(h) & set(z))
+            lines = []
+            for li in range(5):
+                diff = [post_nonzero_share(h[s], li) - post_nonzero_share(z[s], li) for s in seeds]
+                lines.append([LAYERS[li], _ci([post_nonzero_share(h[s], li) for s in seeds]),
+                              _ci([post_nonzero_share(z[s], li) for s in seeds]), _ci(diff)])
+            md += ["", "Post-activation non-zero share (%, last batch of the last epoch), case H against the "
+                   "baseline Z, paired by seed (mean ± 95% t-interval; negative difference: H sparser):", "",
+                   markdown_table(["layer", "H", "Z", "H - Z"], lines)]
+        (sweep_dir / "results.md").write_text("\n".join(md) + "\n")
+    finally:
+        writer.close()
+    return md + ["", f"figures and results.md in {sweep_dir}"]

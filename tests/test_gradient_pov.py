@@ -1,0 +1,71 @@
+"""Experiment gradient-pov: the quick sweep and its report on CIFAR-10-format data written here, the
+saved statistics against scipy on the saved weights, and the STL-10 path of the full preset."""
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import scipy.stats
+import torch
+
+from manualbp.experiments import preset
+from manualbp.experiments.gradient_pov import CASES, LETTERS
+from manualbp.train import resolve
+from manualbp.train.probes import QUANTITIES, STATS
+
+from .fakedata import write_cifar_batches, write_stl10
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sweep(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "gradient-pov", "--device", "cpu",
+                           "log.progress=false", *args], capture_output=True, text=True, timeout=900)
+
+
+def test_full_preset_is_the_articles():
+    cfg = resolve(preset("gradient-pov", "full"))
+    assert (cfg["data"]["name"], cfg["batch_size"], cfg["epochs"]) == ("stl10", 20, 150)
+    assert cfg["model"]["batch_norm"] is False and cfg["optim"] == {"name": "Adam", "lr": 0.0008}
+    assert cfg["log"]["probe_every"] == "epoch"
+    assert list(CASES) == ["Z", "A", "B", "C", "D", "E", "F", "G", "H", "I", "J"]
+    assert LETTERS["H"] == "neg_tanh" and LETTERS["C"] == "linear"
+
+
+def test_quick_sweep_saves_statistics_that_match_scipy_and_reports_the_claims(tmp_path):
+    write_cifar_batches(tmp_path / "data", n_per_batch=20)
+    out = sweep("--data-root", str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "s"), "--epochs", "2",
+                "--seeds", "0,1", "data.test_limit=None")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    s = tmp_path / "s"
+    run = s / "H-seed0"
+    with np.load(run / "stats.npz") as z:
+        stats, numel, epochs = z["stats"], z["numel"], z["epochs"]
+        assert list(z["quantities"]) == list(QUANTITIES) and list(z["statistics"]) == list(STATS)
+    assert stats.shape == (2, 6, 6, 5) and list(epochs) == [1, 2]
+    # the last probe (last batch of the last epoch, after its update) saw the final weights
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    qi = QUANTITIES.index("weight")
+    for layer in range(6):
+        w = state[f"convs.{layer}.weight"].double().flatten().numpy()
+        want = [w.mean(), w.std(), scipy.stats.skew(w), scipy.stats.kurtosis(w), np.count_nonzero(w)]
+        np.testing.assert_allclose(stats[-1, layer, qi], want, rtol=1e-6, atol=1e-12)
+        assert numel[-1, layer, qi] == w.size
+    assert np.isnan(stats[:, 0, QUANTITIES.index("input_grad")]).all()     # the images need no gradient
+    assert not np.isnan(stats[:, 1:, QUANTITIES.index("input_grad")]).any()
+    text = (s / "results.md").read_text()
+    for letter in CASES:
+        assert f"| {letter} | {LETTERS[letter]} | 2 |" in text
+    assert "highest test accuracy: case" in text and "lowest test accuracy: case" in text
+    assert "case H against the baseline Z" in text
+    for fig in ["figures/H-histograms.png", "figures/Z-statistics.png"] + [f"overlay-{st}.png" for st in STATS]:
+        assert (s / fig).stat().st_size > 5000, fig
+
+
+def test_stl10_path_of_the_full_preset(tmp_path):
+    write_stl10(tmp_path / "data", n_train=20, n_test=6)
+    out = sweep("--preset", "full", "--run", "H-seed0", "--epochs", "1", "--data-root", str(tmp_path / "data"),
+                "--sweep-dir", str(tmp_path / "s"))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with np.load(tmp_path / "s" / "H-seed0" / "stats.npz") as z:
+        assert z["stats"].shape == (1, 6, 6, 5)
