@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test lint gradcheck bench tensorboard clean zca zca-full weights-pov weights-pov-cifar15 weights-pov-full
+.PHONY: install test lint gradcheck bench tensorboard clean zca zca-full weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -33,6 +33,24 @@ weights-pov-cifar15:  ## experiment 1 as run for the README: CIFAR-10 10k/5k sub
 
 weights-pov-full:  ## experiment 1, the article's configuration: STL-10 and CIFAR-10, 10 episodes
 	$(PYTHON) scripts/sweep.py weights-pov --preset full --workers $(WORKERS) $(ARGS)
+
+gradient-pov:  ## experiment 5, quick preset: 11 regularizers x 3 seeds, probes every epoch, on a CIFAR-10 subset
+	$(PYTHON) scripts/sweep.py gradient-pov --preset quick --workers $(WORKERS) $(ARGS)
+
+gradient-pov-cifar15:  ## experiment 5 as run for the README: CIFAR-10 5k/5k subsets, batch 20, 15 epochs, 3 seeds
+	$(PYTHON) scripts/sweep.py gradient-pov --preset cifar15 --workers $(WORKERS) $(ARGS)
+
+gradient-pov-full:  ## experiment 5, the article's configuration: STL-10, batch 20, 150 epochs
+	$(PYTHON) scripts/sweep.py gradient-pov --preset full --workers $(WORKERS) $(ARGS)
+
+sparse-filtering:  ## experiment 4, quick preset: five auto-encoders x 3 seeds on Penn-Fudan, 3 (+3) epochs
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset quick --workers $(WORKERS) $(ARGS)
+
+sparse-filtering-penn:  ## experiment 4 as run for the README: 200 sparse-filtering epochs, 50 end to end
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset penn --workers $(WORKERS) $(ARGS)
+
+sparse-filtering-full:  ## experiment 4, the article's schedule: 200 sparse-filtering epochs, then 100 end to end
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset full --workers $(WORKERS) $(ARGS)
 
 bench:  ## manual backward against autograd (ops, model steps, whitening back ends); JSON in runs/bench/
 	$(PYTHON) scripts/bench.py $(ARGS)

@@ -116,7 +116,7 @@ def run_sweep(specs: list, devices: list[str], workers_per_device: int = 1) -> l
         _DEVICE = devices[0] if devices else None
         return [_run_one(s) for s in specs]
     ctx = mp.get_context("spawn")
-    slots = ctx.Manager().Queue()
+    slots = ctx.Queue()   # inherited by the workers at start (no Manager process to outlive a killed sweep)
     for d in devices:
         for _ in range(workers_per_device):
             slots.put(d)
