@@ -295,3 +295,13 @@ def test_unknown_settings_anywhere_list_the_known_ones(fashion, tmp_path):
     for i, (over, msg) in enumerate(cases):
         with pytest.raises(ValueError, match=msg):
             train(resolve(base, over), tmp_path / str(i), log=quiet)
+
+
+def test_probe_histogram_survives_a_range_too_narrow_for_its_bins():
+    import numpy as np
+
+    from manualbp.train.probes import histogram
+    h = histogram(np.full(50, 3e7, dtype=np.float32))          # one value: no finite-width bins
+    assert sum(h["counts"]) == 50 and h["range"] == [3e7, 3e7]
+    h = histogram(np.arange(100, dtype=np.float32))
+    assert sum(h["counts"]) == 100 and len(h["counts"]) == 30 and h["range"] == [0.0, 99.0]

@@ -82,3 +82,22 @@ def test_missing_data_message(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
     assert "Fashion-MNIST not found" in out.stdout + out.stderr and str(tmp_path) in out.stdout + out.stderr
+
+
+def test_zca_dim_running_trains_exactly_as_zca_dim_and_evaluates_both_ways(tmp_path):
+    """One zca_dim_running run gives both evaluations: its training equals zca_dim's bit for bit, and
+    batch_statistics_accuracy reproduces zca_dim's test accuracy (each test batch whitened by itself)."""
+    from manualbp.experiments.zca import VARIANTS, batch_statistics_accuracy
+    from manualbp.train import train
+    write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=200, n_test=100)
+    out = {}
+    for v in ("zca_dim", "zca_dim_running"):
+        cfg = resolve(preset("zca", "quick"), {**VARIANTS[v], "epochs": 2, "batch_size": 50, "device": "cpu",
+                                               "data": {"root": str(tmp_path / "data"), "train_limit": None,
+                                                        "test_limit": None},
+                                               "log": {"progress": False}})
+        cfg["model"]["widths"] = [784, 32, 16, 10]
+        out[v] = (train(cfg, tmp_path / v, log=lambda *_: None), cfg)
+    a, b = out["zca_dim"][0]["final"], out["zca_dim_running"][0]["final"]
+    assert (a["train_loss"], a["train_acc"]) == (b["train_loss"], b["train_acc"])
+    assert batch_statistics_accuracy(tmp_path / "zca_dim_running", out["zca_dim_running"][1]) == a["test_acc"]

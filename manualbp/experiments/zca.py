@@ -79,6 +79,29 @@ def whitening_check(x: torch.Tensor, mode: str = "dim", eps: float = 1e-8, backe
             "numpy_difference": float(np.abs(yn - ref).max())}
 
 
+@torch.no_grad()
+def batch_statistics_accuracy(run_dir, config: dict, batch_size: int | None = None) -> float:
+    """Test accuracy of a finished run's final model when every test batch is whitened with its own
+    statistics (the layers' training-mode forward), whatever the layer keeps for eval mode. For a
+    ``zca_dim_running`` run this is what ``zca_dim`` (same seed, identical training) reports, so one
+    training gives both evaluations."""
+    import copy
+
+    from manualbp.data import load_dataset
+    from manualbp.models import build_model
+    model = build_model(config["model"])
+    state = torch.load(Path(run_dir) / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
+    model.load_state_dict(state)
+    model = copy.deepcopy(model).train()   # training-mode forward: batch statistics (running buffers are a copy)
+    d = config["data"]
+    test = load_dataset(d["name"], "test", d["root"], limit=d["test_limit"])
+    bs = batch_size or config["eval_batch_size"] or config["batch_size"]
+    correct = 0
+    for x, y in test.batches(bs):
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / len(test)
+
+
 # ---------------------------------------------------------------- figures
 
 def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-5):

@@ -31,6 +31,20 @@ def tensor_stats(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([m, m2.sqrt(), m3 / m2 ** 1.5, m4 / (m2 * m2) - 3, (x != 0).sum().double()])
 
 
+def histogram(values: np.ndarray, bins: int = HIST_BINS) -> dict:
+    """{"range": [lo, hi], "counts": [...]}: equal bins over [min, max], in float64. A range too narrow
+    for ``bins`` finite bins at the values' magnitude (e.g. weights pushed to a huge near-constant value)
+    puts everything in one bin instead of failing."""
+    v = values.astype(np.float64)
+    lo, hi = float(v.min()), float(v.max())
+    try:
+        counts, _ = np.histogram(v, bins, range=(lo, hi))
+    except ValueError:
+        counts = np.zeros(bins, dtype=np.int64)
+        counts[0] = v.size
+    return {"range": [lo, hi], "counts": counts.tolist()}
+
+
 def probe_points(model) -> list:
     """(name, layer, activation or None) triples; models describe their structure with ``probe_points()``."""
     if not hasattr(model, "probe_points"):
@@ -98,8 +112,7 @@ class Probes:
             finite = all(math.isfinite(v) for v in vals[:2])   # NaN/Inf: no histogram
             if self.histograms and finite:
                 host = tensors[(name, q)].detach().float().cpu().numpy().ravel()
-                counts, edges = np.histogram(host, HIST_BINS)
-                row["hist"] = {"range": [float(edges[0]), float(edges[-1])], "counts": counts.tolist()}
+                row["hist"] = histogram(host)
             if self.writer is not None:
                 for s, v in zip(STATS, vals):
                     self.writer.add_scalar(f"probe_{s}/{q}/{name}", v, step)
