@@ -18,22 +18,6 @@ def _diff_inputs(args):
     return [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
 
 
-def run_gradcheck(info: OpInfo, sample: Sample) -> None:
-    """torch.autograd.gradcheck in float64 on CPU (and check_batched_grad where the entry allows)."""
-    args = clone_args(sample.args)
-    pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
-
-    def fn(*diff):
-        full = list(clone_args(args))  # fresh running buffers on each call
-        for i, d in zip(pos, diff):
-            full[i] = d
-        return info.op(*full, **sample.kwargs)
-
-    ok = torch.autograd.gradcheck(fn, tuple(args[i] for i in pos), eps=1e-6, atol=1e-5, rtol=1e-3,
-                                  check_batched_grad=info.batched_grad, raise_exception=True)
-    assert ok
-
-
 def _as_function(info: OpInfo, sample: Sample):
     args = clone_args(sample.args)
     pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
@@ -44,6 +28,14 @@ def _as_function(info: OpInfo, sample: Sample):
             full[i] = d
         return info.op(*full, **sample.kwargs)
     return fn, tuple(args[i] for i in pos)
+
+
+def run_gradcheck(info: OpInfo, sample: Sample) -> None:
+    """torch.autograd.gradcheck in float64 on CPU (and check_batched_grad where the entry allows)."""
+    fn, inputs = _as_function(info, sample)
+    ok = torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3,
+                                  check_batched_grad=info.batched_grad, raise_exception=True)
+    assert ok
 
 
 def run_gradgradcheck(info: OpInfo, sample: Sample) -> None:

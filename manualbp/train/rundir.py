@@ -83,15 +83,7 @@ class RunDir:
         atomic_torch_save(state, self.checkpoint)
 
     def read_metrics(self) -> list[dict]:
-        if not self.metrics.is_file():
-            return []
-        rows = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by a crash ends the readable part
-        return rows
+        return self.read_jsonl(self.metrics)
 
     def read_jsonl(self, path: Path) -> list[dict]:
         if not path.is_file():
