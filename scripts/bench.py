@@ -43,6 +43,19 @@ def _sync(device):
 
 def interleaved(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
     """{name: median seconds} of each zero-argument callable, timed alternately (ABAB...)."""
+    return {k: sorted(v)[len(v) // 2] for k, v in interleaved_times(fns, device, repeats, warmup).items()}
+
+
+def paired_ratio(a: list, b: list) -> tuple:
+    """Median and quartiles of a[i] / b[i] over rounds: each round times both back to back, so slow
+    drifts of a shared machine (other jobs, CPU steal) cancel in the ratio."""
+    r = sorted(x / y for x, y in zip(a, b))
+    n = len(r)
+    return r[n // 2], r[n // 4], r[(3 * n) // 4]
+
+
+def interleaved_times(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
+    """{name: [seconds per repeat]} of each zero-argument callable, timed alternately (ABAB...)."""
     for _ in range(warmup):
         for f in fns.values():
             f()
@@ -55,7 +68,7 @@ def interleaved(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
             f()
             _sync(device)
             times[k].append(time.perf_counter() - t0)
-    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return times
 
 
 def fwd_bwd(fn, args, kwargs=None):
@@ -258,7 +271,9 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
     rows = []
     for name, (spec, shape, kind) in model_cases(tiny).items():
         fns = {impl: _model_step(spec, shape, kind, impl, device) for impl in ("manual", "autograd")}
-        t = interleaved(fns, device, repeats)
+        times = interleaved_times(fns, device, repeats)
+        t = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        pr, pr_lo, pr_hi = paired_ratio(times["manual"], times["autograd"])
         mem = {}
         for impl in ("manual", "autograd"):
             out = subprocess.run([sys.executable, __file__, "--peak-memory-child", name, impl, str(device),
@@ -266,7 +281,8 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
             mem[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"] if out.returncode == 0 else None
         rows.append({"part": "models", "family": "model step", "name": name, "size": "x".join(map(str, shape)),
                      "device": str(device), "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
-                     "ratio": t["manual"] / t["autograd"], "manual_peak_mb": mem["manual"],
+                     "ratio": t["manual"] / t["autograd"], "paired_ratio": pr, "paired_ratio_iqr": [pr_lo, pr_hi],
+                     "repeats": repeats, "manual_peak_mb": mem["manual"],
                      "autograd_peak_mb": mem["autograd"],
                      "memory": "peak CUDA allocation above the step's start" if device.type == "cuda" else
                      "peak RSS above the step's start (sampled every 0.2 ms)"})
@@ -362,10 +378,21 @@ def markdown(rows, machine, repeats) -> str:
              "| device | family | op | size | manual ms | autograd ms | manual/autograd | peak MB manual / autograd |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        if r["part"] in ("ops", "models"):
+        if r["part"] == "ops":
             mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
             lines.append(f"| {r['device']} | {r['family']} | {r['name']} | {r['size']} | {r['manual_ms']:.3f} | "
                          f"{r['autograd_ms']:.3f} | {r['ratio']:.2f} | {mem} |")
+    md = [r for r in rows if r["part"] == "models"]
+    if md:
+        lines += ["", "| device | model step (forward, backward, Adam) | size | manual ms | plain ms "
+                  "| ratio of medians | paired ratio, median [quartiles] | repeats | peak MB manual / plain |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in md:
+            mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
+            lo, hi = r["paired_ratio_iqr"]
+            lines.append(f"| {r['device']} | {r['name']} | {r['size']} | {r['manual_ms']:.2f} | "
+                         f"{r['autograd_ms']:.2f} | {r['ratio']:.3f} | {r['paired_ratio']:.3f} [{lo:.3f}, {hi:.3f}] "
+                         f"| {r['repeats']} | {mem} |")
     cp = [r for r in rows if r["part"] == "compile"]
     if cp:
         lines += ["", "| device | model step (forward + loss compiled, fullgraph) | size | eager plain ms | "
@@ -399,6 +426,8 @@ def main(argv=None) -> int:
                          "minutes each; episodes needs CIFAR-10 under the data root)")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
+    ap.add_argument("--model-repeats", type=int, default=None,
+                    help="timed rounds per model step (default 30, tiny 3); a round times manual, then plain")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "bench.json"))
     args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -410,7 +439,7 @@ def main(argv=None) -> int:
         if "ops" in parts:
             rows += bench_ops(device, args.tiny, repeats)
         if "models" in parts:
-            rows += bench_models(device, args.tiny, max(3, repeats // 3))
+            rows += bench_models(device, args.tiny, args.model_repeats or (3 if args.tiny else 30))
         if "compile" in parts:
             rows += bench_compile(device, args.tiny, max(3, repeats // 3))
         if "episodes" in parts:
@@ -429,10 +458,12 @@ def main(argv=None) -> int:
     if ops:
         print(table(ops, ["device", "family", "name", "size", ms("manual_ms"), ms("autograd_ms"),
                           lambda r: f"{r['ratio']:.2f}",
+                          lambda r: f"{r['paired_ratio']:.3f} [{r['paired_ratio_iqr'][0]:.3f}, "
+                                    f"{r['paired_ratio_iqr'][1]:.3f}]" if "paired_ratio" in r else "",
                           lambda r: "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f}",
                           lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
-                    ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "manual MB",
-                     "autograd MB"]))
+                    ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "paired ratio [IQR]",
+                     "manual MB", "autograd MB"]))
     ep = [r for r in rows if r["part"] == "episodes"]
     if ep:
         print()

@@ -22,3 +22,17 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
             "softmax_cross_entropy", "cnn6", "cnn6 + batch norm", "segmentation AE", "mlp (zca experiment)"} <= names
     assert all(r["ratio"] > 0 for r in res["rows"] if "ratio" in r)
     assert all(r["manual_peak_mb"] is not None for r in res["rows"] if r["part"] == "models")
+    rows = [r for r in res["rows"] if r["part"] == "models"]
+    assert all(r["paired_ratio_iqr"][0] <= r["paired_ratio"] <= r["paired_ratio_iqr"][1] for r in rows)
+
+
+def test_paired_ratio_cancels_a_common_drift():
+    """Rounds where the machine was slow for both sides still give the true ratio."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench import paired_ratio
+    plain = [1.0, 5.0, 2.0, 9.0, 3.0]                  # a noisy machine: times vary 9x between rounds
+    manual = [1.1 * t for t in plain]
+    med, lo, hi = paired_ratio(manual, plain)
+    assert abs(med - 1.1) < 1e-12 and abs(lo - 1.1) < 1e-12 and abs(hi - 1.1) < 1e-12
+    med, _, _ = paired_ratio([2.0, 3.0, 1.0], [1.0, 1.0, 1.0])
+    assert med == 2.0

@@ -3,6 +3,7 @@ in the style of ``torch.nn.functional``."""
 from .activations import ACTIVATIONS, arctan, elu, relu, sigmoid, soft_abs, tanh
 from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_pool2d, interpolate, linear,
                     max_pool2d, reshape)
+from .fused import FUSED_ACTIVATIONS, conv2d_act, conv_transpose2d_act, linear_act
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .norm import batch_norm, center, standardize
 from .regularizers import ARTICLE_LETTERS, REGULARIZERS, regularize
@@ -10,14 +11,16 @@ from .sparse_filtering import sparse_filtering
 from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 
 __all__ = [
-    "ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
-    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv_transpose2d",
+    "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
+    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv2d_act",
+    "conv_transpose2d", "conv_transpose2d_act",
     "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d", "interpolate", "iter_norm",
-    "linear", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",
+    "linear", "linear_act", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",
     "softmax_cross_entropy", "sparse_filtering", "standardize", "tanh", "zca_whiten",
 ]
 
-_MODULES = ("activations", "dense", "dilated", "losses", "norm", "regularizers", "sparse_filtering", "whitening")
+_MODULES = ("activations", "dense", "dilated", "fused", "losses", "norm", "regularizers", "sparse_filtering",
+            "whitening")
 
 
 def autograd_functions() -> list[type]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_positive, check_tensor
+from ._function import ManualFunction
 
 aten = torch.ops.aten
 
 
-class ReLUFunction(torch.autograd.Function):
+class ReLUFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -26,7 +27,7 @@ class ReLUFunction(torch.autograd.Function):
         return aten.threshold_backward(g, y, 0)
 
 
-class ELUFunction(torch.autograd.Function):
+class ELUFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -46,7 +47,7 @@ class ELUFunction(torch.autograd.Function):
         return aten.elu_backward(g, ctx.alpha, 1.0, 1.0, True, y), None
 
 
-class TanhFunction(torch.autograd.Function):
+class TanhFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -64,7 +65,7 @@ class TanhFunction(torch.autograd.Function):
         return aten.tanh_backward(g, y)
 
 
-class ArctanFunction(torch.autograd.Function):
+class ArctanFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -82,7 +83,7 @@ class ArctanFunction(torch.autograd.Function):
         return g / (1 + x * x)
 
 
-class SigmoidFunction(torch.autograd.Function):
+class SigmoidFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -100,7 +101,7 @@ class SigmoidFunction(torch.autograd.Function):
         return aten.sigmoid_backward(g, y)
 
 
-class SoftAbsFunction(torch.autograd.Function):
+class SoftAbsFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -121,36 +122,36 @@ class SoftAbsFunction(torch.autograd.Function):
 def relu(x: torch.Tensor) -> torch.Tensor:
     """max(x, 0)."""
     check_tensor("relu", "x", x)
-    return ReLUFunction.apply(x)
+    return ReLUFunction.call(x)
 
 
 def elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     """x for x > 0, alpha (exp(x) - 1) otherwise."""
     check_tensor("elu", "x", x)
     check_positive("elu", "alpha", alpha)
-    return ELUFunction.apply(x, float(alpha))
+    return ELUFunction.call(x, float(alpha))
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
     check_tensor("tanh", "x", x)
-    return TanhFunction.apply(x)
+    return TanhFunction.call(x)
 
 
 def arctan(x: torch.Tensor) -> torch.Tensor:
     check_tensor("arctan", "x", x)
-    return ArctanFunction.apply(x)
+    return ArctanFunction.call(x)
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
     check_tensor("sigmoid", "x", x)
-    return SigmoidFunction.apply(x)
+    return SigmoidFunction.call(x)
 
 
 def soft_abs(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Soft absolute value sqrt(x^2 + eps) (the sparse-filtering activation)."""
     check_tensor("soft_abs", "x", x)
     check_positive("soft_abs", "eps", eps)
-    return SoftAbsFunction.apply(x, float(eps))
+    return SoftAbsFunction.call(x, float(eps))
 
 
 ACTIVATIONS = {"relu": relu, "elu": elu, "tanh": tanh, "arctan": arctan, "sigmoid": sigmoid,

@@ -12,13 +12,15 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, pair
+from ._function import ManualFunction
 
 aten = torch.ops.aten
 
 
-class LinearFunction(torch.autograd.Function):
+class LinearFunction(ManualFunction):
     """y = x w^T + b, x of shape (*, in), w of shape (out, in)."""
 
     generate_vmap_rule = True
@@ -35,36 +37,55 @@ class LinearFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # dL/dx = g w ;  dL/dw = g^T x (summed over all leading dims) ;  dL/db = sum g
         x, w = ctx.saved_tensors
-        gx = gw = gb = None
-        if ctx.needs_input_grad[0]:
-            gx = g @ w
-        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
-            rows = math.prod(g.shape[:-1])   # explicit: reshape(-1, 0) is ambiguous for empty tensors
-            g2 = g.reshape(rows, g.shape[-1])
-            if ctx.needs_input_grad[1]:
-                gw = g2.mT @ x.reshape(rows, x.shape[-1])
-            if ctx.has_bias and ctx.needs_input_grad[2]:
-                gb = g2.sum(0)
-        return gx, gw, gb
+        return linear_backward(ctx.needs_input_grad, ctx.has_bias, x, w, g)
+
+
+def linear_backward(need, has_bias: bool, x, w, g):
+    """(dL/dx, dL/dw, dL/db) of y = x w^T + b given g = dL/dy; ``need`` says which are wanted."""
+    # dL/dx = g w ;  dL/dw = g^T x (summed over all leading dims) ;  dL/db = sum g
+    gx = gw = gb = None
+    if need[0]:
+        gx = g @ w
+    if need[1] or (has_bias and need[2]):
+        rows = math.prod(g.shape[:-1])   # explicit: reshape(-1, 0) is ambiguous for empty tensors
+        g2 = g.reshape(rows, g.shape[-1])
+        if need[1]:
+            gw = g2.mT @ x.reshape(rows, x.shape[-1])
+        if has_bias and need[2]:
+            gb = g2.sum(0)
+    return gx, gw, gb
+
+
+def _linear_args_ok(x, w, b) -> bool:
+    """The hot-path test: True only when every check of ``_check_linear`` would pass."""
+    return (isinstance(x, Tensor) and isinstance(w, Tensor) and w.dim() == 2 and x.dim() >= 1
+            and x.shape[-1] == w.shape[1] and w.is_floating_point() and x.dtype == w.dtype and x.device == w.device
+            and (b is None or (isinstance(b, Tensor) and b.dim() == 1 and b.shape[0] == w.shape[0]
+                               and b.dtype == w.dtype and b.device == w.device)))
+
+
+def _check_linear(op: str, x, w, b) -> None:
+    """Raise the error that names what is wrong with linear's arguments (the slow path)."""
+    check_tensor(op, "x", x, shape_hint="(*, in_features)")
+    if x.dim() == 0:
+        raise ValueError(f"{op}: x must have at least 1 dimension (*, in_features); got a scalar")
+    check_tensor(op, "w", w, ndim=2, shape_hint="(out_features, in_features)")
+    if w.shape[1] != x.shape[-1]:
+        raise ValueError(f"{op}: x has {x.shape[-1]} features in its last dimension but w expects "
+                         f"{w.shape[1]} (w has shape (out_features, in_features) = {tuple(w.shape)})")
+    if b is not None:
+        check_tensor(op, "b", b, ndim=1, shape_hint=f"({w.shape[0]},)")
+        if b.shape[0] != w.shape[0]:
+            raise ValueError(f"{op}: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
+    check_same_dtype_device(op, x=x, w=w, b=b)
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
     """Fully connected layer ``x @ w.T + b`` (``w`` is ``(out_features, in_features)``)."""
-    check_tensor("linear", "x", x, shape_hint="(*, in_features)")
-    if x.dim() == 0:
-        raise ValueError("linear: x must have at least 1 dimension (*, in_features); got a scalar")
-    check_tensor("linear", "w", w, ndim=2, shape_hint="(out_features, in_features)")
-    if w.shape[1] != x.shape[-1]:
-        raise ValueError(f"linear: x has {x.shape[-1]} features in its last dimension but w expects "
-                         f"{w.shape[1]} (w has shape (out_features, in_features) = {tuple(w.shape)})")
-    if b is not None:
-        check_tensor("linear", "b", b, ndim=1, shape_hint=f"({w.shape[0]},)")
-        if b.shape[0] != w.shape[0]:
-            raise ValueError(f"linear: b must have shape ({w.shape[0]},), got {tuple(b.shape)}")
-    check_same_dtype_device("linear", x=x, w=w, b=b)
-    return LinearFunction.apply(x, w, b)
+    if not _linear_args_ok(x, w, b):   # one cheap test on the hot path; the full checks only to explain a failure
+        _check_linear("linear", x, w, b)
+    return LinearFunction.call(x, w, b)
 
 
 def _conv_padding(op: str, padding, kernel: tuple[int, int]) -> tuple[int, int]:
@@ -77,6 +98,15 @@ def _conv_padding(op: str, padding, kernel: tuple[int, int]) -> tuple[int, int]:
     if padding == "valid":
         return (0, 0)
     return pair(op, "padding", padding)
+
+
+def _conv_args_ok(x, w, b, in_ch_dim: int, out_ch_dim: int) -> bool:
+    """The hot-path test: True only when every check of ``_check_conv`` would pass."""
+    return (isinstance(x, Tensor) and isinstance(w, Tensor) and x.dim() == 4 and w.dim() == 4
+            and x.shape[1] == w.shape[in_ch_dim] and w.is_floating_point() and x.dtype == w.dtype
+            and x.device == w.device
+            and (b is None or (isinstance(b, Tensor) and b.dim() == 1 and b.shape[0] == w.shape[out_ch_dim]
+                               and b.dtype == w.dtype and b.device == w.device)))
 
 
 def _check_conv(op: str, x, w, b, in_ch_dim: int, out_ch_dim: int):
@@ -93,7 +123,7 @@ def _check_conv(op: str, x, w, b, in_ch_dim: int, out_ch_dim: int):
     check_same_dtype_device(op, x=x, w=w, b=b)
 
 
-class Conv2dFunction(torch.autograd.Function):
+class Conv2dFunction(ManualFunction):
     """y = conv2d(x, w) + b (cross-correlation, as torch)."""
 
     generate_vmap_rule = True
@@ -110,30 +140,38 @@ class Conv2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # dL/dx = conv_transpose2d(g, w) ; dL/dw[o,i] = sum_n corr(x[n,i], g[n,o]) ; dL/db = sum_{n,h,w} g
-        # (all three from one aten.convolution_backward call)
         x, w = ctx.saved_tensors
         stride, padding, has_bias = ctx.conf
-        need = ctx.needs_input_grad
-        mask = [need[0], need[1], has_bias and need[2]]
-        if not any(mask):
-            return None, None, None, None, None
-        gx, gw, gb = aten.convolution_backward(
-            g, x, w, [w.shape[0]] if has_bias else None, list(stride), list(padding), [1, 1],
-            False, [0, 0], 1, mask)
-        return gx, gw, gb, None, None
+        return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, g, stride, padding), None, None)
+
+
+def conv_backward(need, has_bias: bool, x, w, g, stride, padding, output_padding=None):
+    """(dL/dx, dL/dw, dL/db) of a 2-D convolution (``output_padding`` None) or transposed convolution
+    given g = dL/dy, from one aten.convolution_backward call; ``need`` says which are wanted."""
+    # convolution:  dL/dx = conv_transpose2d(g, w) ; dL/dw[o,i] = sum_n corr(x[n,i], g[n,o]) ;
+    #               dL/db = sum_{n,h,w} g
+    # transposed:   dL/dx = conv2d(g, w) (the transpose of the transpose) ;
+    #               dL/dw[i,o] = sum_n corr(g[n,o], x[n,i]) ; dL/db = sum_{n,h,w} g
+    mask = [need[0], need[1], has_bias and need[2]]
+    if not (mask[0] or mask[1] or mask[2]):
+        return None, None, None
+    transposed = output_padding is not None
+    return aten.convolution_backward(
+        g, x, w, [w.shape[1 if transposed else 0]] if has_bias else None, list(stride), list(padding), [1, 1],
+        transposed, list(output_padding) if transposed else [0, 0], 1, mask)
 
 
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
            padding="same") -> torch.Tensor:
     """2-D convolution. ``padding`` is an int, a pair, ``"same"`` (k // 2, odd kernels) or ``"valid"``."""
-    _check_conv("conv2d", x, w, b, 1, 0)
+    if not _conv_args_ok(x, w, b, 1, 0):
+        _check_conv("conv2d", x, w, b, 1, 0)
     stride = pair("conv2d", "stride", stride)
-    padding = _conv_padding("conv2d", padding, tuple(w.shape[2:]))
-    return Conv2dFunction.apply(x, w, b, stride, padding)
+    padding = _conv_padding("conv2d", padding, (w.shape[2], w.shape[3]))
+    return Conv2dFunction.call(x, w, b, stride, padding)
 
 
-class ConvTranspose2dFunction(torch.autograd.Function):
+class ConvTranspose2dFunction(ManualFunction):
     """y = conv_transpose2d(x, w) + b, w of shape (in_channels, out_channels, kH, kW)."""
 
     generate_vmap_rule = True
@@ -150,34 +188,33 @@ class ConvTranspose2dFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        # dL/dx = conv2d(g, w) (the transpose of the transpose) ; dL/dw[i,o] = sum_n corr(g[n,o], x[n,i]) ;
-        # dL/db = sum_{n,h,w} g  -- from aten.convolution_backward with transposed=True
+        # see conv_backward (transposed)
         x, w = ctx.saved_tensors
         stride, padding, output_padding, has_bias = ctx.conf
-        need = ctx.needs_input_grad
-        mask = [need[0], need[1], has_bias and need[2]]
-        if not any(mask):
-            return (None,) * 6
-        gx, gw, gb = aten.convolution_backward(
-            g, x, w, [w.shape[1]] if has_bias else None, list(stride), list(padding), [1, 1],
-            True, list(output_padding), 1, mask)
-        return gx, gw, gb, None, None, None
+        return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, g, stride, padding, output_padding),
+                None, None, None)
 
 
 def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
                      padding=0, output_padding=0) -> torch.Tensor:
     """Transposed 2-D convolution; ``w`` has shape ``(in_channels, out_channels, kH, kW)`` as in torch."""
-    _check_conv("conv_transpose2d", x, w, b, 0, 1)
-    stride = pair("conv_transpose2d", "stride", stride)
-    padding = pair("conv_transpose2d", "padding", padding)
-    output_padding = pair("conv_transpose2d", "output_padding", output_padding)
-    if any(op >= s for op, s in zip(output_padding, stride)):
-        raise ValueError(f"conv_transpose2d: output_padding {output_padding} must be smaller than "
-                         f"stride {stride}")
-    return ConvTranspose2dFunction.apply(x, w, b, stride, padding, output_padding)
+    stride, padding, output_padding = _conv_t_args("conv_transpose2d", x, w, b, stride, padding, output_padding)
+    return ConvTranspose2dFunction.call(x, w, b, stride, padding, output_padding)
 
 
-class MaxPool2dFunction(torch.autograd.Function):
+def _conv_t_args(op: str, x, w, b, stride, padding, output_padding):
+    """Check conv_transpose2d's arguments; returns stride, padding and output_padding as pairs."""
+    if not _conv_args_ok(x, w, b, 0, 1):
+        _check_conv(op, x, w, b, 0, 1)
+    stride = pair(op, "stride", stride)
+    padding = pair(op, "padding", padding)
+    output_padding = pair(op, "output_padding", output_padding)
+    if output_padding[0] >= stride[0] or output_padding[1] >= stride[1]:
+        raise ValueError(f"{op}: output_padding {output_padding} must be smaller than stride {stride}")
+    return stride, padding, output_padding
+
+
+class MaxPool2dFunction(ManualFunction):
     """y[n,c,i,j] = max over the window of x; returns (y, argmax indices)."""
 
     generate_vmap_rule = True
@@ -215,7 +252,7 @@ def max_pool2d(x: torch.Tensor, kernel_size=2, stride=None, padding=0) -> torch.
     if x.shape[2] + 2 * padding[0] < kernel[0] or x.shape[3] + 2 * padding[1] < kernel[1]:
         raise ValueError(f"max_pool2d: input of spatial size {tuple(x.shape[2:])} is smaller than the "
                          f"kernel {kernel}")
-    return MaxPool2dFunction.apply(x, kernel, stride, padding)[0]
+    return MaxPool2dFunction.call(x, kernel, stride, padding)[0]
 
 
 _UPSAMPLE = {
@@ -224,7 +261,7 @@ _UPSAMPLE = {
 }
 
 
-class InterpolateFunction(torch.autograd.Function):
+class InterpolateFunction(ManualFunction):
     """Bilinear or bicubic resize of (N, C, H, W) to a given (H', W')."""
 
     generate_vmap_rule = True
@@ -269,10 +306,10 @@ def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "bili
     size = pair("interpolate", "size", size)
     if min(size) < 1:
         raise ValueError(f"interpolate: output size must be positive, got {size}")
-    return InterpolateFunction.apply(x, size, mode, bool(align_corners), scales)
+    return InterpolateFunction.call(x, size, mode, bool(align_corners), scales)
 
 
-class ReshapeFunction(torch.autograd.Function):
+class ReshapeFunction(ManualFunction):
     """y = x viewed with a new shape (same elements, same order)."""
 
     generate_vmap_rule = True
@@ -300,7 +337,7 @@ def reshape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
             (shape.count(-1) == 1 and (known == 0 or x.numel() % known)):
         raise ValueError(f"reshape: cannot reshape x of shape {tuple(x.shape)} ({x.numel()} elements) "
                          f"into {shape}")
-    return ReshapeFunction.apply(x, shape)
+    return ReshapeFunction.call(x, shape)
 
 
 def flatten(x: torch.Tensor, start_dim: int = 1) -> torch.Tensor:
@@ -309,7 +346,7 @@ def flatten(x: torch.Tensor, start_dim: int = 1) -> torch.Tensor:
     return reshape(x, tuple(x.shape[:start_dim]) + (-1,))
 
 
-class ConcatFunction(torch.autograd.Function):
+class ConcatFunction(ManualFunction):
     """y = cat(x_1, ..., x_k) along ``dim``."""
 
     generate_vmap_rule = True
@@ -348,10 +385,10 @@ def concat(xs: Sequence[torch.Tensor], dim: int = 1) -> torch.Tensor:
             raise ValueError(f"concat: xs[{i}] has shape {tuple(s)}, which does not match xs[0] "
                              f"{tuple(ref)} outside dimension {dim}")
     check_same_dtype_device("concat", **{f"xs[{i}]": x for i, x in enumerate(xs)})
-    return ConcatFunction.apply(dim, *xs)
+    return ConcatFunction.call(dim, *xs)
 
 
-class GlobalAvgPool2dFunction(torch.autograd.Function):
+class GlobalAvgPool2dFunction(ManualFunction):
     """y[n,c] = mean_{h,w} x[n,c,h,w]."""
 
     generate_vmap_rule = True
@@ -374,10 +411,10 @@ class GlobalAvgPool2dFunction(torch.autograd.Function):
 def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
     """Average over the spatial dimensions: (N, C, H, W) -> (N, C)."""
     check_tensor("global_avg_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
-    return GlobalAvgPool2dFunction.apply(x)
+    return GlobalAvgPool2dFunction.call(x)
 
 
-class AddFunction(torch.autograd.Function):
+class AddFunction(ManualFunction):
     """y = sum_i w_i x_i (tensors of one shape, e.g. a data loss and its penalties)."""
 
     generate_vmap_rule = True
@@ -413,4 +450,4 @@ def add(*xs: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tens
     if len(weights) != len(xs):
         raise ValueError(f"add: got {len(weights)} weights for {len(xs)} tensors")
     check_same_dtype_device("add", **{f"xs[{i}]": x for i, x in enumerate(xs)})
-    return AddFunction.apply(weights, *xs)
+    return AddFunction.call(weights, *xs)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_kwargs
+from ._function import ManualFunction
 
 # rule: {layer l: ("sum" | "prod", (j, ...))}: layer l is fed g_{l+1} + r * combine(g_j)
 _R1 = {3: ("sum", (5,)), 2: ("sum", (4,)), 1: ("sum", (3,))}
@@ -55,7 +56,7 @@ class DilationTape:
         self.rules, self.rate, self.grads = rules, float(rate), {}
 
 
-class DilatedTap(torch.autograd.Function):
+class DilatedTap(ManualFunction):
     """Identity on the input of layer k; its backward implements the dilated rule of layer k - 1."""
 
     generate_vmap_rule = True
@@ -89,7 +90,7 @@ class DilatedTap(torch.autograd.Function):
 
 
 def dilation_tap(x: torch.Tensor, tape: DilationTape, k: int) -> torch.Tensor:
-    return DilatedTap.apply(x, tape, k)
+    return DilatedTap.call(x, tape, k)
 
 
 def dilation_rate(P: float, D: float, epoch: int) -> float:

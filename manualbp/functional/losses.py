@@ -5,11 +5,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, values_checkable
+from ._function import ManualFunction
 
 _REDUCTIONS = ("mean", "sum")
 
 
-class SoftmaxCrossEntropyFunction(torch.autograd.Function):
+class SoftmaxCrossEntropyFunction(ManualFunction):
     """L = reduce_n( -log softmax(z)[n, t_n] ) for class indices t, or -sum_c t[n,c] log softmax(z)[n,c]
     for a probability / one-hot target. Returns (L, log softmax(z)); only L is differentiable. A
     floating target that requires grad gets its gradient too (class indices are constants)."""
@@ -83,18 +84,18 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
         # range check on CPU only (on CUDA it would cost a host-device sync every step), and not under
         # torch.compile / torch.func transforms, which cannot branch on data
         if n and target.device.type == "cpu" and values_checkable(target):
-            lo, hi = torch.aminmax(target)
+            lo, hi = (int(v) for v in torch.aminmax(target))
             if lo < 0 or hi >= c:
                 raise ValueError(f"softmax_cross_entropy: class indices must lie in [0, {c - 1}], got range "
                                  f"[{int(lo)}, {int(hi)}]")
         target = target.long()
-    return SoftmaxCrossEntropyFunction.apply(logits, target, reduction)[0]
+    return SoftmaxCrossEntropyFunction.call(logits, target, reduction)[0]
 
 
 _REDUCTION_ENUM = {"mean": 1, "sum": 2}   # at::Reduction
 
 
-class MSEFunction(torch.autograd.Function):
+class MSEFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
@@ -126,10 +127,10 @@ def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> to
         raise ValueError(f"mse: pred has shape {tuple(pred.shape)} but target {tuple(target.shape)}; "
                          "they must match")
     check_same_dtype_device("mse", pred=pred, target=target)
-    return MSEFunction.apply(pred, target, reduction)
+    return MSEFunction.call(pred, target, reduction)
 
 
-class BinaryCrossEntropyFunction(torch.autograd.Function):
+class BinaryCrossEntropyFunction(ManualFunction):
     """L = reduce( -(t log p + (1 - t) log(1 - p)) ), logs clamped at -100 as in torch."""
 
     generate_vmap_rule = True
@@ -167,4 +168,4 @@ def binary_cross_entropy(p: torch.Tensor, target: torch.Tensor, reduction: str =
         raise ValueError(f"binary_cross_entropy: p has shape {tuple(p.shape)} but target "
                          f"{tuple(target.shape)}; they must match")
     check_same_dtype_device("binary_cross_entropy", p=p, target=target)
-    return BinaryCrossEntropyFunction.apply(p, target, reduction)
+    return BinaryCrossEntropyFunction.call(p, target, reduction)

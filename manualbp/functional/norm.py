@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_positive, check_tensor
+from ._function import ManualFunction
 
 
 def _check_dim(op: str, x: torch.Tensor, dim: int) -> int:
@@ -12,7 +13,7 @@ def _check_dim(op: str, x: torch.Tensor, dim: int) -> int:
     return dim % x.dim()
 
 
-class CenterFunction(torch.autograd.Function):
+class CenterFunction(ManualFunction):
     """y = x - mean(x, dim)."""
 
     generate_vmap_rule = True
@@ -35,10 +36,10 @@ def center(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Subtract the mean over ``dim`` (0: over the batch, per dimension; 1: per example)."""
     check_tensor("center", "x", x)
     dim = _check_dim("center", x, dim)
-    return CenterFunction.apply(x, dim)
+    return CenterFunction.call(x, dim)
 
 
-class StandardizeFunction(torch.autograd.Function):
+class StandardizeFunction(ManualFunction):
     """y = (x - mean) / sqrt(var + eps) over ``dim`` (biased variance)."""
 
     generate_vmap_rule = True
@@ -71,10 +72,10 @@ def standardize(x: torch.Tensor, eps: float = 1e-5, dim: int = 0) -> torch.Tenso
     check_tensor("standardize", "x", x)
     check_positive("standardize", "eps", eps)
     dim = _check_dim("standardize", x, dim)
-    return StandardizeFunction.apply(x, dim, float(eps))
+    return StandardizeFunction.call(x, dim, float(eps))
 
 
-class BatchNormFunction(torch.autograd.Function):
+class BatchNormFunction(ManualFunction):
     """Batch norm without affine parameters over all dimensions but the channel (dim 1).
 
     Training: y = (x - mu_B) / sqrt(var_B + eps) with batch statistics; running statistics are
@@ -137,5 +138,5 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     if training and x.numel() // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel; got input of shape "
                          f"{tuple(x.shape)} (use a batch of at least 2, or training=False)")
-    return BatchNormFunction.apply(x, running_mean, running_var, bool(training), float(momentum),
+    return BatchNormFunction.call(x, running_mean, running_var, bool(training), float(momentum),
                                    float(eps))[0]

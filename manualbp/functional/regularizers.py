@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ._checks import check_tensor
+from ._function import ManualFunction
 
 aten = torch.ops.aten
 EPS = 1e-7  # the articles' epsilon
@@ -154,7 +155,7 @@ ARTICLE_LETTERS: dict[str, dict[str, str]] = {
 }
 
 
-class RegularizeFunction(torch.autograd.Function):
+class RegularizeFunction(ManualFunction):
     """P = lam * sum R(w)."""
 
     generate_vmap_rule = True
@@ -198,4 +199,4 @@ def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool 
         raise ValueError(f"regularize: lam must be a number >= 0, got {lam!r}")
     if name == "none" or lam == 0:
         return w.new_zeros(())
-    return RegularizeFunction.apply(w, name, float(lam), bool(article_grad))[0]
+    return RegularizeFunction.call(w, name, float(lam), bool(article_grad))[0]

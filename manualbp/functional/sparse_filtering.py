@@ -11,11 +11,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_positive, check_tensor
+from ._function import ManualFunction
 
 SPARSE_ACTIVATIONS = ("soft_abs", "elu")
 
 
-class SparseFilteringFunction(torch.autograd.Function):
+class SparseFilteringFunction(ManualFunction):
     """cost = sum(F2), F1 = F / sqrt(sum_n F^2 + eps), F2 = F1 / sqrt(sum_k F1^2 + eps).
 
     Returns (cost, F, F1, F2, n1, n2); only the cost is differentiable.
@@ -65,4 +66,4 @@ def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft
     check_tensor("sparse_filtering", "z", z, ndim=2, shape_hint="(N examples, K features)")
     check_positive("sparse_filtering", "eps", eps)
     check_choice("sparse_filtering", "activation", activation, SPARSE_ACTIVATIONS)
-    return SparseFilteringFunction.apply(z, float(eps), activation)[0]
+    return SparseFilteringFunction.call(z, float(eps), activation)[0]

@@ -17,6 +17,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._checks import NonFiniteError, check_choice, check_positive, check_tensor
+from ._function import ManualFunction
 
 BACKENDS = ("eigh", "svd")
 ZCA_MODES = ("dim", "example")
@@ -58,7 +59,7 @@ def _whiten_backward(A, G, U, E, s, article_grad=False):
     return G @ U.mT + A @ (dS + dS.mT) / A.shape[-2]
 
 
-class ZCAWhitenFunction(torch.autograd.Function):
+class ZCAWhitenFunction(ManualFunction):
     """ZCA whitening of rows: S = A^T A / n, Y = A (S + eps I)^{-1/2}.
 
     mode "dim": A = x (N, D), a D x D covariance. mode "example": A = x^T, an N x N covariance,
@@ -114,7 +115,7 @@ def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: s
     check_choice("zca_whiten", "mode", mode, ZCA_MODES)
     check_choice("zca_whiten", "backend", backend, BACKENDS)
     check_choice("zca_whiten", "grad", grad, ZCA_GRADS)
-    y, u, _, _ = ZCAWhitenFunction.apply(x, float(eps), mode, backend, grad)
+    y, u, _, _ = ZCAWhitenFunction.call(x, float(eps), mode, backend, grad)
     return (y, u) if return_matrix else y
 
 
@@ -155,7 +156,7 @@ def _ungroup(a: torch.Tensor) -> torch.Tensor:
     return a.transpose(0, 1).reshape(a.shape[1], -1)
 
 
-class DecorrelatedBatchNormFunction(torch.autograd.Function):
+class DecorrelatedBatchNormFunction(ManualFunction):
     """Decorrelated batch norm: xc = x - mean(x); for each group of g dimensions A = xc[:, group],
     S = A^T A / N, y[:, group] = A (S + eps I)^{-1/2} (g = D: one group, full ZCA).
 
@@ -219,11 +220,11 @@ def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None =
         raise ValueError(f"decorrelated_batch_norm: group_size must be a positive divisor of D = {d}, got "
                          f"{group_size!r}")
     _check_running("decorrelated_batch_norm", x, running_mean, running_whitening, training, (d // g, g, g))
-    return DecorrelatedBatchNormFunction.apply(x, running_mean, running_whitening, bool(training),
+    return DecorrelatedBatchNormFunction.call(x, running_mean, running_whitening, bool(training),
                                                float(momentum), float(eps), backend, g)[0]
 
 
-class IterNormFunction(torch.autograd.Function):
+class IterNormFunction(ManualFunction):
     """IterNorm: xc = x - mean(x), S = xc^T xc / N + eps I, S_N = S / tr(S),
     P_0 = I, P_k = (3 P_{k-1} - P_{k-1}^3 S_N) / 2, U = P_T / sqrt(tr(S)), y = xc U.
 
@@ -307,5 +308,5 @@ def iter_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iter_norm: iterations must be an int >= 1, got {iterations!r}")
     _check_running("iter_norm", x, running_mean, running_whitening, training)
-    return IterNormFunction.apply(x, running_mean, running_whitening, bool(training), float(momentum),
+    return IterNormFunction.call(x, running_mean, running_whitening, bool(training), float(momentum),
                                   float(eps), iterations)[0]

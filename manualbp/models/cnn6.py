@@ -6,7 +6,7 @@ from typing import Sequence
 
 from torch import nn
 
-from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d
+from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, layer_act
 
 
 class CNN6(nn.Module):
@@ -30,7 +30,7 @@ class CNN6(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"CNN6: expected images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
         for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
-            x = act(conv(x))
+            x = layer_act(conv, act, x)   # one fused Function unless probes watch the pair
             if self.bns is not None and i < len(self.bns):
                 x = self.bns[i](x)
         return self.pool(x)

@@ -8,7 +8,7 @@ from torch import nn
 
 import manualbp.functional as MF
 from manualbp.functional.dilated import DilationTape, dilation_rate, dilation_tap, make_dilation
-from manualbp.nn import Activation, Linear, make_norm
+from manualbp.nn import Activation, Linear, layer_act, make_norm
 
 
 class MLP(nn.Module):
@@ -58,9 +58,7 @@ class MLP(nn.Module):
                 x = dilation_tap(x, tape, i + 1)   # the input of layer i + 1 (1-based)
             if self.norm is not None and i == self.norm_at:
                 x = self.norm(x)
-            x = layer(x)
-            if i < len(self.acts):
-                x = self.acts[i](x)
+            x = layer_act(layer, self.acts[i] if i < len(self.acts) else None, x)
         return x
 
     def probe_points(self):

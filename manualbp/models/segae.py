@@ -13,7 +13,7 @@ import math
 from torch import nn
 
 import manualbp.functional as MF
-from manualbp.nn import Activation, Conv2d, ConvTranspose2d, Interpolate, Linear, MaxPool2d
+from manualbp.nn import Activation, Conv2d, ConvTranspose2d, Interpolate, Linear, MaxPool2d, layer_act
 
 
 class SegmentationAE(nn.Module):
@@ -52,15 +52,15 @@ class SegmentationAE(nn.Module):
                              f"{self.size}), got {tuple(x.shape)}")
         skips = []
         for conv, act, pool in zip(self.enc_convs, self.enc_acts, self.pools):
-            x = pool(act(conv(x)))
+            x = pool(layer_act(conv, act, x))
             skips.append(x)
         z = self.proj(MF.flatten(x))
         d = self.code_resize(MF.reshape(z, (z.shape[0], 1, self.code_side, self.code_side)))
         for conv, act, skip in zip(self.dec_convs, self.dec_acts, skips[::-1]):
-            d = act(conv(MF.concat([d, skip], dim=1)))
+            d = layer_act(conv, act, MF.concat([d, skip], dim=1))
         d = self.final_resize(MF.concat([d, skips[0]], dim=1))
-        d = self.dec_acts[3](self.final_conv(d))
-        return self.out_act(self.out_conv(d)), z
+        d = layer_act(self.final_conv, self.dec_acts[3], d)
+        return layer_act(self.out_conv, self.out_act, d), z
 
     def sparse_cost(self, z):
         """The sparse-filtering cost on the code (only for models built with a sparse_activation)."""

@@ -6,6 +6,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.modules import module as _mm
 
 import manualbp.functional as MF
 from manualbp.functional._checks import check_kwargs
@@ -32,6 +33,10 @@ class Linear(nn.Module):
     def forward(self, x):
         return MF.linear(x, self.weight, self.bias)
 
+    def forward_act(self, x, act: "Activation"):
+        """``act(self(x))`` as one fused Function (see ``layer_act``)."""
+        return MF.linear_act(x, self.weight, self.bias, act.name)
+
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
@@ -52,6 +57,10 @@ class Conv2d(nn.Module):
     def forward(self, x):
         return MF.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
+    def forward_act(self, x, act: "Activation"):
+        """``act(self(x))`` as one fused Function (see ``layer_act``)."""
+        return MF.conv2d_act(x, self.weight, self.bias, self.stride, self.padding, act.name)
+
     def extra_repr(self):
         return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding!r}"
 
@@ -68,6 +77,11 @@ class ConvTranspose2d(nn.Module):
 
     def forward(self, x):
         return MF.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+    def forward_act(self, x, act: "Activation"):
+        """``act(self(x))`` as one fused Function (see ``layer_act``)."""
+        return MF.conv_transpose2d_act(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
+                                       act.name)
 
 
 class MaxPool2d(nn.Module):
@@ -116,12 +130,39 @@ class Activation(nn.Module):
             raise ValueError(f"Activation: unknown activation {name!r}; choose one of {sorted(MF.ACTIVATIONS)}")
         self.name = name
         self.fn = MF.ACTIVATIONS[name]
+        self.fusable = name in MF.FUSED_ACTIVATIONS
 
     def forward(self, x):
         return self.fn(x)
 
     def extra_repr(self):
         return self.name
+
+
+def _watched(m: nn.Module) -> bool:
+    """Whether hooks (the probes', or anyone's) watch module ``m``'s forward or backward."""
+    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+
+
+def _global_hooks() -> bool:
+    """Whether hooks registered for every module (``torch.nn.modules.module.register_module_*_hook``) exist."""
+    return bool(_mm._global_forward_hooks or _mm._global_forward_pre_hooks or _mm._global_backward_hooks
+                or _mm._global_backward_pre_hooks)
+
+
+def layer_act(layer: nn.Module, act: "Activation | None", x: torch.Tensor) -> torch.Tensor:
+    """``act(layer(x))`` (just ``layer(x)`` when ``act`` is None).
+
+    When the activation can be fused (relu, elu, tanh, sigmoid; ``MF.FUSED_ACTIVATIONS``) and no hook
+    watches either module, this runs the layer's fused Function (``linear_act``, ``conv2d_act``,
+    ``conv_transpose2d_act``): one Function instead of two, the same kernels, bit-identical results.
+    Otherwise it calls the two modules, so that hooks (the training probes) see the pre-activation
+    (the layer's output) and the post-activation (the activation's output)."""
+    if act is None:
+        return layer(x)
+    if act.fusable and hasattr(layer, "forward_act") and not (_watched(layer) or _watched(act) or _global_hooks()):
+        return layer.forward_act(x, act)
+    return act(layer(x))
 
 
 class Center(nn.Module):

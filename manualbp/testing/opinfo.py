@@ -395,6 +395,46 @@ def _reg_samples(name):
     return samples
 
 
+# ---------------------------------------------------------------- fused layer + activation
+
+_ACT_REF = {"relu": lambda z, alpha: torch.relu(z), "elu": lambda z, alpha: F.elu(z, alpha),
+            "tanh": lambda z, alpha: torch.tanh(z), "sigmoid": lambda z, alpha: torch.sigmoid(z)}
+
+
+def _fused_ref(layer):
+    """activation(layer(...)) in plain torch, the reference of a fused op."""
+    def ref(*args, activation="relu", alpha=1.0, **kwargs):
+        return _ACT_REF[activation](layer(*args, **kwargs), alpha)
+    return ref
+
+
+def _fused_samples(samples, activation):
+    """The layer's samples with ``activation`` (and, for ELU, one more sample with alpha 0.5)."""
+    def make(dtype, device):
+        out = [Sample(s.args, {**s.kwargs, "activation": activation}, f"{s.desc}, {activation}")
+               for s in samples(dtype, device)]
+        if activation == "elu":
+            s = samples(dtype, device)[0]
+            out.append(Sample(s.args, {**s.kwargs, "activation": "elu", "alpha": 0.5}, f"{s.desc}, elu alpha 0.5"))
+        return out
+    return make
+
+
+def _fused_entries() -> list[OpInfo]:
+    ops = []
+    for act in M.FUSED_ACTIVATIONS:
+        ops += [
+            OpInfo(f"linear_act[{act}]", "fused", M.linear_act,
+                   _fused_ref(lambda x, w, b=None: x @ w.T + (0 if b is None else b)),
+                   _fused_samples(_dense_samples, act)),
+            OpInfo(f"conv2d_act[{act}]", "fused", M.conv2d_act, _fused_ref(ref_conv2d),
+                   _fused_samples(_conv_samples, act)),
+            OpInfo(f"conv_transpose2d_act[{act}]", "fused", M.conv_transpose2d_act, _fused_ref(F.conv_transpose2d),
+                   _fused_samples(_conv_t_samples, act)),
+        ]
+    return ops
+
+
 # ---------------------------------------------------------------- the registry
 
 def _build() -> list[OpInfo]:
@@ -452,6 +492,7 @@ def _build() -> list[OpInfo]:
         OpInfo("sparse_filtering[elu]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
                _sf_samples("elu"), gradgrad=False),
     ]
+    ops += _fused_entries()
     # dilated back-propagation's tap: on a layer without a rule it is the identity both ways (with a rule
     # its backward is deliberately not a gradient; tests/test_optimizers.py checks it against an
     # explicit layer-by-layer backward instead)
