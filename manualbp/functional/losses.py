@@ -10,10 +10,15 @@ from ._function import ManualFunction
 _REDUCTIONS = ("mean", "sum")
 
 
+_REDUCTION_ENUM = {"mean": 1, "sum": 2}   # at::Reduction
+_NO_IGNORE = -(2 ** 63)   # nll_loss's ignore_index: a value no class index takes, so every row counts
+
+
 class SoftmaxCrossEntropyFunction(ManualFunction):
     """L = reduce_n( -log softmax(z)[n, t_n] ) for class indices t, or -sum_c t[n,c] log softmax(z)[n,c]
-    for a probability / one-hot target. Returns (L, log softmax(z)); only L is differentiable. A
-    floating target that requires grad gets its gradient too (class indices are constants)."""
+    for a probability / one-hot target. Returns (L, log softmax(z), total weight); only L is
+    differentiable. A floating target that requires grad gets its gradient too (class indices are
+    constants)."""
 
     generate_vmap_rule = True
 
@@ -22,34 +27,39 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         logp = torch.log_softmax(logits, dim=1)  # aten subtracts the row-wise max before exponentiating
         if target.is_floating_point():
             per_row = -(target * logp).sum(1)
-        else:
-            per_row = -logp.gather(1, target[:, None]).squeeze(1)
-        return (per_row.mean() if reduction == "mean" else per_row.sum()), logp
+            return (per_row.mean() if reduction == "mean" else per_row.sum()), logp, logp.new_empty(0)
+        # class indices: -logp[n, t_n] reduced, by aten's nll_loss (it raises for an index out of range)
+        loss, total_weight = torch.ops.aten.nll_loss_forward(logp, target, None, _REDUCTION_ENUM[reduction],
+                                                             _NO_IGNORE)
+        return loss, logp, total_weight
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, target, reduction = inputs
-        _, logp = output
-        ctx.mark_non_differentiable(logp)
-        ctx.save_for_backward(logp, target)
+        _, logp, total_weight = output
+        ctx.mark_non_differentiable(logp, total_weight)
+        ctx.save_for_backward(logp, target, total_weight)
         ctx.reduction = reduction
 
     @staticmethod
     @once_differentiable   # its backward saves outputs as constants: not differentiable again
-    def backward(ctx, g, _):
+    def backward(ctx, g, *_):
         # dL/dz[n,c] = g (softmax(z)[n,c] sum_c' t[n,c'] - t[n,c]) / N   (N only for "mean");
-        # for class indices t[n,c] = [c == t_n], so sum_c' t = 1 and the -1 lands at (n, t_n)
+        # for class indices t[n,c] = [c == t_n], so sum_c' t = 1 and the -1 lands at (n, t_n):
+        #   dL/dlogp = -g [c == t_n] / N (aten.nll_loss_backward), then
+        #   dL/dz = dL/dlogp - softmax(z) sum_c dL/dlogp (aten._log_softmax_backward_data), fused kernels
         # dL/dt[n,c] = -g log softmax(z)[n,c] / N   (floating targets only)
-        logp, t = ctx.saved_tensors
-        scale = g / logp.shape[0] if ctx.reduction == "mean" else g
+        logp, t, total_weight = ctx.saved_tensors
         gz = gt = None
+        if not t.is_floating_point():
+            if ctx.needs_input_grad[0]:
+                glogp = torch.ops.aten.nll_loss_backward(g, logp, t, None, _REDUCTION_ENUM[ctx.reduction],
+                                                         _NO_IGNORE, total_weight)
+                gz = torch.ops.aten._log_softmax_backward_data(glogp, logp, 1, logp.dtype)
+            return gz, None, None
+        scale = g / logp.shape[0] if ctx.reduction == "mean" else g
         if ctx.needs_input_grad[0]:
-            p = logp.exp()
-            if t.is_floating_point():
-                d = p * t.sum(1, keepdim=True) - t
-            else:
-                d = p.scatter_add(1, t[:, None], -torch.ones_like(p[:, :1]))
-            gz = d * scale
+            gz = (logp.exp() * t.sum(1, keepdim=True) - t) * scale
         if ctx.needs_input_grad[1]:
             gt = -logp * scale
         return gz, gt, None
@@ -63,6 +73,16 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
     one-hot matrix of the logits' shape (N, C); a floating target that requires grad gets the
     gradient -log softmax(z) (scaled by 1/N for "mean").
     """
+    if (isinstance(logits, torch.Tensor) and isinstance(target, torch.Tensor) and logits.dim() == 2
+            and target.dim() == 1 and target.dtype == torch.int64 and target.shape[0] == logits.shape[0]
+            and target.device == logits.device and logits.is_floating_point() and reduction in _REDUCTIONS):
+        # the hot path (class indices, all else valid): no range scan; an index out of range makes
+        # nll_loss raise, and that failure is explained by the range check
+        try:
+            return SoftmaxCrossEntropyFunction.call(logits, target, reduction)[0]
+        except (RuntimeError, IndexError):   # aten's nll_loss raises IndexError for a class out of range
+            _check_ce_target_range(logits, target)   # raises the named error if the indices are the cause
+            raise
     check_tensor("softmax_cross_entropy", "logits", logits, ndim=2, shape_hint="(N, C)")
     check_choice("softmax_cross_entropy", "reduction", reduction, _REDUCTIONS)
     n, c = logits.shape
@@ -81,18 +101,20 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
         if target.device != logits.device:
             raise ValueError(f"softmax_cross_entropy: target is on {target.device} but logits on "
                              f"{logits.device}")
-        # range check on CPU only (on CUDA it would cost a host-device sync every step), and not under
-        # torch.compile / torch.func transforms, which cannot branch on data
-        if n and target.device.type == "cpu" and values_checkable(target):
-            lo, hi = (int(v) for v in torch.aminmax(target))
-            if lo < 0 or hi >= c:
-                raise ValueError(f"softmax_cross_entropy: class indices must lie in [0, {c - 1}], got range "
-                                 f"[{int(lo)}, {int(hi)}]")
+        _check_ce_target_range(logits, target)
         target = target.long()
     return SoftmaxCrossEntropyFunction.call(logits, target, reduction)[0]
 
 
-_REDUCTION_ENUM = {"mean": 1, "sum": 2}   # at::Reduction
+def _check_ce_target_range(logits, target) -> None:
+    """Class indices must lie in [0, C). Checked on CPU only (on CUDA it would cost a host-device sync
+    every step), and not under torch.compile / torch.func transforms, which cannot branch on data."""
+    n, c = logits.shape
+    if n and target.device.type == "cpu" and values_checkable(target):
+        lo, hi = (int(v) for v in torch.aminmax(target))
+        if lo < 0 or hi >= c:
+            raise ValueError(f"softmax_cross_entropy: class indices must lie in [0, {c - 1}], got range "
+                             f"[{lo}, {hi}]") from None
 
 
 class MSEFunction(ManualFunction):
