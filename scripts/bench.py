@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import manualbp.functional as M  # noqa: E402
+from manualbp.functional._function import ManualFunction  # noqa: E402
 from manualbp.functional.regularizers import REGULARIZERS  # noqa: E402
 from manualbp.testing import opinfo as R  # noqa: E402
 from manualbp.testing.reference_models import _zca_autograd, reference_forward  # noqa: E402
@@ -88,7 +89,24 @@ def fwd_bwd(fn, args, kwargs=None):
 # ---------------------------------------------------------------- op families
 
 class _Identity(torch.autograd.Function):
-    """The cheapest possible Python autograd.Function: measures the fixed per-call cost."""
+    """The cheapest possible Python autograd.Function (setup_context style, called with ``apply``):
+    measures the fixed per-call cost."""
+
+    @staticmethod
+    def forward(x):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+class _ManualIdentity(ManualFunction):
+    """The same identity as a ``ManualFunction`` called with ``call`` (the eager twin): what every op pays."""
 
     @staticmethod
     def forward(x):
@@ -114,7 +132,8 @@ def op_cases(s: int, device):
     c = img[1]
     zn, zd = big(250, 12), big(676, 8)
     cases = [
-        ("baseline", "python Function overhead (identity)", _Identity.apply, torch.clone, (t(1),), {}),
+        ("baseline", "python Function overhead (identity, apply)", _Identity.apply, torch.clone, (t(1),), {}),
+        ("baseline", "ManualFunction overhead (identity, call)", _ManualIdentity.call, torch.clone, (t(1),), {}),
         ("dense", "linear", M.linear, lambda x, w, b: x @ w.T + b, (t(n, d), t(d, d), t(d)), {}),
         ("dense", "conv2d", M.conv2d, R.ref_conv2d, (t(*img), t(c, c, 3, 3)), {}),
         ("dense", "conv_transpose2d", M.conv_transpose2d, F.conv_transpose2d,
@@ -191,13 +210,19 @@ def model_cases(tiny: bool):
     }
 
 
-def _model_step(spec, shape, kind, impl, device, compiled=False):
+def _model_step(spec, shape, kind, impl, device, compiled=False, fuse=True):
     """A closure doing one training step (zero_grad, forward, loss, backward, Adam step); ``compiled``:
-    the forward and loss through torch.compile(fullgraph=True), as the loop's compile=true does."""
+    the forward and loss through torch.compile(fullgraph=True), as the loop's compile=true does;
+    ``fuse=False``: the manual model without fused layer + activation Functions (as when probed)."""
     from manualbp.models import build_model
+    from manualbp.nn import Activation
     from manualbp.testing.opinfo import ref_sparse_filtering
     torch.manual_seed(0)
     model = build_model(spec).to(device)
+    if not fuse:
+        for m in model.modules():
+            if isinstance(m, Activation):
+                m.fusable = False
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     x = torch.rand(*shape, device=device)
     if kind == "class":
@@ -271,9 +296,11 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
     rows = []
     for name, (spec, shape, kind) in model_cases(tiny).items():
         fns = {impl: _model_step(spec, shape, kind, impl, device) for impl in ("manual", "autograd")}
+        fns["manual unfused"] = _model_step(spec, shape, kind, "manual", device, fuse=False)
         times = interleaved_times(fns, device, repeats)
         t = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
         pr, pr_lo, pr_hi = paired_ratio(times["manual"], times["autograd"])
+        unfused = paired_ratio(times["manual unfused"], times["autograd"])
         mem = {}
         for impl in ("manual", "autograd"):
             out = subprocess.run([sys.executable, __file__, "--peak-memory-child", name, impl, str(device),
@@ -282,6 +309,7 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
         rows.append({"part": "models", "family": "model step", "name": name, "size": "x".join(map(str, shape)),
                      "device": str(device), "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
                      "ratio": t["manual"] / t["autograd"], "paired_ratio": pr, "paired_ratio_iqr": [pr_lo, pr_hi],
+                     "unfused_paired_ratio": unfused[0], "unfused_paired_ratio_iqr": list(unfused[1:]),
                      "repeats": repeats, "manual_peak_mb": mem["manual"],
                      "autograd_peak_mb": mem["autograd"],
                      "memory": "peak CUDA allocation above the step's start" if device.type == "cuda" else
@@ -385,14 +413,15 @@ def markdown(rows, machine, repeats) -> str:
     md = [r for r in rows if r["part"] == "models"]
     if md:
         lines += ["", "| device | model step (forward, backward, Adam) | size | manual ms | plain ms "
-                  "| ratio of medians | paired ratio, median [quartiles] | repeats | peak MB manual / plain |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| ratio of medians | paired ratio, median [quartiles] | unfused: paired ratio [quartiles] | repeats "
+                  "| peak MB manual / plain |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in md:
             mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
             lo, hi = r["paired_ratio_iqr"]
             lines.append(f"| {r['device']} | {r['name']} | {r['size']} | {r['manual_ms']:.2f} | "
                          f"{r['autograd_ms']:.2f} | {r['ratio']:.3f} | {r['paired_ratio']:.3f} [{lo:.3f}, {hi:.3f}] "
-                         f"| {r['repeats']} | {mem} |")
+                         f"| {r['unfused_paired_ratio']:.3f} [{r['unfused_paired_ratio_iqr'][0]:.3f}, "
+                         f"{r['unfused_paired_ratio_iqr'][1]:.3f}] | {r['repeats']} | {mem} |")
     cp = [r for r in rows if r["part"] == "compile"]
     if cp:
         lines += ["", "| device | model step (forward + loss compiled, fullgraph) | size | eager plain ms | "
