@@ -88,9 +88,8 @@ def fwd_bwd(fn, args, kwargs=None):
 
 # ---------------------------------------------------------------- op families
 
-class _Identity(torch.autograd.Function):
-    """The cheapest possible Python autograd.Function (setup_context style, called with ``apply``):
-    measures the fixed per-call cost."""
+class _IdentityMath:
+    """The cheapest possible op: y = x (copied), dL/dx = g."""
 
     @staticmethod
     def forward(x):
@@ -105,20 +104,13 @@ class _Identity(torch.autograd.Function):
         return g
 
 
-class _ManualIdentity(ManualFunction):
+class _Identity(_IdentityMath, torch.autograd.Function):
+    """The identity as a plain autograd.Function (setup_context style, called with ``apply``): the
+    fixed per-call cost of a Python Function."""
+
+
+class _ManualIdentity(_IdentityMath, ManualFunction):
     """The same identity as a ``ManualFunction`` called with ``call`` (the eager twin): what every op pays."""
-
-    @staticmethod
-    def forward(x):
-        return x.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        pass
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
 
 
 def op_cases(s: int, device):
@@ -337,9 +329,12 @@ def bench_compile(device, tiny: bool, repeats: int) -> list:
             fns[label]()
             _sync(device)
             compile_s[label] = time.perf_counter() - t0
-        t = interleaved(fns, device, repeats)
+        times = interleaved_times(fns, device, repeats)
+        t = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+        pr = paired_ratio(times["compiled manual"], times["compiled plain"])
         rows.append({"part": "compile", "name": name, "size": "x".join(map(str, shape)), "device": str(device),
-                     **{f"{k} ms": 1e3 * v for k, v in t.items()},
+                     **{f"{k} ms": 1e3 * v for k, v in t.items()}, "repeats": repeats,
+                     "compiled_paired_ratio": pr[0], "compiled_paired_ratio_iqr": list(pr[1:]),
                      "manual_compile_s": compile_s["compiled manual"] - t["eager plain"],
                      "plain_compile_s": compile_s["compiled plain"] - t["eager plain"],
                      "compiled_ratio": t["compiled manual"] / t["compiled plain"],
@@ -402,9 +397,10 @@ def table(rows, cols, heads) -> str:
 def markdown(rows, machine, repeats) -> str:
     """The results as Markdown tables (for the README)."""
     lines = [f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}"
-             + (f", {machine['cuda']}" if machine["cuda"] else "") + f"; medians of {repeats} interleaved repeats.", "",
-             "| device | family | op | size | manual ms | autograd ms | manual/autograd | peak MB manual / autograd |",
-             "|---|---|---|---|---|---|---|---|"]
+             + (f", {machine['cuda']}" if machine["cuda"] else "") + f"; medians of {repeats} interleaved repeats."]
+    if any(r["part"] == "ops" for r in rows):
+        lines += ["", "| device | family | op | size | manual ms | autograd ms | manual/autograd | "
+                  "peak MB manual / autograd |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if r["part"] == "ops":
             mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
@@ -425,10 +421,12 @@ def markdown(rows, machine, repeats) -> str:
     cp = [r for r in rows if r["part"] == "compile"]
     if cp:
         lines += ["", "| device | model step (forward + loss compiled, fullgraph) | size | eager plain ms | "
-                  "compiled manual ms | compiled plain ms | compiled manual / compiled plain | compile s manual / "
-                  "plain |", "|---|---|---|---|---|---|---|---|"]
+                  "compiled manual ms | compiled plain ms | compiled manual / compiled plain (medians) | paired ratio "
+                  "[quartiles] | repeats | compile s manual / plain |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['eager plain ms']:.2f} | "
                   f"{r['compiled manual ms']:.2f} | {r['compiled plain ms']:.2f} | {r['compiled_ratio']:.2f} | "
+                  f"{r['compiled_paired_ratio']:.3f} [{r['compiled_paired_ratio_iqr'][0]:.3f}, "
+                  f"{r['compiled_paired_ratio_iqr'][1]:.3f}] | {r['repeats']} | "
                   f"{r['manual_compile_s']:.1f} / {r['plain_compile_s']:.1f} |" for r in cp]
     ep = [r for r in rows if r["part"] == "episodes"]
     if ep:
@@ -470,7 +468,7 @@ def main(argv=None) -> int:
         if "models" in parts:
             rows += bench_models(device, args.tiny, args.model_repeats or (3 if args.tiny else 30))
         if "compile" in parts:
-            rows += bench_compile(device, args.tiny, max(3, repeats // 3))
+            rows += bench_compile(device, args.tiny, args.model_repeats or (3 if args.tiny else 30))
         if "episodes" in parts:
             rows += bench_episodes(device, args.tiny)
         if "whitening" in parts:
