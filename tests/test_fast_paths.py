@@ -130,6 +130,24 @@ def test_hooks_see_the_pre_activation():
     assert "Conv2dActFunctionBackward" in nodes                                     # the others fused
 
 
+def test_a_subclass_forward_is_not_bypassed():
+    """Fusion must not skip a layer's own forward: a Conv2d subclass (or an instance whose forward was
+    replaced) runs its forward, and the result shows it."""
+    from manualbp.nn import Conv2d, layer_act
+
+    class Doubled(Conv2d):
+        def forward(self, x):
+            return 2 * super().forward(x)
+    torch.manual_seed(0)
+    conv, act, x = Doubled(3, 4), Activation("relu"), torch.randn(2, 3, 8, 8)
+    assert torch.equal(layer_act(conv, act, x), (2 * MF.conv2d(x, conv.weight, conv.bias)).clamp_min(0))
+    plain = Conv2d(3, 4)
+    plain.forward = lambda x: torch.zeros(2, 4, 8, 8)
+    assert torch.equal(layer_act(plain, act, x), torch.zeros(2, 4, 8, 8))
+    fresh = Conv2d(3, 4)
+    assert type(layer_act(fresh, act, x).grad_fn).__name__ == "Conv2dActFunctionBackward"
+
+
 def test_probes_capture_pre_and_post_activations():
     from manualbp.train.probes import Probes
     torch.manual_seed(0)

@@ -33,6 +33,8 @@ class Linear(nn.Module):
     def forward(self, x):
         return MF.linear(x, self.weight, self.bias)
 
+    _fused_forward = forward   # layer_act fuses only while this is the forward that runs
+
     def forward_act(self, x, act: "Activation"):
         """``act(self(x))`` as one fused Function (see ``layer_act``)."""
         return MF.linear_act(x, self.weight, self.bias, act.name)
@@ -57,6 +59,8 @@ class Conv2d(nn.Module):
     def forward(self, x):
         return MF.conv2d(x, self.weight, self.bias, self.stride, self.padding)
 
+    _fused_forward = forward   # layer_act fuses only while this is the forward that runs
+
     def forward_act(self, x, act: "Activation"):
         """``act(self(x))`` as one fused Function (see ``layer_act``)."""
         return MF.conv2d_act(x, self.weight, self.bias, self.stride, self.padding, act.name)
@@ -77,6 +81,8 @@ class ConvTranspose2d(nn.Module):
 
     def forward(self, x):
         return MF.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+    _fused_forward = forward   # layer_act fuses only while this is the forward that runs
 
     def forward_act(self, x, act: "Activation"):
         """``act(self(x))`` as one fused Function (see ``layer_act``)."""
@@ -135,13 +141,18 @@ class Activation(nn.Module):
     def forward(self, x):
         return self.fn(x)
 
+    _fused_forward = forward   # layer_act fuses only while this is the forward that runs
+
     def extra_repr(self):
         return self.name
 
 
-def _watched(m: nn.Module) -> bool:
-    """Whether hooks (the probes', or anyone's) watch module ``m``'s forward or backward."""
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+def _plain(m: nn.Module) -> bool:
+    """Whether module ``m`` runs its own class's ``forward`` (not a subclass's or an instance's
+    replacement) and no hook (the probes', or anyone's) watches its forward or backward."""
+    cls = type(m)
+    return (cls.forward is cls._fused_forward and "forward" not in m.__dict__
+            and not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks))
 
 
 def _global_hooks() -> bool:
@@ -153,14 +164,15 @@ def _global_hooks() -> bool:
 def layer_act(layer: nn.Module, act: "Activation | None", x: torch.Tensor) -> torch.Tensor:
     """``act(layer(x))`` (just ``layer(x)`` when ``act`` is None).
 
-    When the activation can be fused (relu, elu, tanh, sigmoid; ``MF.FUSED_ACTIVATIONS``) and no hook
-    watches either module, this runs the layer's fused Function (``linear_act``, ``conv2d_act``,
-    ``conv_transpose2d_act``): one Function instead of two, the same kernels, bit-identical results.
-    Otherwise it calls the two modules, so that hooks (the training probes) see the pre-activation
-    (the layer's output) and the post-activation (the activation's output)."""
+    When the activation can be fused (relu, elu, tanh, sigmoid; ``MF.FUSED_ACTIVATIONS``), both modules
+    run their own class's forward and no hook watches either, this runs the layer's fused Function
+    (``linear_act``, ``conv2d_act``, ``conv_transpose2d_act``): one Function instead of two, the same
+    kernels, bit-identical results. Otherwise it calls the two modules, so that hooks (the training
+    probes) see the pre-activation (the layer's output) and the post-activation (the activation's
+    output), and a subclass's own forward runs."""
     if act is None:
         return layer(x)
-    if act.fusable and hasattr(layer, "forward_act") and not (_watched(layer) or _watched(act) or _global_hooks()):
+    if act.fusable and hasattr(layer, "forward_act") and _plain(layer) and _plain(act) and not _global_hooks():
         return layer.forward_act(x, act)
     return act(layer(x))
 
