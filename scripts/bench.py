@@ -43,7 +43,7 @@ def _sync(device):
 
 
 def interleaved(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
-    """{name: median seconds} of each zero-argument callable, timed alternately (ABAB...)."""
+    """{name: median seconds} of each zero-argument callable, timed in interleaved rounds."""
     return {k: sorted(v)[len(v) // 2] for k, v in interleaved_times(fns, device, repeats, warmup).items()}
 
 
@@ -55,18 +55,23 @@ def paired_ratio(a: list, b: list) -> tuple:
     return r[n // 2], r[n // 4], r[(3 * n) // 4]
 
 
-def interleaved_times(fns: dict, device, repeats: int, warmup: int = 2) -> dict:
-    """{name: [seconds per repeat]} of each zero-argument callable, timed alternately (ABAB...)."""
+def interleaved_times(fns: dict, device, repeats: int, warmup: int = 2, seed: int = 0) -> dict:
+    """{name: [seconds per repeat]} of each zero-argument callable: every round runs each callable once,
+    in an order shuffled per round (seeded), so that no callable always runs first or right after the
+    same neighbour (a fixed order biases small timings by what the previous call left in the caches)."""
+    import random
     for _ in range(warmup):
         for f in fns.values():
             f()
     _sync(device)
     times = {k: [] for k in fns}
+    order, rng = list(fns), random.Random(seed)
     for _ in range(repeats):
-        for k, f in fns.items():
+        rng.shuffle(order)
+        for k in order:
             _sync(device)
             t0 = time.perf_counter()
-            f()
+            fns[k]()
             _sync(device)
             times[k].append(time.perf_counter() - t0)
     return times
