@@ -55,6 +55,11 @@ def paired_ratio(a: list, b: list) -> tuple:
     return r[n // 2], r[n // 4], r[(3 * n) // 4]
 
 
+def ratio_q(value: float, quartiles) -> str:
+    """A paired ratio as "median [lower quartile, upper quartile]"."""
+    return f"{value:.3f} [{quartiles[0]:.3f}, {quartiles[1]:.3f}]"
+
+
 def interleaved_times(fns: dict, device, repeats: int, warmup: int = 2, seed: int = 0) -> dict:
     """{name: [seconds per repeat]} of each zero-argument callable: every round runs each callable once,
     in an order shuffled per round (seeded), so that no callable always runs first or right after the
@@ -418,11 +423,11 @@ def markdown(rows, machine, repeats) -> str:
                   "| peak MB manual / plain |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in md:
             mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
-            lo, hi = r["paired_ratio_iqr"]
             lines.append(f"| {r['device']} | {r['name']} | {r['size']} | {r['manual_ms']:.2f} | "
-                         f"{r['autograd_ms']:.2f} | {r['ratio']:.3f} | {r['paired_ratio']:.3f} [{lo:.3f}, {hi:.3f}] "
-                         f"| {r['unfused_paired_ratio']:.3f} [{r['unfused_paired_ratio_iqr'][0]:.3f}, "
-                         f"{r['unfused_paired_ratio_iqr'][1]:.3f}] | {r['repeats']} | {mem} |")
+                         f"{r['autograd_ms']:.2f} | {r['ratio']:.3f} "
+                         f"| {ratio_q(r['paired_ratio'], r['paired_ratio_iqr'])} "
+                         f"| {ratio_q(r['unfused_paired_ratio'], r['unfused_paired_ratio_iqr'])} | {r['repeats']} "
+                         f"| {mem} |")
     cp = [r for r in rows if r["part"] == "compile"]
     if cp:
         lines += ["", "| device | model step (forward + loss compiled, fullgraph) | size | eager plain ms | "
@@ -430,8 +435,7 @@ def markdown(rows, machine, repeats) -> str:
                   "[quartiles] | repeats | compile s manual / plain |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['eager plain ms']:.2f} | "
                   f"{r['compiled manual ms']:.2f} | {r['compiled plain ms']:.2f} | {r['compiled_ratio']:.2f} | "
-                  f"{r['compiled_paired_ratio']:.3f} [{r['compiled_paired_ratio_iqr'][0]:.3f}, "
-                  f"{r['compiled_paired_ratio_iqr'][1]:.3f}] | {r['repeats']} | "
+                  f"{ratio_q(r['compiled_paired_ratio'], r['compiled_paired_ratio_iqr'])} | {r['repeats']} | "
                   f"{r['manual_compile_s']:.1f} / {r['plain_compile_s']:.1f} |" for r in cp]
     ep = [r for r in rows if r["part"] == "episodes"]
     if ep:
@@ -490,8 +494,7 @@ def main(argv=None) -> int:
     if ops:
         print(table(ops, ["device", "family", "name", "size", ms("manual_ms"), ms("autograd_ms"),
                           lambda r: f"{r['ratio']:.2f}",
-                          lambda r: f"{r['paired_ratio']:.3f} [{r['paired_ratio_iqr'][0]:.3f}, "
-                                    f"{r['paired_ratio_iqr'][1]:.3f}]" if "paired_ratio" in r else "",
+                          lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"]) if "paired_ratio" in r else "",
                           lambda r: "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f}",
                           lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
                     ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "paired ratio [IQR]",

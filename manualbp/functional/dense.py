@@ -164,11 +164,15 @@ def conv_backward(need, has_bias: bool, x, w, g, stride, padding, output_padding
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
            padding="same") -> torch.Tensor:
     """2-D convolution. ``padding`` is an int, a pair, ``"same"`` (k // 2, odd kernels) or ``"valid"``."""
-    if not _conv_args_ok(x, w, b, 1, 0):
-        _check_conv("conv2d", x, w, b, 1, 0)
-    stride = pair("conv2d", "stride", stride)
-    padding = _conv_padding("conv2d", padding, (w.shape[2], w.shape[3]))
+    stride, padding = _conv_args("conv2d", x, w, b, stride, padding)
     return Conv2dFunction.call(x, w, b, stride, padding)
+
+
+def _conv_args(op: str, x, w, b, stride, padding):
+    """Check conv2d's arguments; returns stride and padding as pairs."""
+    if not _conv_args_ok(x, w, b, 1, 0):
+        _check_conv(op, x, w, b, 1, 0)
+    return pair(op, "stride", stride), _conv_padding(op, padding, (w.shape[2], w.shape[3]))
 
 
 class ConvTranspose2dFunction(ManualFunction):

@@ -21,10 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_choice, check_positive, pair
+from ._checks import check_choice, check_positive
 from ._function import ManualFunction
-from .dense import (_check_conv, _check_linear, _conv_args_ok, _conv_padding, _conv_t_args, _linear_args_ok,
-                    conv_backward, linear_backward)
+from .dense import _check_linear, _conv_args, _conv_t_args, _linear_args_ok, conv_backward, linear_backward
 
 aten = torch.ops.aten
 
@@ -148,10 +147,7 @@ def linear_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, 
 def conv2d_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1, padding="same",
                activation: str = "relu", alpha: float = 1.0) -> torch.Tensor:
     """``activation(conv2d(x, w, b, stride, padding))`` in one Function."""
-    if not _conv_args_ok(x, w, b, 1, 0):
-        _check_conv("conv2d_act", x, w, b, 1, 0)
-    stride = pair("conv2d_act", "stride", stride)
-    padding = _conv_padding("conv2d_act", padding, (w.shape[2], w.shape[3]))
+    stride, padding = _conv_args("conv2d_act", x, w, b, stride, padding)
     return Conv2dActFunction.call(x, w, b, stride, padding, activation, _check_act("conv2d_act", activation, alpha))
 
 
