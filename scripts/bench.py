@@ -212,19 +212,21 @@ def model_cases(tiny: bool):
     }
 
 
-def _model_step(spec, shape, kind, impl, device, compiled=False, fuse=True):
+def _model_step(spec, shape, kind, impl, device, compiled=False, fuse=True, chain=True):
     """A closure doing one training step (zero_grad, forward, loss, backward, Adam step); ``compiled``:
     the forward and loss through torch.compile(fullgraph=True), as the loop's compile=true does;
-    ``fuse=False``: the manual model without fused layer + activation Functions (as when probed)."""
+    ``chain=False``: the manual model without chain Functions (fused layer + activation pairs only);
+    ``fuse=False``: without either (one Function per op, as when probes watch every layer)."""
     from manualbp.models import build_model
     from manualbp.nn import Activation
     from manualbp.testing.opinfo import ref_sparse_filtering
     torch.manual_seed(0)
     model = build_model(spec).to(device)
-    if not fuse:
-        for m in model.modules():
-            if isinstance(m, Activation):
-                m.fusable = False
+    for m in model.modules():
+        if isinstance(m, Activation) and not fuse:
+            m.fusable = False
+        if hasattr(m, "chain") and not (chain and fuse):
+            m.chain = False
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     x = torch.rand(*shape, device=device)
     if kind == "class":
@@ -299,10 +301,12 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
     for name, (spec, shape, kind) in model_cases(tiny).items():
         fns = {impl: _model_step(spec, shape, kind, impl, device) for impl in ("manual", "autograd")}
         fns["manual unfused"] = _model_step(spec, shape, kind, "manual", device, fuse=False)
+        fns["manual pairs"] = _model_step(spec, shape, kind, "manual", device, chain=False)
         times = interleaved_times(fns, device, repeats)
         t = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
         pr, pr_lo, pr_hi = paired_ratio(times["manual"], times["autograd"])
         unfused = paired_ratio(times["manual unfused"], times["autograd"])
+        pairs = paired_ratio(times["manual pairs"], times["autograd"])
         mem = {}
         for impl in ("manual", "autograd"):
             out = subprocess.run([sys.executable, __file__, "--peak-memory-child", name, impl, str(device),
@@ -312,6 +316,7 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
                      "device": str(device), "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
                      "ratio": t["manual"] / t["autograd"], "paired_ratio": pr, "paired_ratio_iqr": [pr_lo, pr_hi],
                      "unfused_paired_ratio": unfused[0], "unfused_paired_ratio_iqr": list(unfused[1:]),
+                     "pairs_paired_ratio": pairs[0], "pairs_paired_ratio_iqr": list(pairs[1:]),
                      "repeats": repeats, "manual_peak_mb": mem["manual"],
                      "autograd_peak_mb": mem["autograd"],
                      "memory": "peak CUDA allocation above the step's start" if device.type == "cuda" else
@@ -419,13 +424,15 @@ def markdown(rows, machine, repeats) -> str:
     md = [r for r in rows if r["part"] == "models"]
     if md:
         lines += ["", "| device | model step (forward, backward, Adam) | size | manual ms | plain ms "
-                  "| ratio of medians | paired ratio, median [quartiles] | unfused: paired ratio [quartiles] | repeats "
-                  "| peak MB manual / plain |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| ratio of medians | paired ratio, median [quartiles] | no chain (fused pairs): paired ratio "
+                  "| unfused: paired ratio | repeats | peak MB manual / plain |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in md:
             mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
             lines.append(f"| {r['device']} | {r['name']} | {r['size']} | {r['manual_ms']:.2f} | "
                          f"{r['autograd_ms']:.2f} | {r['ratio']:.3f} "
                          f"| {ratio_q(r['paired_ratio'], r['paired_ratio_iqr'])} "
+                         f"| {ratio_q(r['pairs_paired_ratio'], r['pairs_paired_ratio_iqr'])} "
                          f"| {ratio_q(r['unfused_paired_ratio'], r['unfused_paired_ratio_iqr'])} | {r['repeats']} "
                          f"| {mem} |")
     cp = [r for r in rows if r["part"] == "compile"]
@@ -495,10 +502,12 @@ def main(argv=None) -> int:
         print(table(ops, ["device", "family", "name", "size", ms("manual_ms"), ms("autograd_ms"),
                           lambda r: f"{r['ratio']:.2f}",
                           lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"]) if "paired_ratio" in r else "",
+                          lambda r: f"{r['pairs_paired_ratio']:.3f}" if "pairs_paired_ratio" in r else "",
+                          lambda r: f"{r['unfused_paired_ratio']:.3f}" if "unfused_paired_ratio" in r else "",
                           lambda r: "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f}",
                           lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
                     ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "paired ratio [IQR]",
-                     "manual MB", "autograd MB"]))
+                     "no chain", "unfused", "manual MB", "autograd MB"]))
     ep = [r for r in rows if r["part"] == "episodes"]
     if ep:
         print()

@@ -90,34 +90,56 @@ def _cases():
     }
 
 
+CHAINED = {"mlp relu", "mlp tanh + zca", "cnn6", "cnn6 + bn"}   # the models that run a chain Function
+
+
+def _no_fusion(model, chain_too=True):
+    for m in model.modules():
+        if isinstance(m, Activation) and chain_too:
+            m.fusable = False
+        if hasattr(m, "chain"):
+            m.chain = False
+    return model
+
+
 @pytest.mark.parametrize("name", list(_cases()))
 def test_fused_model_step_is_bit_identical(name):
+    """The default model (chain Functions where nothing watches, else fused layer + activation
+    Functions), the model with fused pairs but no chain, and the fully unfused model agree bit for bit
+    over two SGD steps (loss, every gradient, buffers), each with fewer autograd nodes than the next."""
     build, x, loss_fn, fused_node = _cases()[name]
     torch.manual_seed(0)
     model = build()
-    ref = copy.deepcopy(model)
-    for m in ref.modules():
-        if isinstance(m, Activation):
-            m.fusable = False
+    pairs = _no_fusion(copy.deepcopy(model), chain_too=False)
+    ref = _no_fusion(copy.deepcopy(model))
     for _ in range(2):   # two steps: running statistics and the dilation tape carry over
         loss, grads, nodes = _step(model, x, loss_fn)
+        pair_loss, pair_grads, pair_nodes = _step(pairs, x, loss_fn)
         ref_loss, ref_grads, ref_nodes = _step(ref, x, loss_fn)
-        assert fused_node in nodes and fused_node not in ref_nodes
-        assert len(nodes) < len(ref_nodes)
-        assert torch.equal(loss, ref_loss), f"{name}: fused loss {loss} != unfused {ref_loss}"
-        for (pn, _), a, b in zip(model.named_parameters(), grads, ref_grads):
-            assert torch.equal(a, b), f"{name}: gradient of {pn} differs between fused and unfused"
+        if name in CHAINED:
+            assert "ChainFunctionBackward" in nodes and fused_node not in nodes
+            assert len(nodes) < len(pair_nodes)
+        else:
+            assert "ChainFunctionBackward" not in nodes and nodes == pair_nodes
+        assert fused_node in pair_nodes and fused_node not in ref_nodes and "ChainFunctionBackward" not in pair_nodes
+        assert len(pair_nodes) < len(ref_nodes)
+        for other_loss, other_grads, what in ((pair_loss, pair_grads, "fused pairs"), (ref_loss, ref_grads, "unfused")):
+            assert torch.equal(loss, other_loss), f"{name}: loss {loss} != {what} {other_loss}"
+            for (pn, _), a, b in zip(model.named_parameters(), grads, other_grads):
+                assert torch.equal(a, b), f"{name}: gradient of {pn} differs from the {what} model's"
         with torch.no_grad():
-            for p, q in zip(model.parameters(), ref.parameters()):
-                p.sub_(0.1 * p.grad)
-                q.sub_(0.1 * q.grad)
-    for (bn, b), (_, c) in zip(model.named_buffers(), ref.named_buffers()):
-        assert torch.equal(b, c), f"{name}: buffer {bn} differs"
+            for m in (model, pairs, ref):
+                for p in m.parameters():
+                    p.sub_(0.1 * p.grad)
+    for m in (pairs, ref):
+        for (bn, b), (_, c) in zip(model.named_buffers(), m.named_buffers()):
+            assert torch.equal(b, c), f"{name}: buffer {bn} differs"
 
 
 def test_hooks_see_the_pre_activation():
     """A forward hook on a layer (as the probes install) turns fusion off for that layer: it sees the
-    layer's own output, negative values included, and the activation's hook sees the ReLU output."""
+    layer's own output, negative values included, and the activation's hook sees the ReLU output;
+    the unwatched layers after it still run as one chain Function."""
     torch.manual_seed(0)
     model = CNN6()
     seen = {}
@@ -127,7 +149,8 @@ def test_hooks_see_the_pre_activation():
     assert (seen["pre"] < 0).any() and torch.equal(seen["post"], seen["pre"].clamp_min(0))
     nodes = backward_node_names(loss)
     assert "Conv2dFunctionBackward" in nodes and "ReLUFunctionBackward" in nodes   # layer 1 unfused
-    assert "Conv2dActFunctionBackward" in nodes                                     # the others fused
+    assert "ChainFunctionBackward" in nodes                                         # the others chained
+    assert "Conv2dActFunctionBackward" not in nodes
 
 
 def test_a_subclass_forward_is_not_bypassed():

@@ -44,13 +44,25 @@ def _sigmoid_(z, alpha):
     return z.sigmoid_()
 
 
-# name: (in-place activation of the layer output z, dL/dz from g and the output y)
+# name: (in-place activation of the layer output z, dL/dz from g and the output y,
+#        the same dL/dz written over g: the same elementwise kernel with g as its output buffer)
 FUSED_ACTIVATIONS = {
-    "relu": (_relu_, lambda g, y, alpha: aten.threshold_backward(g, y, 0)),
-    "elu": (_elu_, lambda g, y, alpha: aten.elu_backward(g, alpha, 1.0, 1.0, True, y)),
-    "tanh": (_tanh_, lambda g, y, alpha: aten.tanh_backward(g, y)),
-    "sigmoid": (_sigmoid_, lambda g, y, alpha: aten.sigmoid_backward(g, y)),
+    "relu": (_relu_, lambda g, y, alpha: aten.threshold_backward(g, y, 0),
+             lambda g, y, alpha: aten.threshold_backward.grad_input(g, y, 0, grad_input=g)),
+    "elu": (_elu_, lambda g, y, alpha: aten.elu_backward(g, alpha, 1.0, 1.0, True, y),
+            lambda g, y, alpha: aten.elu_backward.grad_input(g, alpha, 1.0, 1.0, True, y, grad_input=g)),
+    "tanh": (_tanh_, lambda g, y, alpha: aten.tanh_backward(g, y),
+             lambda g, y, alpha: aten.tanh_backward.grad_input(g, y, grad_input=g)),
+    "sigmoid": (_sigmoid_, lambda g, y, alpha: aten.sigmoid_backward(g, y),
+                lambda g, y, alpha: aten.sigmoid_backward.grad_input(g, y, grad_input=g)),
 }
+
+
+def _act_grad(ctx, act, g, y, alpha):
+    """dL/dz = g act'(z) from the output y. Written over g only when ``ctx.owns_grad`` says that no one
+    else holds g (a ``chain`` sets it for a gradient that an earlier-run stage's backward just made),
+    which saves one activation-sized buffer at the backward's peak; never for autograd's own g."""
+    return FUSED_ACTIVATIONS[act][2 if getattr(ctx, "owns_grad", False) else 1](g, y, alpha)
 
 
 class LinearActFunction(ManualFunction):
@@ -74,7 +86,7 @@ class LinearActFunction(ManualFunction):
         # dL/dx = dL/dz w ; dL/dw = dL/dz^T x ; dL/db = sum dL/dz
         x, w, y = ctx.saved_tensors
         has_bias, act, alpha = ctx.conf
-        gz = FUSED_ACTIVATIONS[act][1](g, y, alpha)
+        gz = _act_grad(ctx, act, g, y, alpha)
         return (*linear_backward(ctx.needs_input_grad, has_bias, x, w, gz), None, None)
 
 
@@ -98,7 +110,7 @@ class Conv2dActFunction(ManualFunction):
         # dL/dz = g act'(z) from the output y; then the convolution backward of z (dense.conv_backward)
         x, w, y = ctx.saved_tensors
         has_bias, stride, padding, act, alpha = ctx.conf
-        gz = FUSED_ACTIVATIONS[act][1](g, y, alpha)
+        gz = _act_grad(ctx, act, g, y, alpha)
         return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, gz, stride, padding), None, None, None, None)
 
 
@@ -122,7 +134,7 @@ class ConvTranspose2dActFunction(ManualFunction):
         # dL/dz = g act'(z) from the output y; then the transposed-convolution backward of z
         x, w, y = ctx.saved_tensors
         has_bias, stride, padding, output_padding, act, alpha = ctx.conf
-        gz = FUSED_ACTIVATIONS[act][1](g, y, alpha)
+        gz = _act_grad(ctx, act, g, y, alpha)
         return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, gz, stride, padding, output_padding),
                 None, None, None, None, None)
 

@@ -9,7 +9,13 @@ from torch import nn
 from torch.nn.modules import module as _mm
 
 import manualbp.functional as MF
-from manualbp.functional._checks import check_kwargs
+from manualbp.functional._checks import check_choice, check_kwargs, check_positive, pair
+from manualbp.functional._function import _is_compiling, _transforms_active
+from manualbp.functional.chained import X
+from manualbp.functional.dense import (Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _conv_padding)
+from manualbp.functional.fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
+from manualbp.functional.norm import BatchNormFunction
+from manualbp.functional.whitening import BACKENDS, ZCA_GRADS, ZCA_MODES, ZCAWhitenFunction
 
 
 class Linear(nn.Module):
@@ -39,6 +45,12 @@ class Linear(nn.Module):
         """``act(self(x))`` as one fused Function (see ``layer_act``)."""
         return MF.linear_act(x, self.weight, self.bias, act.name)
 
+    def stage(self, act: "Activation | None" = None):
+        """This layer (and ``act`` after it) as a ``chain`` stage (see ``run_sequence``)."""
+        if act is None:
+            return LinearFunction, (X, self.weight, self.bias)
+        return LinearActFunction, (X, self.weight, self.bias, act.name, 1.0)
+
     def extra_repr(self):
         return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
 
@@ -64,6 +76,15 @@ class Conv2d(nn.Module):
     def forward_act(self, x, act: "Activation"):
         """``act(self(x))`` as one fused Function (see ``layer_act``)."""
         return MF.conv2d_act(x, self.weight, self.bias, self.stride, self.padding, act.name)
+
+    def stage(self, act: "Activation | None" = None):
+        """This layer (and ``act`` after it) as a ``chain`` stage (see ``run_sequence``)."""
+        w = self.weight
+        stride = pair("conv2d", "stride", self.stride)
+        padding = _conv_padding("conv2d", self.padding, (w.shape[2], w.shape[3]))
+        if act is None:
+            return Conv2dFunction, (X, w, self.bias, stride, padding)
+        return Conv2dActFunction, (X, w, self.bias, stride, padding, act.name, 1.0)
 
     def extra_repr(self):
         return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding!r}"
@@ -126,6 +147,12 @@ class GlobalAvgPool2d(nn.Module):
     def forward(self, x):
         return MF.global_avg_pool2d(x)
 
+    _fused_forward = forward
+
+    def stage(self, act=None):
+        """This layer as a ``chain`` stage (see ``run_sequence``)."""
+        return (GlobalAvgPool2dFunction, (X,)) if act is None else None
+
 
 class Activation(nn.Module):
     """One of ``manualbp.functional.ACTIVATIONS`` by name (relu, elu, tanh, arctan, sigmoid, soft_abs)."""
@@ -177,6 +204,44 @@ def layer_act(layer: nn.Module, act: "Activation | None", x: torch.Tensor) -> to
     return act(layer(x))
 
 
+def run_sequence(items, x: torch.Tensor, chain: bool = True) -> torch.Tensor:
+    """Run ``items``, a list of ``(module, activation or None)`` pairs, in order:
+    ``x = act(module(x))`` each (``layer_act``).
+
+    With ``chain`` (the default), in plain eager mode (not under torch.compile or a torch.func
+    transform), each run of two or more consecutive items that can be chained (the module has a
+    ``stage`` method that returns a stage, no hook watches the module or its activation, both run
+    their own class's forward, no global module hooks) runs as one ``MF.chain`` Function: the same
+    kernels and hand-written backwards in the same order, bit-identical results, one autograd node
+    instead of one per op. Anything watched (the training probes install hooks) runs module by
+    module, so hooks see every pre- and post-activation."""
+    if not chain or len(items) < 2 or _is_compiling() or _transforms_active() or _global_hooks():
+        for m, act in items:
+            x = layer_act(m, act, x)
+        return x
+    group, stages = [], []
+    for m, act in items:
+        stage = None
+        if hasattr(m, "stage") and _plain(m) and (act is None or (act.fusable and _plain(act))):
+            stage = m.stage(act)
+        if stage is not None:
+            group.append((m, act))
+            stages.append(stage)
+            continue
+        x = _flush(group, stages, x)
+        group, stages = [], []
+        x = layer_act(m, act, x)
+    return _flush(group, stages, x)
+
+
+def _flush(group, stages, x):
+    if len(group) >= 2:
+        return MF.chain(x, stages)
+    for m, act in group:
+        x = layer_act(m, act, x)
+    return x
+
+
 class Center(nn.Module):
     def __init__(self, dim: int = 0):
         super().__init__()
@@ -207,6 +272,19 @@ class BatchNorm(nn.Module):
     def forward(self, x):
         return MF.batch_norm(x, self.running_mean, self.running_var, self.training, self.momentum, self.eps)
 
+    _fused_forward = forward
+
+    def stage(self, act=None):
+        """This layer as a ``chain`` stage (see ``run_sequence``); the checks of ``batch_norm`` on
+        the settings (eps, momentum) run here."""
+        if act is not None:
+            return None
+        check_positive("batch_norm", "eps", self.eps)
+        if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum <= 1:
+            raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {self.momentum!r}")
+        return BatchNormFunction, (X, self.running_mean, self.running_var, bool(self.training), float(self.momentum),
+                                   float(self.eps))
+
 
 class ZCAWhiten(nn.Module):
     """ZCA whitening of each batch. By default there are no running statistics: every batch, test
@@ -235,6 +313,19 @@ class ZCAWhiten(nn.Module):
         with torch.no_grad():
             self.running_whitening.lerp_(u.to(self.running_whitening.dtype), self.momentum)
         return y
+
+    _fused_forward = forward
+
+    def stage(self, act=None):
+        """This layer as a ``chain`` stage (see ``run_sequence``); None with running statistics
+        (their update follows the op)."""
+        if act is not None or self.running:
+            return None
+        check_positive("zca_whiten", "eps", self.eps)
+        check_choice("zca_whiten", "mode", self.mode, ZCA_MODES)
+        check_choice("zca_whiten", "backend", self.backend, BACKENDS)
+        check_choice("zca_whiten", "grad", self.grad, ZCA_GRADS)
+        return ZCAWhitenFunction, (X, float(self.eps), self.mode, self.backend, self.grad)
 
     def extra_repr(self):
         return f"eps={self.eps}, mode={self.mode}, backend={self.backend}, grad={self.grad}, running={self.running}"

@@ -1,0 +1,201 @@
+"""``chain``: several ops run one after another as ONE autograd.Function.
+
+Every Function costs a fixed amount of Python per call on the forward and on the backward (tens of
+microseconds on a CPU: creating the node, saving tensors, the engine calling back into Python),
+whatever its kernels cost. A model is a sequence of such ops, so the models run a run of
+consecutive layers as one ``chain`` when nothing watches them (``manualbp.nn.run_sequence``).
+
+A chain is a list of *stages* ``(F, args)``: ``F`` a ``ManualFunction`` of ``CHAINABLE`` and
+``args`` its arguments with ``X`` in first place for the running input (the previous stage's
+first output). The forward runs each stage's own ``forward`` and ``setup_context``; the backward
+runs each stage's own hand-written ``backward`` in reverse order:
+
+    x_0 = x,  x_{i+1} = F_i(x_i, theta_i)[0]
+    dL/dx_i, dL/dtheta_i = F_i.backward(dL/dx_{i+1})      (i = n-1, ..., 0)
+
+with gradients of a tensor used by several stages summed. The math is the stages' own kernels in
+the same order, so outputs and gradients are bit-identical to calling the ops one by one (tested
+on the models). Each stage's intermediate outputs are returned from the forward as
+non-differentiable outputs so that ``setup_context`` can hand them to the stages' own
+``setup_context`` (the style torch.func needs); ``chain`` returns the last stage's first output.
+
+The per-op argument checks are not repeated on the intermediate inputs: the stages come from
+modules (``stage`` methods in ``manualbp.nn``) that build consistent shapes, and the forward names
+the stage that fails. The chain's backward is once-differentiable.
+"""
+from __future__ import annotations
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from ._function import ManualFunction, _transforms_active
+
+_functorch = torch._C._functorch
+
+
+def _plain_tensor(g) -> bool:
+    """Whether g is an ordinary tensor: not a torch.func-wrapped one, nor the legacy batched tensor of
+    gradcheck's batched-gradient check (the out= kernels have no batching rule)."""
+    return (type(g) is torch.Tensor and not _functorch.is_functorch_wrapped_tensor(g)
+            and not _functorch.is_legacy_batchedtensor(g))
+from .dense import Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction
+from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
+from .norm import BatchNormFunction
+from .whitening import ZCAWhitenFunction
+
+
+class _Input:
+    """The placeholder for a stage's running input."""
+
+    def __repr__(self):
+        return "X"
+
+
+X = _Input()
+
+# stage Function: the number of outputs its forward returns (the first is the running value). A stage's
+# backward returns a new tensor as the gradient of X (never g itself or a view of g), which the stage
+# before it may then overwrite (``owns_grad``: the fused ops compute g act'(z) in place)
+CHAINABLE = {LinearFunction: 1, LinearActFunction: 1, Conv2dFunction: 1, Conv2dActFunction: 1,
+             ConvTranspose2dActFunction: 1, GlobalAvgPool2dFunction: 1, BatchNormFunction: 3,
+             ZCAWhitenFunction: 4}
+
+
+class _T(int):
+    """The index of a tensor argument in the chain's flat tensor list."""
+
+
+class _StageCtx:
+    """What a stage's ``setup_context`` and ``backward`` use of ``ctx``."""
+
+    saved = ()
+
+    def save_for_backward(self, *tensors):
+        self.saved = tensors
+
+    def mark_non_differentiable(self, *tensors):   # the chain marks every output but its result
+        pass
+
+
+def _bind(template, x, tensors):
+    return tuple(x if a is X else tensors[a] if type(a) is _T else a for a in template)
+
+
+class ChainFunction(ManualFunction):
+    """The stages of ``plan`` ((F, template) pairs; see ``chain``) as one Function. Returns every
+    stage's outputs, flattened; only the last stage's first output is differentiable."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, plan, *tensors):
+        outs = []
+        for i, (fn, template) in enumerate(plan):
+            try:
+                out = fn.forward(*_bind(template, x, tensors))
+            except (RuntimeError, ValueError, IndexError) as e:
+                raise ValueError(f"chain: stage {i} ({fn.__name__}) failed on an input of shape "
+                                 f"{tuple(x.shape)}: {e}") from e
+            if type(out) is tuple:
+                outs.extend(out)
+                x = out[0]
+            else:
+                outs.append(out)
+                x = out
+        return tuple(outs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, plan = inputs[0], inputs[1]
+        tensors = inputs[2:]
+        stages, saved, pos = [], [], 0
+        for fn, template in plan:
+            k = CHAINABLE[fn]
+            sctx = _StageCtx()
+            fn.setup_context(sctx, _bind(template, x, tensors), output[pos] if k == 1 else output[pos:pos + k])
+            stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
+            saved.extend(sctx.saved)
+            x = output[pos]
+            pos += k
+        result = pos - CHAINABLE[plan[-1][0]]
+        ctx.mark_non_differentiable(*(o for i, o in enumerate(output) if i != result and o is not None))
+        ctx.set_materialize_grads(False)   # no zero-filled gradients for the intermediate outputs
+        ctx.save_for_backward(*saved)
+        ctx.conf = (plan, stages, result)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *grads):
+        # stage by stage in reverse: (dL/dx_i, dL/dtheta_i) = F_i.backward(dL/dx_{i+1});
+        # dL/dtheta summed over the stages that use theta
+        plan, stages, result = ctx.conf
+        need = ctx.needs_input_grad
+        need_t = need[2:]
+        # dep[i]: whether stage i's running input depends on something that needs a gradient
+        dep, d = [], need[0]
+        for fn, template in plan:
+            dep.append(d)
+            d = d or any(need_t[a] for a in template if type(a) is _T)
+        saved = ctx.saved_tensors
+        g = grads[result]
+        tgrads = [None] * len(need_t)
+        last = len(plan) - 1
+        own = g is not None and not _transforms_active() and _plain_tensor(g)
+        for i in range(last, -1, -1):
+            if g is None:
+                break
+            fn, template = plan[i]
+            sctx, lo, hi = stages[i]
+            sctx.saved_tensors = saved[lo:hi]
+            sctx.needs_input_grad = tuple(dep[i] if a is X else type(a) is _T and need_t[a] for a in template)
+            # g was made by the backward of stage i + 1: the chain holds the only reference (out= kernels
+            # have no vmap rule, so not under a transform)
+            sctx.owns_grad = i < last and own
+            gs = fn.backward(sctx, g, *((None,) * (CHAINABLE[fn] - 1)))
+            if not isinstance(gs, tuple):
+                gs = (gs,)
+            for a, ga in zip(template, gs):
+                if type(a) is _T and ga is not None and need_t[a]:
+                    tgrads[a] = ga if tgrads[a] is None else tgrads[a] + ga
+            g = gs[0] if dep[i] else None
+        return (g if need[0] else None, None, *tgrads)
+
+
+def make_plan(stages) -> tuple[tuple, list]:
+    """(plan, tensors) of a list of stages ``(F, args)``: the tensors of ``args`` replaced by their
+    index in ``tensors``. Refuses Functions outside ``CHAINABLE`` and stages without ``X`` first."""
+    plan, tensors = [], []
+    for i, (fn, args) in enumerate(stages):
+        if fn not in CHAINABLE:
+            raise ValueError(f"chain: stage {i} is {getattr(fn, '__name__', fn)!r}, which cannot be chained; "
+                             f"chainable: {sorted(f.__name__ for f in CHAINABLE)}")
+        if not args or args[0] is not X:
+            raise ValueError(f"chain: stage {i} ({fn.__name__}) must take X (the running input) as its first "
+                             "argument")
+        template = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                template.append(_T(len(tensors)))
+                tensors.append(a)
+            else:
+                template.append(a)
+        plan.append((fn, tuple(template)))
+    if not plan:
+        raise ValueError("chain: give at least one stage")
+    return tuple(plan), tensors
+
+
+def chain(x: torch.Tensor, stages) -> torch.Tensor:
+    """Run ``stages`` (``(F, args)`` pairs, ``X`` first in ``args`` for the running input; see the
+    module docstring) on ``x`` as one autograd.Function; returns the last stage's first output.
+    Every tensor must have x's dtype and device."""
+    plan, tensors = make_plan(stages)
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise ValueError(f"chain: x must be a floating-point tensor, got "
+                         f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    for t in tensors:
+        if t.dtype != x.dtype or t.device != x.device:
+            raise ValueError(f"chain: every tensor must have x's dtype and device ({x.dtype}, {x.device}); "
+                             f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device}")
+    out = ChainFunction.call(x, plan, *tensors)
+    return out[len(out) - CHAINABLE[plan[-1][0]]]
