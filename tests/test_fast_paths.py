@@ -4,8 +4,9 @@
   twin (no per-call signature binding), under torch.func / torch.compile ``apply``. Both must give
   bit-identical outputs and gradients on every registry sample.
 * Models run a weight layer and its activation as one fused Function (``manualbp.nn.layer_act``)
-  unless hooks watch them. Fused and unfused training steps must be bit-identical, and a hook
-  (the probes) must still see the pre-activation.
+  unless hooks watch them, and runs of unwatched layers as one ``chain`` Function
+  (``manualbp.nn.run_sequence``). Chained, fused and unfused training steps must be bit-identical,
+  and a hook (the probes) must still see the pre-activation.
 """
 import copy
 
@@ -197,3 +198,55 @@ def test_probes_capture_pre_and_post_activations():
 def test_fused_ops_name_bad_input(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+def _chain_stages():
+    from manualbp.functional.chained import X
+    from manualbp.functional.dense import LinearFunction
+    from manualbp.functional.fused import LinearActFunction
+    return X, LinearFunction, LinearActFunction
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda X, L, LA: MF.chain(torch.randn(2, 5), [(LA, (X, torch.randn(4, 3), None, "relu", 1.0))]),
+     "linear_act: x has 5 features"),
+    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (X, torch.randn(4, 3), None)), (L, (X, torch.randn(2, 3), None))]),
+     "linear: x has 4 features"),
+    (lambda X, L, LA: MF.chain(torch.randn(2, 3).double(), [(L, (X, torch.randn(4, 3), None))]),
+     "chain: every tensor must have x's dtype and device"),
+    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(torch.autograd.Function, (X,))]), "cannot be chained"),
+    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (torch.randn(4, 3), X, None))]), "must take X"),
+    (lambda X, L, LA: MF.chain(torch.randn(2, 3), []), "at least one stage"),
+    # a chain stage checks its input as batch_norm does: layer 4's output is 1 x 1 here, one value per channel
+    (lambda X, L, LA: CNN6(batch_norm=True)(torch.randn(1, 3, 16, 16)),
+     "batch_norm: training needs more than one value per channel; got input of shape (1, 16, 1, 1)"),
+])
+def test_chain_names_bad_input(call, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        call(*_chain_stages())
+
+
+def test_chain_is_not_used_under_transforms_or_with_chain_off(monkeypatch):
+    """torch.func transforms (stacked episodes) and ``model.chain = False`` run the per-layer Functions."""
+    from torch.func import functional_call, grad, vmap
+    calls = []
+    chain = MF.chain
+    monkeypatch.setattr(MF, "chain", lambda *a: calls.append(1) or chain(*a))
+    torch.manual_seed(0)
+    model = MLP([6, 5, 4, 3])
+    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
+    assert "ChainFunctionBackward" in backward_node_names(MF.softmax_cross_entropy(model(x), y))
+    assert len(calls) == 1
+    model.chain = False
+    assert "ChainFunctionBackward" not in backward_node_names(MF.softmax_cross_entropy(model(x), y))
+    model.chain = True
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, x):
+        return MF.softmax_cross_entropy(functional_call(model, p, (x,)), y)
+    stacked = {k: v.expand(2, *v.shape).clone() for k, v in params.items()}
+    grads = vmap(grad(loss), in_dims=(0, None))(stacked, x)
+    ref = grad(loss)(params, x)
+    for k in params:
+        assert torch.allclose(grads[k][0], ref[k], atol=1e-6)
+    assert len(calls) == 1

@@ -19,9 +19,9 @@ on the models). Each stage's intermediate outputs are returned from the forward 
 non-differentiable outputs so that ``setup_context`` can hand them to the stages' own
 ``setup_context`` (the style torch.func needs); ``chain`` returns the last stage's first output.
 
-The per-op argument checks are not repeated on the intermediate inputs: the stages come from
-modules (``stage`` methods in ``manualbp.nn``) that build consistent shapes, and the forward names
-the stage that fails. The chain's backward is once-differentiable.
+Each stage's input is checked as the op's own function checks it (the same cheap test, the same
+error on failure); the settings (stride, padding, eps, ...) are checked by whoever builds the stage
+(the ``stage`` methods in ``manualbp.nn``). The chain's backward is once-differentiable.
 """
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ._function import ManualFunction, _transforms_active
+from ._checks import check_tensor
+from .dense import (Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _check_conv, _check_linear,
+                    _conv_args_ok, _linear_args_ok)
+from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
+from .norm import BatchNormFunction, _check_batch_norm
+from .whitening import ZCAWhitenFunction
 
 _functorch = torch._C._functorch
 
@@ -38,10 +44,6 @@ def _plain_tensor(g) -> bool:
     gradcheck's batched-gradient check (the out= kernels have no batching rule)."""
     return (type(g) is torch.Tensor and not _functorch.is_functorch_wrapped_tensor(g)
             and not _functorch.is_legacy_batchedtensor(g))
-from .dense import Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction
-from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
-from .norm import BatchNormFunction
-from .whitening import ZCAWhitenFunction
 
 
 class _Input:
@@ -53,12 +55,45 @@ class _Input:
 
 X = _Input()
 
-# stage Function: the number of outputs its forward returns (the first is the running value). A stage's
+def _linear_check(op):
+    def check(x, w, b, *_):
+        if not _linear_args_ok(x, w, b):
+            _check_linear(op, x, w, b)
+    return check
+
+
+def _conv_check(op, in_ch_dim, out_ch_dim):
+    def check(x, w, b, *_):
+        if not _conv_args_ok(x, w, b, in_ch_dim, out_ch_dim):
+            _check_conv(op, x, w, b, in_ch_dim, out_ch_dim)
+    return check
+
+
+def _gap_check(x):
+    if x.dim() != 4:
+        check_tensor("global_avg_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
+
+
+def _batch_norm_check(x, running_mean, running_var, training, momentum, eps):
+    if not (x.dim() in (2, 4) and running_mean is not None and running_mean.shape == (x.shape[1],)
+            and running_var.shape == (x.shape[1],) and (not training or x.numel() > x.shape[1])):
+        _check_batch_norm(x, running_mean, running_var, training, momentum, eps)
+
+
+def _zca_check(x, *_):
+    if x.dim() != 2:
+        check_tensor("zca_whiten", "x", x, ndim=2, shape_hint="(N, D)")
+
+
+# stage Function: (the number of outputs its forward returns, the first being the running value;
+# the check of the running input, the same test and error as the op's own function). A stage's
 # backward returns a new tensor as the gradient of X (never g itself or a view of g), which the stage
 # before it may then overwrite (``owns_grad``: the fused ops compute g act'(z) in place)
-CHAINABLE = {LinearFunction: 1, LinearActFunction: 1, Conv2dFunction: 1, Conv2dActFunction: 1,
-             ConvTranspose2dActFunction: 1, GlobalAvgPool2dFunction: 1, BatchNormFunction: 3,
-             ZCAWhitenFunction: 4}
+CHAINABLE = {LinearFunction: (1, _linear_check("linear")), LinearActFunction: (1, _linear_check("linear_act")),
+             Conv2dFunction: (1, _conv_check("conv2d", 1, 0)), Conv2dActFunction: (1, _conv_check("conv2d_act", 1, 0)),
+             ConvTranspose2dActFunction: (1, _conv_check("conv_transpose2d_act", 0, 1)),
+             GlobalAvgPool2dFunction: (1, _gap_check), BatchNormFunction: (3, _batch_norm_check),
+             ZCAWhitenFunction: (4, _zca_check)}
 
 
 class _T(int):
@@ -91,8 +126,10 @@ class ChainFunction(ManualFunction):
     def forward(x, plan, *tensors):
         outs = []
         for i, (fn, template) in enumerate(plan):
+            args = _bind(template, x, tensors)
+            CHAINABLE[fn][1](*args)   # the op's own argument checks and errors, on this stage's input
             try:
-                out = fn.forward(*_bind(template, x, tensors))
+                out = fn.forward(*args)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise ValueError(f"chain: stage {i} ({fn.__name__}) failed on an input of shape "
                                  f"{tuple(x.shape)}: {e}") from e
@@ -110,14 +147,14 @@ class ChainFunction(ManualFunction):
         tensors = inputs[2:]
         stages, saved, pos = [], [], 0
         for fn, template in plan:
-            k = CHAINABLE[fn]
+            k = CHAINABLE[fn][0]
             sctx = _StageCtx()
             fn.setup_context(sctx, _bind(template, x, tensors), output[pos] if k == 1 else output[pos:pos + k])
             stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
             saved.extend(sctx.saved)
             x = output[pos]
             pos += k
-        result = pos - CHAINABLE[plan[-1][0]]
+        result = pos - CHAINABLE[plan[-1][0]][0]
         ctx.mark_non_differentiable(*(o for i, o in enumerate(output) if i != result and o is not None))
         ctx.set_materialize_grads(False)   # no zero-filled gradients for the intermediate outputs
         ctx.save_for_backward(*saved)
@@ -151,7 +188,7 @@ class ChainFunction(ManualFunction):
             # g was made by the backward of stage i + 1: the chain holds the only reference (out= kernels
             # have no vmap rule, so not under a transform)
             sctx.owns_grad = i < last and own
-            gs = fn.backward(sctx, g, *((None,) * (CHAINABLE[fn] - 1)))
+            gs = fn.backward(sctx, g, *((None,) * (CHAINABLE[fn][0] - 1)))
             if not isinstance(gs, tuple):
                 gs = (gs,)
             for a, ga in zip(template, gs):
@@ -196,6 +233,7 @@ def chain(x: torch.Tensor, stages) -> torch.Tensor:
     for t in tensors:
         if t.dtype != x.dtype or t.device != x.device:
             raise ValueError(f"chain: every tensor must have x's dtype and device ({x.dtype}, {x.device}); "
-                             f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device}")
+                             f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device} (convert the input, "
+                             f"x.to(dtype, device), or the model, model.to(dtype, device))")
     out = ChainFunction.call(x, plan, *tensors)
-    return out[len(out) - CHAINABLE[plan[-1][0]]]
+    return out[len(out) - CHAINABLE[plan[-1][0]][0]]

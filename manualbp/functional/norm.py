@@ -112,13 +112,7 @@ class BatchNormFunction(ManualFunction):
         return gx, None, None, None, None, None
 
 
-def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
-               training: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
-    """Batch norm without affine parameters for (N, C) or (N, C, H, W) inputs.
-
-    ``momentum`` follows torch's convention (weight of the new batch: TensorFlow's decay 0.9 is
-    momentum 0.1 here). ``running_mean``/``running_var`` may be None in training mode only.
-    """
+def _check_batch_norm(x, running_mean, running_var, training, momentum, eps) -> None:
     check_tensor("batch_norm", "x", x, ndim=(2, 4), shape_hint="(N, C) or (N, C, H, W)")
     check_positive("batch_norm", "eps", eps)
     if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
@@ -138,5 +132,15 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     if training and x.numel() // c <= 1:
         raise ValueError(f"batch_norm: training needs more than one value per channel; got input of shape "
                          f"{tuple(x.shape)} (use a batch of at least 2, or training=False)")
+
+
+def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
+               training: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
+    """Batch norm without affine parameters for (N, C) or (N, C, H, W) inputs.
+
+    ``momentum`` follows torch's convention (weight of the new batch: TensorFlow's decay 0.9 is
+    momentum 0.1 here). ``running_mean``/``running_var`` may be None in training mode only.
+    """
+    _check_batch_norm(x, running_mean, running_var, training, momentum, eps)
     return BatchNormFunction.call(x, running_mean, running_var, bool(training), float(momentum),
                                    float(eps))[0]

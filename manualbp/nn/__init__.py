@@ -110,6 +110,15 @@ class ConvTranspose2d(nn.Module):
         return MF.conv_transpose2d_act(x, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                                        act.name)
 
+    def stage(self, act: "Activation | None" = None):
+        """This layer and ``act`` after it as a ``chain`` stage (see ``run_sequence``); None without an
+        activation (the plain transposed convolution is not a chain stage)."""
+        if act is None:
+            return None
+        stride, padding, output_padding = (pair("conv_transpose2d", n, v) for n, v in (
+            ("stride", self.stride), ("padding", self.padding), ("output_padding", self.output_padding)))
+        return ConvTranspose2dActFunction, (X, self.weight, self.bias, stride, padding, output_padding, act.name, 1.0)
+
 
 class MaxPool2d(nn.Module):
     def __init__(self, kernel_size=2, stride=None, padding=0):
