@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -309,8 +310,9 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
         pairs = paired_ratio(times["manual pairs"], times["autograd"])
         mem = {}
         for impl in ("manual", "autograd"):
+            env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}   # glibc's defaults
             out = subprocess.run([sys.executable, __file__, "--peak-memory-child", name, impl, str(device),
-                                  "1" if tiny else "0"], capture_output=True, text=True, timeout=600)
+                                  "1" if tiny else "0"], capture_output=True, text=True, timeout=600, env=env)
             mem[impl] = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"] if out.returncode == 0 else None
         rows.append({"part": "models", "family": "model step", "name": name, "size": "x".join(map(str, shape)),
                      "device": str(device), "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
@@ -328,7 +330,6 @@ def bench_compile(device, tiny: bool, repeats: int) -> list:
     """Per model family: one training step of the manual model and of plain torch, each with its
     forward and loss compiled (torch.compile, fullgraph=True), against eager plain torch; the compile
     time is the first step's wall time (tracing, AOTAutograd, Inductor) less an eager step's."""
-    import os
     import tempfile
     # a fresh Inductor cache: with a warm one (an earlier run's kernels on disk) "compile time" is a cache read
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="manualbp-inductor-")
@@ -412,7 +413,8 @@ def table(rows, cols, heads) -> str:
 def markdown(rows, machine, repeats) -> str:
     """The results as Markdown tables (for the README)."""
     lines = [f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}"
-             + (f", {machine['cuda']}" if machine["cuda"] else "") + f"; medians of {repeats} interleaved repeats."]
+             + (f", {machine['cuda']}" if machine["cuda"] else "") + f"; malloc: {machine.get('allocator', 'default')}"
+             + f"; medians of {repeats} interleaved repeats."]
     if any(r["part"] == "ops" for r in rows):
         lines += ["", "| device | family | op | size | manual ms | autograd ms | manual/autograd | "
                   "peak MB manual / autograd |", "|---|---|---|---|---|---|---|---|"]
@@ -458,10 +460,28 @@ def markdown(rows, machine, repeats) -> str:
     return "\n".join(lines) + "\n"
 
 
+# glibc malloc settings for the timing process: blocks up to 32 MB come from the heap (not fresh
+# mmaps) and freed memory is not returned to the system below 1 GB. With glibc's defaults a step's
+# large buffers are page-faulted in again and again, and how often depends on each model instance's
+# allocation history: in one process three instances of the same CNN6 step measured 1.10x, 1.18x and
+# 1.30x plain torch (200 rounds each). The peak-memory children run with the defaults.
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
+
+
+def _allocator() -> str:
+    if all(os.environ.get(k) == v for k, v in ALLOCATOR_ENV.items()):
+        return "glibc " + " ".join(f"{k}={v}" for k, v in ALLOCATOR_ENV.items())
+    return "default"
+
+
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--peak-memory-child":
         peak_memory_child(sys.argv[2:])
         return 0
+    if argv is None and "--default-malloc" not in sys.argv and sys.platform.startswith("linux") \
+            and _allocator() == "default":
+        # the settings act only when the process starts: run again with them
+        os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **ALLOCATOR_ENV})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
     ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening"), action="append",
@@ -470,7 +490,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
     ap.add_argument("--model-repeats", type=int, default=None,
-                    help="timed rounds per model step (default 30, tiny 3); a round times manual, then plain")
+                    help="timed rounds per model step (default 100, tiny 3); a round times each variant once")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="time with glibc's default malloc settings (see ALLOCATOR_ENV: noisier model steps)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "bench.json"))
     args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
@@ -482,7 +504,7 @@ def main(argv=None) -> int:
         if "ops" in parts:
             rows += bench_ops(device, args.tiny, repeats)
         if "models" in parts:
-            rows += bench_models(device, args.tiny, args.model_repeats or (3 if args.tiny else 30))
+            rows += bench_models(device, args.tiny, args.model_repeats or (3 if args.tiny else 100))
         if "compile" in parts:
             rows += bench_compile(device, args.tiny, args.model_repeats or (3 if args.tiny else 30))
         if "episodes" in parts:
@@ -491,7 +513,8 @@ def main(argv=None) -> int:
             rows += bench_whitening(device, args.tiny, repeats)
     machine = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(),
-               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+               "allocator": _allocator()}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine, "tiny": args.tiny, "repeats": repeats, "rows": rows}, indent=1))

@@ -96,10 +96,6 @@ CHAINABLE = {LinearFunction: (1, _linear_check("linear")), LinearActFunction: (1
              ZCAWhitenFunction: (4, _zca_check)}
 
 
-class _T(int):
-    """The index of a tensor argument in the chain's flat tensor list."""
-
-
 class _StageCtx:
     """What a stage's ``setup_context`` and ``backward`` use of ``ctx``."""
 
@@ -112,33 +108,40 @@ class _StageCtx:
         pass
 
 
-def _bind(template, x, tensors):
-    return tuple(x if a is X else tensors[a] if type(a) is _T else a for a in template)
+# a plan entry: (F, template: the arguments with None where X and the tensors go,
+#                slots: ((argument position, index in the flat tensor list), ...), F's output count, F's check)
+
+def _bind(stage, x, tensors):
+    args = list(stage[1])
+    args[0] = x
+    for p, i in stage[2]:
+        args[p] = tensors[i]
+    return args
 
 
 class ChainFunction(ManualFunction):
-    """The stages of ``plan`` ((F, template) pairs; see ``chain``) as one Function. Returns every
-    stage's outputs, flattened; only the last stage's first output is differentiable."""
+    """The stages of ``plan`` (see ``make_plan``) as one Function. Returns every stage's outputs,
+    flattened; only the last stage's first output is differentiable."""
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(x, plan, *tensors):
         outs = []
-        for i, (fn, template) in enumerate(plan):
-            args = _bind(template, x, tensors)
-            CHAINABLE[fn][1](*args)   # the op's own argument checks and errors, on this stage's input
+        for i, stage in enumerate(plan):
+            args = _bind(stage, x, tensors)
+            stage[4](*args)   # the op's own argument checks and errors, on this stage's input
             try:
-                out = fn.forward(*args)
+                out = stage[0].forward(*args)
             except (RuntimeError, ValueError, IndexError) as e:
-                raise ValueError(f"chain: stage {i} ({fn.__name__}) failed on an input of shape "
+                raise ValueError(f"chain: stage {i} ({stage[0].__name__}) failed on an input of shape "
                                  f"{tuple(x.shape)}: {e}") from e
-            if type(out) is tuple:
-                outs.extend(out)
-                x = out[0]
-            else:
+            if stage[3] == 1:
                 outs.append(out)
                 x = out
+            else:
+                outs.extend(out)
+                x = out[0]
         return tuple(outs)
 
     @staticmethod
@@ -146,15 +149,16 @@ class ChainFunction(ManualFunction):
         x, plan = inputs[0], inputs[1]
         tensors = inputs[2:]
         stages, saved, pos = [], [], 0
-        for fn, template in plan:
-            k = CHAINABLE[fn][0]
+        for stage in plan:
+            k = stage[3]
             sctx = _StageCtx()
-            fn.setup_context(sctx, _bind(template, x, tensors), output[pos] if k == 1 else output[pos:pos + k])
+            stage[0].setup_context(sctx, tuple(_bind(stage, x, tensors)),
+                                   output[pos] if k == 1 else output[pos:pos + k])
             stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
             saved.extend(sctx.saved)
             x = output[pos]
             pos += k
-        result = pos - CHAINABLE[plan[-1][0]][0]
+        result = pos - plan[-1][3]
         ctx.mark_non_differentiable(*(o for i, o in enumerate(output) if i != result and o is not None))
         ctx.set_materialize_grads(False)   # no zero-filled gradients for the intermediate outputs
         ctx.save_for_backward(*saved)
@@ -170,9 +174,11 @@ class ChainFunction(ManualFunction):
         need_t = need[2:]
         # dep[i]: whether stage i's running input depends on something that needs a gradient
         dep, d = [], need[0]
-        for fn, template in plan:
+        for stage in plan:
             dep.append(d)
-            d = d or any(need_t[a] for a in template if type(a) is _T)
+            if not d:
+                for _, j in stage[2]:
+                    d = d or need_t[j]
         saved = ctx.saved_tensors
         g = grads[result]
         tgrads = [None] * len(need_t)
@@ -181,26 +187,31 @@ class ChainFunction(ManualFunction):
         for i in range(last, -1, -1):
             if g is None:
                 break
-            fn, template = plan[i]
+            fn, template, slots, k, _ = plan[i]
             sctx, lo, hi = stages[i]
             sctx.saved_tensors = saved[lo:hi]
-            sctx.needs_input_grad = tuple(dep[i] if a is X else type(a) is _T and need_t[a] for a in template)
+            ng = [False] * len(template)
+            ng[0] = dep[i]
+            for p, j in slots:
+                ng[p] = need_t[j]
+            sctx.needs_input_grad = tuple(ng)
             # g was made by the backward of stage i + 1: the chain holds the only reference (out= kernels
             # have no vmap rule, so not under a transform)
             sctx.owns_grad = i < last and own
-            gs = fn.backward(sctx, g, *((None,) * (CHAINABLE[fn][0] - 1)))
-            if not isinstance(gs, tuple):
+            gs = fn.backward(sctx, g) if k == 1 else fn.backward(sctx, g, *((None,) * (k - 1)))
+            if type(gs) is not tuple:
                 gs = (gs,)
-            for a, ga in zip(template, gs):
-                if type(a) is _T and ga is not None and need_t[a]:
-                    tgrads[a] = ga if tgrads[a] is None else tgrads[a] + ga
+            for p, j in slots:
+                ga = gs[p]
+                if ga is not None and need_t[j]:
+                    tgrads[j] = ga if tgrads[j] is None else tgrads[j] + ga
             g = gs[0] if dep[i] else None
         return (g if need[0] else None, None, *tgrads)
 
 
 def make_plan(stages) -> tuple[tuple, list]:
-    """(plan, tensors) of a list of stages ``(F, args)``: the tensors of ``args`` replaced by their
-    index in ``tensors``. Refuses Functions outside ``CHAINABLE`` and stages without ``X`` first."""
+    """(plan, tensors) of a list of stages ``(F, args)``: each stage's tensors moved to the flat list
+    ``tensors``. Refuses Functions outside ``CHAINABLE`` and stages without ``X`` first."""
     plan, tensors = [], []
     for i, (fn, args) in enumerate(stages):
         if fn not in CHAINABLE:
@@ -209,14 +220,15 @@ def make_plan(stages) -> tuple[tuple, list]:
         if not args or args[0] is not X:
             raise ValueError(f"chain: stage {i} ({fn.__name__}) must take X (the running input) as its first "
                              "argument")
-        template = []
-        for a in args:
+        template, slots = list(args), []
+        template[0] = None
+        for p, a in enumerate(args):
             if isinstance(a, torch.Tensor):
-                template.append(_T(len(tensors)))
+                slots.append((p, len(tensors)))
                 tensors.append(a)
-            else:
-                template.append(a)
-        plan.append((fn, tuple(template)))
+                template[p] = None
+        k, check = CHAINABLE[fn]
+        plan.append((fn, tuple(template), tuple(slots), k, check))
     if not plan:
         raise ValueError("chain: give at least one stage")
     return tuple(plan), tensors
@@ -236,4 +248,4 @@ def chain(x: torch.Tensor, stages) -> torch.Tensor:
                              f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device} (convert the input, "
                              f"x.to(dtype, device), or the model, model.to(dtype, device))")
     out = ChainFunction.call(x, plan, *tensors)
-    return out[len(out) - CHAINABLE[plan[-1][0]][0]]
+    return out[len(out) - plan[-1][3]]
