@@ -119,6 +119,15 @@ def _bind(stage, x, tensors):
     return args
 
 
+def _setup_stage(stage, args, out, stages, saved, pos):
+    """Run the stage's own setup_context on a ``_StageCtx``; collect what it saved. Returns pos + arity."""
+    sctx = _StageCtx()
+    stage[0].setup_context(sctx, args, out)
+    stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
+    saved.extend(sctx.saved)
+    return pos + stage[3]
+
+
 class ChainFunction(ManualFunction):
     """The stages of ``plan`` (see ``make_plan``) as one Function. Returns every stage's outputs,
     flattened; only the last stage's first output is differentiable."""
@@ -151,13 +160,9 @@ class ChainFunction(ManualFunction):
         stages, saved, pos = [], [], 0
         for stage in plan:
             k = stage[3]
-            sctx = _StageCtx()
-            stage[0].setup_context(sctx, tuple(_bind(stage, x, tensors)),
-                                   output[pos] if k == 1 else output[pos:pos + k])
-            stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
-            saved.extend(sctx.saved)
-            x = output[pos]
-            pos += k
+            pos = _setup_stage(stage, tuple(_bind(stage, x, tensors)), output[pos] if k == 1 else output[pos:pos + k],
+                               stages, saved, pos)
+            x = output[pos - k]
         result = pos - plan[-1][3]
         ctx.mark_non_differentiable(*(o for i, o in enumerate(output) if i != result and o is not None))
         ctx.set_materialize_grads(False)   # no zero-filled gradients for the intermediate outputs
@@ -209,6 +214,34 @@ class ChainFunction(ManualFunction):
         return (g if need[0] else None, None, *tgrads)
 
 
+def _eager_forward(ctx, x, plan, *tensors):
+    """ChainFunction's eager twin's forward: each stage's forward and setup_context in one pass, the
+    intermediates saved directly, one output (``ManualFunction`` would generate a twin that returns
+    every intermediate, as ``apply`` must for ``setup_context``). The twin's backward is
+    ChainFunction's own (the same function object; result index 0)."""
+    stages, saved, pos = [], [], 0
+    for i, stage in enumerate(plan):
+        args = _bind(stage, x, tensors)
+        stage[4](*args)
+        try:
+            out = stage[0].forward(*args)
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise ValueError(f"chain: stage {i} ({stage[0].__name__}) failed on an input of shape "
+                             f"{tuple(x.shape)}: {e}") from e
+        pos = _setup_stage(stage, args, out, stages, saved, pos)
+        x = out if stage[3] == 1 else out[0]
+    ctx.save_for_backward(*saved)
+    ctx.conf = (plan, stages, 0)
+    return x
+
+
+# the same class name, so that graphs show ChainFunctionBackward on both paths
+ChainFunction._eager = type("ChainFunction", (torch.autograd.Function,), {
+    "forward": staticmethod(_eager_forward), "backward": staticmethod(ChainFunction.backward),
+    "__doc__": "The eager twin of ChainFunction (see _eager_forward).", "__module__": __name__,
+    "__qualname__": "ChainFunction._eager"})
+
+
 def make_plan(stages) -> tuple[tuple, list]:
     """(plan, tensors) of a list of stages ``(F, args)``: each stage's tensors moved to the flat list
     ``tensors``. Refuses Functions outside ``CHAINABLE`` and stages without ``X`` first."""
@@ -248,4 +281,4 @@ def chain(x: torch.Tensor, stages) -> torch.Tensor:
                              f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device} (convert the input, "
                              f"x.to(dtype, device), or the model, model.to(dtype, device))")
     out = ChainFunction.call(x, plan, *tensors)
-    return out[len(out) - plan[-1][3]]
+    return out[len(out) - plan[-1][3]] if type(out) is tuple else out   # apply returns every stage's outputs
