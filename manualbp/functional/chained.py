@@ -30,8 +30,7 @@ from torch.autograd.function import once_differentiable
 
 from ._function import ManualFunction, _transforms_active
 from ._checks import check_tensor
-from .dense import (Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _check_conv, _check_linear,
-                    _conv_args_ok, _linear_args_ok)
+from .dense import Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _check_conv, _check_linear
 from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
 from .norm import BatchNormFunction, _check_batch_norm
 from .whitening import ZCAWhitenFunction
@@ -55,16 +54,22 @@ class _Input:
 
 X = _Input()
 
+
+# The stage checks test shapes only: ``chain`` has checked that every tensor has x's dtype and
+# device, and every stage keeps them. On failure they raise the op's own error.
+
 def _linear_check(op):
     def check(x, w, b, *_):
-        if not _linear_args_ok(x, w, b):
+        if not (x.dim() >= 1 and w.dim() == 2 and x.shape[-1] == w.shape[1]
+                and (b is None or (b.dim() == 1 and b.shape[0] == w.shape[0]))):
             _check_linear(op, x, w, b)
     return check
 
 
 def _conv_check(op, in_ch_dim, out_ch_dim):
     def check(x, w, b, *_):
-        if not _conv_args_ok(x, w, b, in_ch_dim, out_ch_dim):
+        if not (x.dim() == 4 and w.dim() == 4 and x.shape[1] == w.shape[in_ch_dim]
+                and (b is None or (b.dim() == 1 and b.shape[0] == w.shape[out_ch_dim]))):
             _check_conv(op, x, w, b, in_ch_dim, out_ch_dim)
     return check
 
@@ -219,7 +224,7 @@ def _eager_forward(ctx, x, plan, *tensors):
     intermediates saved directly, one output (``ManualFunction`` would generate a twin that returns
     every intermediate, as ``apply`` must for ``setup_context``). The twin's backward is
     ChainFunction's own (the same function object; result index 0)."""
-    stages, saved, pos = [], [], 0
+    stages, saved = [], []
     for i, stage in enumerate(plan):
         args = _bind(stage, x, tensors)
         stage[4](*args)
@@ -228,7 +233,10 @@ def _eager_forward(ctx, x, plan, *tensors):
         except (RuntimeError, ValueError, IndexError) as e:
             raise ValueError(f"chain: stage {i} ({stage[0].__name__}) failed on an input of shape "
                              f"{tuple(x.shape)}: {e}") from e
-        pos = _setup_stage(stage, args, out, stages, saved, pos)
+        sctx = _StageCtx()
+        stage[0].setup_context(sctx, args, out)
+        stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
+        saved.extend(sctx.saved)
         x = out if stage[3] == 1 else out[0]
     ctx.save_for_backward(*saved)
     ctx.conf = (plan, stages, 0)
@@ -275,8 +283,9 @@ def chain(x: torch.Tensor, stages) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"chain: x must be a floating-point tensor, got "
                          f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
+    dtype, device = x.dtype, x.device
     for t in tensors:
-        if t.dtype != x.dtype or t.device != x.device:
+        if t.dtype != dtype or t.device != device:
             raise ValueError(f"chain: every tensor must have x's dtype and device ({x.dtype}, {x.device}); "
                              f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device} (convert the input, "
                              f"x.to(dtype, device), or the model, model.to(dtype, device))")
