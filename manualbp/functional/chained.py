@@ -15,21 +15,25 @@ runs each stage's own hand-written ``backward`` in reverse order:
 
 with gradients of a tensor used by several stages summed. The math is the stages' own kernels in
 the same order, so outputs and gradients are bit-identical to calling the ops one by one (tested
-on the models). Each stage's intermediate outputs are returned from the forward as
-non-differentiable outputs so that ``setup_context`` can hand them to the stages' own
-``setup_context`` (the style torch.func needs); ``chain`` returns the last stage's first output.
+on the models). Through ``apply`` (torch.func, torch.compile) each stage's intermediate outputs
+are returned from the forward as non-differentiable outputs, so that ``setup_context`` can hand
+them to the stages' own ``setup_context``; the eager twin (``_eager_forward``) runs each stage's
+forward and setup_context in one pass and saves the intermediates directly. ``chain`` returns the
+last stage's first output. Where a stage's backward made the incoming gradient of the stage before
+it, that stage may overwrite it (``owns_grad``): the fused ops then write g act'(z) over g, one
+activation-sized buffer less at the backward's peak.
 
-Each stage's input is checked as the op's own function checks it (the same cheap test, the same
-error on failure); the settings (stride, padding, eps, ...) are checked by whoever builds the stage
-(the ``stage`` methods in ``manualbp.nn``). The chain's backward is once-differentiable.
+Each stage's input is checked as the op's own function checks it (the same error on failure);
+the settings (stride, padding, eps, ...) are checked by whoever builds the stage (the ``stage``
+methods in ``manualbp.nn``). The chain's backward is once-differentiable.
 """
 from __future__ import annotations
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._function import ManualFunction, _transforms_active
 from ._checks import check_tensor
+from ._function import ManualFunction, _transforms_active
 from .dense import Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _check_conv, _check_linear
 from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
 from .norm import BatchNormFunction, _check_batch_norm
