@@ -24,6 +24,17 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
     assert all(r["manual_peak_mb"] is not None for r in res["rows"] if r["part"] == "models")
     rows = [r for r in res["rows"] if r["part"] == "models"]
     assert all(r["paired_ratio_iqr"][0] <= r["paired_ratio"] <= r["paired_ratio_iqr"][1] for r in rows)
+    assert all(r["pairs_paired_ratio"] > 0 and r["unfused_paired_ratio"] > 0 for r in rows)
+    if sys.platform.startswith("linux"):   # the timing process re-executed itself with the malloc thresholds
+        assert res["machine"]["allocator"].startswith("glibc MALLOC_MMAP_THRESHOLD_=33554432")
+
+
+def test_eager_overhead_script_runs(tmp_path):
+    """The diagnostic script: its five builds of CNN6 compute the same loss (it exits otherwise)."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "eager_overhead.py"), "--rounds", "2", "--size",
+                          "16"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "minimal Function" in out.stdout and "chain, g not overwritten" in out.stdout
 
 
 def test_paired_ratio_cancels_a_common_drift():

@@ -210,7 +210,8 @@ def _chain_stages():
 @pytest.mark.parametrize("call, message", [
     (lambda X, L, LA: MF.chain(torch.randn(2, 5), [(LA, (X, torch.randn(4, 3), None, "relu", 1.0))]),
      "linear_act: x has 5 features"),
-    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (X, torch.randn(4, 3), None)), (L, (X, torch.randn(2, 3), None))]),
+    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (X, torch.randn(4, 3), None)),
+                                                   (L, (X, torch.randn(2, 3), None))]),
      "linear: x has 4 features"),
     (lambda X, L, LA: MF.chain(torch.randn(2, 3).double(), [(L, (X, torch.randn(4, 3), None))]),
      "chain: every tensor must have x's dtype and device"),
