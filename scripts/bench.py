@@ -297,7 +297,7 @@ def peak_memory_child(argv) -> None:
         print(json.dumps({"peak_mb": (peak[0] - before) / 1024}))
 
 
-def bench_models(device, tiny: bool, repeats: int) -> list:
+def bench_models(device, tiny: bool, repeats: int, memory: bool = True) -> list:
     rows = []
     for name, (spec, shape, kind) in model_cases(tiny).items():
         fns = {impl: _model_step(spec, shape, kind, impl, device) for impl in ("manual", "autograd")}
@@ -308,8 +308,8 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
         pr, pr_lo, pr_hi = paired_ratio(times["manual"], times["autograd"])
         unfused = paired_ratio(times["manual unfused"], times["autograd"])
         pairs = paired_ratio(times["manual pairs"], times["autograd"])
-        mem = {}
-        for impl in ("manual", "autograd"):
+        mem = {"manual": None, "autograd": None}
+        for impl in ("manual", "autograd") if memory else ():
             env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}   # glibc's defaults
             out = subprocess.run([sys.executable, __file__, "--peak-memory-child", name, impl, str(device),
                                   "1" if tiny else "0"], capture_output=True, text=True, timeout=600, env=env)
@@ -323,6 +323,37 @@ def bench_models(device, tiny: bool, repeats: int) -> list:
                      "autograd_peak_mb": mem["autograd"],
                      "memory": "peak CUDA allocation above the step's start" if device.type == "cuda" else
                      "peak RSS above the step's start (sampled every 0.2 ms)"})
+    return rows
+
+
+RUN_VARIANTS = {"paired_ratio": "chain (as trained)", "pairs_paired_ratio": "no chain (fused pairs)",
+                "unfused_paired_ratio": "unfused"}
+
+
+def bench_model_runs(device, tiny: bool, repeats: int, runs: int) -> list:
+    """The model-step part in ``runs`` fresh processes (each its own allocation history, the largest
+    source of run-to-run spread here): per model and build, the per-process paired ratios with their
+    mean, sd and 95% Student-t interval."""
+    import tempfile
+
+    from manualbp.experiments.report import mean_ci
+    per_run = []
+    with tempfile.TemporaryDirectory(prefix="manualbp-bench-") as tmp:
+        for i in range(runs):
+            out = Path(tmp) / f"run{i}.json"
+            cmd = [sys.executable, __file__, "--only", "models", "--device", str(device), "--model-repeats",
+                   str(repeats), "--no-memory", "--out", str(out)] + (["--tiny"] if tiny else [])
+            res = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if res.returncode != 0:
+                raise RuntimeError(f"bench run {i + 1} of {runs} failed: {res.stderr[-2000:]}")
+            per_run.append({r["name"]: r for r in json.loads(out.read_text())["rows"]})
+    rows = []
+    for name in per_run[0]:
+        for key, variant in RUN_VARIANTS.items():
+            values = [run[name][key] for run in per_run]
+            mean, sd, hw, n = mean_ci(values)
+            rows.append({"part": "model runs", "name": name, "variant": variant, "device": str(device),
+                         "repeats": repeats, "runs": n, "values": values, "mean": mean, "sd": sd, "ci95": hw})
     return rows
 
 
@@ -437,6 +468,13 @@ def markdown(rows, machine, repeats) -> str:
                          f"| {ratio_q(r['pairs_paired_ratio'], r['pairs_paired_ratio_iqr'])} "
                          f"| {ratio_q(r['unfused_paired_ratio'], r['unfused_paired_ratio_iqr'])} | {r['repeats']} "
                          f"| {mem} |")
+    mr = [r for r in rows if r["part"] == "model runs"]
+    if mr:
+        lines += ["", "| device | model step | build | paired ratio per run | mean | sd | 95% t-interval "
+                  "| runs x rounds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['name']} | {r['variant']} | {', '.join(f'{v:.3f}' for v in r['values'])} "
+                  f"| {r['mean']:.3f} | {r['sd']:.3f} | [{r['mean'] - r['ci95']:.3f}, {r['mean'] + r['ci95']:.3f}] "
+                  f"| {r['runs']} x {r['repeats']} |" for r in mr]
     cp = [r for r in rows if r["part"] == "compile"]
     if cp:
         lines += ["", "| device | model step (forward + loss compiled, fullgraph) | size | eager plain ms | "
@@ -491,6 +529,10 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
     ap.add_argument("--model-repeats", type=int, default=None,
                     help="timed rounds per model step (default 100, tiny 3); a round times each variant once")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="model steps: repeat the part in this many fresh processes and report the mean, sd and "
+                         "95%% t-interval of their paired ratios (default 1: one run, in this process)")
+    ap.add_argument("--no-memory", action="store_true", help="model steps: skip the peak-memory processes")
     ap.add_argument("--default-malloc", action="store_true",
                     help="time with glibc's default malloc settings (see ALLOCATOR_ENV: noisier model steps)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "bench.json"))
@@ -504,7 +546,11 @@ def main(argv=None) -> int:
         if "ops" in parts:
             rows += bench_ops(device, args.tiny, repeats)
         if "models" in parts:
-            rows += bench_models(device, args.tiny, args.model_repeats or (3 if args.tiny else 100))
+            model_repeats = args.model_repeats or (3 if args.tiny else 100)
+            if args.runs > 1:
+                rows += bench_model_runs(device, args.tiny, model_repeats, args.runs)
+            else:
+                rows += bench_models(device, args.tiny, model_repeats, memory=not args.no_memory)
         if "compile" in parts:
             rows += bench_compile(device, args.tiny, args.model_repeats or (3 if args.tiny else 30))
         if "episodes" in parts:
@@ -531,6 +577,12 @@ def main(argv=None) -> int:
                           lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
                     ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "paired ratio [IQR]",
                      "no chain", "unfused", "manual MB", "autograd MB"]))
+    mr = [r for r in rows if r["part"] == "model runs"]
+    if mr:
+        print(table(mr, ["device", "name", "variant", lambda r: " ".join(f"{v:.3f}" for v in r["values"]),
+                         lambda r: f"{r['mean']:.3f}", lambda r: f"{r['sd']:.3f}",
+                         lambda r: f"[{r['mean'] - r['ci95']:.3f}, {r['mean'] + r['ci95']:.3f}]"],
+                    ["device", "model step", "build", "paired ratio per run", "mean", "sd", "95% t-interval"]))
     ep = [r for r in rows if r["part"] == "episodes"]
     if ep:
         print()

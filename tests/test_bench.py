@@ -29,6 +29,19 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
         assert res["machine"]["allocator"].startswith("glibc MALLOC_MMAP_THRESHOLD_=33554432")
 
 
+def test_bench_model_runs_summarise_fresh_processes(tmp_path):
+    """--runs K: the model-step part in K processes, each build's per-run paired ratios with mean, sd, interval."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench.py"), "--tiny", "--only", "models", "--device",
+                          "cpu", "--runs", "2", "--out", str(tmp_path / "r.json")], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = json.loads((tmp_path / "r.json").read_text())["rows"]
+    assert {r["part"] for r in rows} == {"model runs"} and len(rows) == 4 * 3
+    for r in rows:
+        assert r["runs"] == 2 and len(r["values"]) == 2
+        assert abs(r["mean"] - sum(r["values"]) / 2) < 1e-12 and r["ci95"] > 0
+
+
 def test_eager_overhead_script_runs(tmp_path):
     """The diagnostic script: its five builds of CNN6 compute the same loss (it exits otherwise)."""
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "eager_overhead.py"), "--rounds", "2", "--size",

@@ -134,6 +134,7 @@ def _setup_stage(stage, args, out, stages, saved, pos):
     stage[0].setup_context(sctx, args, out)
     stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
     saved.extend(sctx.saved)
+    sctx.saved = ()   # only the chain's saved variables hold them (freed by autograd after the backward)
     return pos + stage[3]
 
 
@@ -193,7 +194,7 @@ class ChainFunction(ManualFunction):
             if not d:
                 for _, j in stage[2]:
                     d = d or need_t[j]
-        saved = ctx.saved_tensors
+        saved = list(ctx.saved_tensors)
         g = grads[result]
         tgrads = [None] * len(need_t)
         last = len(plan) - 1
@@ -203,7 +204,8 @@ class ChainFunction(ManualFunction):
                 break
             fn, template, slots, k, _ = plan[i]
             sctx, lo, hi = stages[i]
-            sctx.saved_tensors = saved[lo:hi]
+            sctx.saved_tensors = tuple(saved[lo:hi])
+            saved[lo:hi] = [None] * (hi - lo)
             ng = [False] * len(template)
             ng[0] = dep[i]
             for p, j in slots:
@@ -213,6 +215,7 @@ class ChainFunction(ManualFunction):
             # have no vmap rule, so not under a transform)
             sctx.owns_grad = i < last and own
             gs = fn.backward(sctx, g) if k == 1 else fn.backward(sctx, g, *((None,) * (k - 1)))
+            sctx.saved_tensors = None   # release this stage's tensors now, as autograd does per node
             if type(gs) is not tuple:
                 gs = (gs,)
             for p, j in slots:
@@ -241,6 +244,7 @@ def _eager_forward(ctx, x, plan, *tensors):
         stage[0].setup_context(sctx, args, out)
         stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
         saved.extend(sctx.saved)
+        sctx.saved = ()   # only the chain's saved variables hold them (freed by autograd after the backward)
         x = out if stage[3] == 1 else out[0]
     ctx.save_for_backward(*saved)
     ctx.conf = (plan, stages, 0)
