@@ -80,9 +80,10 @@ def build(kind: str, x, y):
     ws = [c.weight for c in model.convs]
     strides = tuple((c.stride, c.stride) for c in model.convs)
     own = kind != "chain, g not overwritten"
+    orig = fused._act_grad
 
-    def act_grad(ctx, act, g, out, alpha, _orig=fused._act_grad):
-        return _orig(ctx, act, g, out, alpha) if own else fused.FUSED_ACTIVATIONS[act][1](g, out, alpha)
+    def act_grad(ctx, act, g, out, alpha):
+        return orig(ctx, act, g, out, alpha) if own else fused.FUSED_ACTIVATIONS[act][1](g, out, alpha)
 
     def step():
         opt.zero_grad(set_to_none=True)
@@ -98,7 +99,7 @@ def build(kind: str, x, y):
                 loss = M.softmax_cross_entropy(model(x), y)
             loss.backward()
         finally:
-            fused._act_grad = act_grad.__defaults__[0]
+            fused._act_grad = orig
         opt.step()
         return loss.detach()
     return step

@@ -16,7 +16,7 @@ import torch
 import manualbp.functional as MF
 from manualbp.functional._function import ManualFunction
 from manualbp.models import CNN6, MLP, SegmentationAE
-from manualbp.nn import Activation
+from manualbp.nn import Activation, ConvTranspose2d
 from manualbp.testing.gradsuite import backward_node_names, clone_args
 from manualbp.testing.opinfo import OPS
 
@@ -218,6 +218,9 @@ def _chain_stages():
     (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(torch.autograd.Function, (X,))]), "cannot be chained"),
     (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (torch.randn(4, 3), X, None))]), "must take X"),
     (lambda X, L, LA: MF.chain(torch.randn(2, 3), []), "at least one stage"),
+    # a module's stage checks its settings as the op does
+    (lambda X, L, LA: ConvTranspose2d(2, 3, stride=2, output_padding=2).stage(Activation("relu")),
+     "output_padding (2, 2) must be smaller than stride (2, 2)"),
     # a chain stage checks its input as batch_norm does: layer 4's output is 1 x 1 here, one value per channel
     (lambda X, L, LA: CNN6(batch_norm=True)(torch.randn(1, 3, 16, 16)),
      "batch_norm: training needs more than one value per channel; got input of shape (1, 16, 1, 1)"),

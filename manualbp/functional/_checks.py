@@ -70,6 +70,11 @@ def check_choice(op: str, name: str, value, choices) -> None:
         raise ValueError(f"{op}: {name} must be one of {sorted(choices)}, got {value!r}")
 
 
+def check_momentum(op: str, momentum) -> None:
+    if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+        raise ValueError(f"{op}: momentum must lie in [0, 1], got {momentum!r}")
+
+
 def pair(op: str, name: str, v) -> tuple[int, int]:
     if isinstance(v, int):
         return (v, v)

@@ -128,14 +128,24 @@ def _bind(stage, x, tensors):
     return args
 
 
-def _setup_stage(stage, args, out, stages, saved, pos):
-    """Run the stage's own setup_context on a ``_StageCtx``; collect what it saved. Returns pos + arity."""
+def _run_stage(i, stage, x, tensors):
+    """(args, output) of stage i on x: the op's own input check, then its forward."""
+    args = _bind(stage, x, tensors)
+    stage[4](*args)   # the op's own argument checks and errors, on this stage's input
+    try:
+        return args, stage[0].forward(*args)
+    except (RuntimeError, ValueError, IndexError) as e:
+        raise ValueError(f"chain: stage {i} ({stage[0].__name__}) failed on an input of shape "
+                         f"{tuple(x.shape)}: {e}") from e
+
+
+def _setup_stage(stage, args, out, stages, saved):
+    """Run the stage's own setup_context on a ``_StageCtx``; collect what it saved."""
     sctx = _StageCtx()
     stage[0].setup_context(sctx, args, out)
     stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
     saved.extend(sctx.saved)
-    sctx.saved = ()   # only the chain's saved variables hold them (freed by autograd after the backward)
-    return pos + stage[3]
+    sctx.saved = ()   # the stage contexts live as long as the graph: only the chain's saved variables hold them
 
 
 class ChainFunction(ManualFunction):
@@ -148,13 +158,7 @@ class ChainFunction(ManualFunction):
     def forward(x, plan, *tensors):
         outs = []
         for i, stage in enumerate(plan):
-            args = _bind(stage, x, tensors)
-            stage[4](*args)   # the op's own argument checks and errors, on this stage's input
-            try:
-                out = stage[0].forward(*args)
-            except (RuntimeError, ValueError, IndexError) as e:
-                raise ValueError(f"chain: stage {i} ({stage[0].__name__}) failed on an input of shape "
-                                 f"{tuple(x.shape)}: {e}") from e
+            _, out = _run_stage(i, stage, x, tensors)
             if stage[3] == 1:
                 outs.append(out)
                 x = out
@@ -170,9 +174,10 @@ class ChainFunction(ManualFunction):
         stages, saved, pos = [], [], 0
         for stage in plan:
             k = stage[3]
-            pos = _setup_stage(stage, tuple(_bind(stage, x, tensors)), output[pos] if k == 1 else output[pos:pos + k],
-                               stages, saved, pos)
-            x = output[pos - k]
+            _setup_stage(stage, tuple(_bind(stage, x, tensors)), output[pos] if k == 1 else output[pos:pos + k],
+                         stages, saved)
+            x = output[pos]
+            pos += k
         result = pos - plan[-1][3]
         ctx.mark_non_differentiable(*(o for i, o in enumerate(output) if i != result and o is not None))
         ctx.set_materialize_grads(False)   # no zero-filled gradients for the intermediate outputs
@@ -194,7 +199,7 @@ class ChainFunction(ManualFunction):
             if not d:
                 for _, j in stage[2]:
                     d = d or need_t[j]
-        saved = list(ctx.saved_tensors)
+        saved = ctx.saved_tensors
         g = grads[result]
         tgrads = [None] * len(need_t)
         last = len(plan) - 1
@@ -204,8 +209,7 @@ class ChainFunction(ManualFunction):
                 break
             fn, template, slots, k, _ = plan[i]
             sctx, lo, hi = stages[i]
-            sctx.saved_tensors = tuple(saved[lo:hi])
-            saved[lo:hi] = [None] * (hi - lo)
+            sctx.saved_tensors = saved[lo:hi]
             ng = [False] * len(template)
             ng[0] = dep[i]
             for p, j in slots:
@@ -215,7 +219,7 @@ class ChainFunction(ManualFunction):
             # have no vmap rule, so not under a transform)
             sctx.owns_grad = i < last and own
             gs = fn.backward(sctx, g) if k == 1 else fn.backward(sctx, g, *((None,) * (k - 1)))
-            sctx.saved_tensors = None   # release this stage's tensors now, as autograd does per node
+            sctx.saved_tensors = None   # the stage context outlives the backward (it lives with the graph)
             if type(gs) is not tuple:
                 gs = (gs,)
             for p, j in slots:
@@ -233,18 +237,8 @@ def _eager_forward(ctx, x, plan, *tensors):
     ChainFunction's own (the same function object; result index 0)."""
     stages, saved = [], []
     for i, stage in enumerate(plan):
-        args = _bind(stage, x, tensors)
-        stage[4](*args)
-        try:
-            out = stage[0].forward(*args)
-        except (RuntimeError, ValueError, IndexError) as e:
-            raise ValueError(f"chain: stage {i} ({stage[0].__name__}) failed on an input of shape "
-                             f"{tuple(x.shape)}: {e}") from e
-        sctx = _StageCtx()
-        stage[0].setup_context(sctx, args, out)
-        stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
-        saved.extend(sctx.saved)
-        sctx.saved = ()   # only the chain's saved variables hold them (freed by autograd after the backward)
+        args, out = _run_stage(i, stage, x, tensors)
+        _setup_stage(stage, args, out, stages, saved)
         x = out if stage[3] == 1 else out[0]
     ctx.save_for_backward(*saved)
     ctx.conf = (plan, stages, 0)

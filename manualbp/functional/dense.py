@@ -172,6 +172,11 @@ def _conv_args(op: str, x, w, b, stride, padding):
     """Check conv2d's arguments; returns stride and padding as pairs."""
     if not _conv_args_ok(x, w, b, 1, 0):
         _check_conv(op, x, w, b, 1, 0)
+    return _conv_settings(op, w, stride, padding)
+
+
+def _conv_settings(op: str, w, stride, padding):
+    """conv2d's stride and padding as pairs (checked)."""
     return pair(op, "stride", stride), _conv_padding(op, padding, (w.shape[2], w.shape[3]))
 
 
@@ -210,6 +215,11 @@ def _conv_t_args(op: str, x, w, b, stride, padding, output_padding):
     """Check conv_transpose2d's arguments; returns stride, padding and output_padding as pairs."""
     if not _conv_args_ok(x, w, b, 0, 1):
         _check_conv(op, x, w, b, 0, 1)
+    return _conv_t_settings(op, stride, padding, output_padding)
+
+
+def _conv_t_settings(op: str, stride, padding, output_padding):
+    """conv_transpose2d's stride, padding and output_padding as pairs (checked)."""
     stride = pair(op, "stride", stride)
     padding = pair(op, "padding", padding)
     output_padding = pair(op, "output_padding", output_padding)

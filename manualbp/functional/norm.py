@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_positive, check_tensor
+from ._checks import check_momentum, check_positive, check_tensor
 from ._function import ManualFunction
 
 
@@ -115,8 +115,7 @@ class BatchNormFunction(ManualFunction):
 def _check_batch_norm(x, running_mean, running_var, training, momentum, eps) -> None:
     check_tensor("batch_norm", "x", x, ndim=(2, 4), shape_hint="(N, C) or (N, C, H, W)")
     check_positive("batch_norm", "eps", eps)
-    if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
-        raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {momentum!r}")
+    check_momentum("batch_norm", momentum)
     c = x.shape[1]
     for name, r in (("running_mean", running_mean), ("running_var", running_var)):
         if r is None:

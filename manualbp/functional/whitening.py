@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from ._checks import NonFiniteError, check_choice, check_positive, check_tensor
+from ._checks import NonFiniteError, check_choice, check_momentum, check_positive, check_tensor
 from ._function import ManualFunction
 
 BACKENDS = ("eigh", "svd")
@@ -99,6 +99,13 @@ class ZCAWhitenFunction(ManualFunction):
         return gx, None, None, None, None
 
 
+def _check_zca_settings(eps, mode, backend, grad) -> None:
+    check_positive("zca_whiten", "eps", eps)
+    check_choice("zca_whiten", "mode", mode, ZCA_MODES)
+    check_choice("zca_whiten", "backend", backend, BACKENDS)
+    check_choice("zca_whiten", "grad", grad, ZCA_GRADS)
+
+
 def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: str = "eigh",
                grad: str = "exact", return_matrix: bool = False):
     """ZCA-whiten a batch ``x`` of shape (N, D) (no centering; see ``decorrelated_batch_norm``).
@@ -111,10 +118,7 @@ def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: s
     e.g. for a running estimate.
     """
     check_tensor("zca_whiten", "x", x, ndim=2, shape_hint="(N, D)")
-    check_positive("zca_whiten", "eps", eps)
-    check_choice("zca_whiten", "mode", mode, ZCA_MODES)
-    check_choice("zca_whiten", "backend", backend, BACKENDS)
-    check_choice("zca_whiten", "grad", grad, ZCA_GRADS)
+    _check_zca_settings(eps, mode, backend, grad)
     y, u, _, _ = ZCAWhitenFunction.call(x, float(eps), mode, backend, grad)
     return (y, u) if return_matrix else y
 
@@ -140,8 +144,7 @@ def _check_running(op, x, running_mean, running_whitening, training, wshape=None
 def _check_whitening_input(op, x, eps, momentum, training):
     check_tensor(op, "x", x, ndim=2, shape_hint="(N, D)")
     check_positive(op, "eps", eps)
-    if not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
-        raise ValueError(f"{op}: momentum must lie in [0, 1], got {momentum!r}")
+    check_momentum(op, momentum)
     if training and x.shape[0] < 2:
         raise ValueError(f"{op}: training needs a batch of at least 2 rows to centre; got shape "
                          f"{tuple(x.shape)}")

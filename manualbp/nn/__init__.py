@@ -9,13 +9,14 @@ from torch import nn
 from torch.nn.modules import module as _mm
 
 import manualbp.functional as MF
-from manualbp.functional._checks import check_choice, check_kwargs, check_positive, pair
+from manualbp.functional._checks import check_kwargs, check_momentum, check_positive
 from manualbp.functional._function import _is_compiling, _transforms_active
 from manualbp.functional.chained import X
-from manualbp.functional.dense import (Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _conv_padding)
+from manualbp.functional.dense import (Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _conv_settings,
+                                      _conv_t_settings)
 from manualbp.functional.fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
 from manualbp.functional.norm import BatchNormFunction
-from manualbp.functional.whitening import BACKENDS, ZCA_GRADS, ZCA_MODES, ZCAWhitenFunction
+from manualbp.functional.whitening import ZCAWhitenFunction, _check_zca_settings
 
 
 class Linear(nn.Module):
@@ -80,8 +81,7 @@ class Conv2d(nn.Module):
     def stage(self, act: "Activation | None" = None):
         """This layer (and ``act`` after it) as a ``chain`` stage (see ``run_sequence``)."""
         w = self.weight
-        stride = pair("conv2d", "stride", self.stride)
-        padding = _conv_padding("conv2d", self.padding, (w.shape[2], w.shape[3]))
+        stride, padding = _conv_settings("conv2d", w, self.stride, self.padding)
         if act is None:
             return Conv2dFunction, (X, w, self.bias, stride, padding)
         return Conv2dActFunction, (X, w, self.bias, stride, padding, act.name, 1.0)
@@ -115,8 +115,8 @@ class ConvTranspose2d(nn.Module):
         activation (the plain transposed convolution is not a chain stage)."""
         if act is None:
             return None
-        stride, padding, output_padding = (pair("conv_transpose2d", n, v) for n, v in (
-            ("stride", self.stride), ("padding", self.padding), ("output_padding", self.output_padding)))
+        stride, padding, output_padding = _conv_t_settings("conv_transpose2d_act", self.stride, self.padding,
+                                                           self.output_padding)
         return ConvTranspose2dActFunction, (X, self.weight, self.bias, stride, padding, output_padding, act.name, 1.0)
 
 
@@ -289,8 +289,7 @@ class BatchNorm(nn.Module):
         if act is not None:
             return None
         check_positive("batch_norm", "eps", self.eps)
-        if not isinstance(self.momentum, (int, float)) or not 0 <= self.momentum <= 1:
-            raise ValueError(f"batch_norm: momentum must lie in [0, 1], got {self.momentum!r}")
+        check_momentum("batch_norm", self.momentum)
         return BatchNormFunction, (X, self.running_mean, self.running_var, bool(self.training), float(self.momentum),
                                    float(self.eps))
 
@@ -330,10 +329,7 @@ class ZCAWhiten(nn.Module):
         (their update follows the op)."""
         if act is not None or self.running:
             return None
-        check_positive("zca_whiten", "eps", self.eps)
-        check_choice("zca_whiten", "mode", self.mode, ZCA_MODES)
-        check_choice("zca_whiten", "backend", self.backend, BACKENDS)
-        check_choice("zca_whiten", "grad", self.grad, ZCA_GRADS)
+        _check_zca_settings(self.eps, self.mode, self.backend, self.grad)
         return ZCAWhitenFunction, (X, float(self.eps), self.mode, self.backend, self.grad)
 
     def extra_repr(self):
