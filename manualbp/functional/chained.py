@@ -17,7 +17,7 @@ with gradients of a tensor used by several stages summed. The math is the stages
 the same order, so outputs and gradients are bit-identical to calling the ops one by one (tested
 on the models). Through ``apply`` (torch.func, torch.compile) each stage's intermediate outputs
 are returned from the forward as non-differentiable outputs, so that ``setup_context`` can hand
-them to the stages' own ``setup_context``; the eager twin (``_eager_forward``) runs each stage's
+them to the stages' own ``setup_context``; the eager twin (``ChainFunction.eager_forward``) runs each stage's
 forward and setup_context in one pass and saves the intermediates directly. ``chain`` returns the
 last stage's first output. Where a stage's backward made the incoming gradient of the stage before
 it, that stage may overwrite it (``owns_grad``): the fused ops then write g act'(z) over g, one
@@ -30,10 +30,9 @@ methods in ``manualbp.nn``). The chain's backward is once-differentiable.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ._checks import check_tensor
-from ._function import ManualFunction, _transforms_active
+from ._function import ManualFunction, _transforms_active, once_differentiable
 from .dense import Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _check_conv, _check_linear
 from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
 from .norm import BatchNormFunction, _check_batch_norm
@@ -185,6 +184,20 @@ class ChainFunction(ManualFunction):
         ctx.conf = (plan, stages, result)
 
     @staticmethod
+    def eager_forward(ctx, x, plan, *tensors):
+        """The eager twin's forward (see ``ManualFunction``): each stage's forward and setup_context in
+        one pass, the intermediates saved directly, one output (``apply`` must return every
+        intermediate for ``setup_context``). The backward is ``backward`` (result index 0)."""
+        stages, saved = [], []
+        for i, stage in enumerate(plan):
+            args, out = _run_stage(i, stage, x, tensors)
+            _setup_stage(stage, args, out, stages, saved)
+            x = out if stage[3] == 1 else out[0]
+        ctx.save_for_backward(*saved)
+        ctx.conf = (plan, stages, 0)
+        return x
+
+    @staticmethod
     @once_differentiable
     def backward(ctx, *grads):
         # stage by stage in reverse: (dL/dx_i, dL/dtheta_i) = F_i.backward(dL/dx_{i+1});
@@ -228,28 +241,6 @@ class ChainFunction(ManualFunction):
                     tgrads[j] = ga if tgrads[j] is None else tgrads[j] + ga
             g = gs[0] if dep[i] else None
         return (g if need[0] else None, None, *tgrads)
-
-
-def _eager_forward(ctx, x, plan, *tensors):
-    """ChainFunction's eager twin's forward: each stage's forward and setup_context in one pass, the
-    intermediates saved directly, one output (``ManualFunction`` would generate a twin that returns
-    every intermediate, as ``apply`` must for ``setup_context``). The twin's backward is
-    ChainFunction's own (the same function object; result index 0)."""
-    stages, saved = [], []
-    for i, stage in enumerate(plan):
-        args, out = _run_stage(i, stage, x, tensors)
-        _setup_stage(stage, args, out, stages, saved)
-        x = out if stage[3] == 1 else out[0]
-    ctx.save_for_backward(*saved)
-    ctx.conf = (plan, stages, 0)
-    return x
-
-
-# the same class name, so that graphs show ChainFunctionBackward on both paths
-ChainFunction._eager = type("ChainFunction", (torch.autograd.Function,), {
-    "forward": staticmethod(_eager_forward), "backward": staticmethod(ChainFunction.backward),
-    "__doc__": "The eager twin of ChainFunction (see _eager_forward).", "__module__": __name__,
-    "__qualname__": "ChainFunction._eager"})
 
 
 def make_plan(stages) -> tuple[tuple, list]:

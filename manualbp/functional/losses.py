@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, values_checkable
-from ._function import ManualFunction
+from ._function import ManualFunction, first, once_differentiable
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -16,8 +15,8 @@ _NO_IGNORE = -(2 ** 63)   # nll_loss's ignore_index: a value no class index take
 
 class SoftmaxCrossEntropyFunction(ManualFunction):
     """L = reduce_n( -log softmax(z)[n, t_n] ) for class indices t, or -sum_c t[n,c] log softmax(z)[n,c]
-    for a probability / one-hot target. Returns (L, log softmax(z), total weight); only L is
-    differentiable. A floating target that requires grad gets its gradient too (class indices are
+    for a probability / one-hot target. ``apply`` returns (L, log softmax(z), total weight), the eager
+    twin L alone (``eager_forward``); only L is differentiable. A floating target that requires grad gets its gradient too (class indices are
     constants)."""
 
     generate_vmap_rule = True
@@ -40,6 +39,15 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         ctx.mark_non_differentiable(logp, total_weight)
         ctx.save_for_backward(logp, target, total_weight)
         ctx.reduction = reduction
+
+    @staticmethod
+    def eager_forward(ctx, logits, target, reduction):
+        """The eager twin's forward (see ``ManualFunction``): L only; log softmax and the total weight
+        are saved, not returned."""
+        loss, logp, total_weight = SoftmaxCrossEntropyFunction.forward(logits, target, reduction)
+        ctx.save_for_backward(logp, target, total_weight)
+        ctx.reduction = reduction
+        return loss
 
     @staticmethod
     @once_differentiable   # its backward saves outputs as constants: not differentiable again
@@ -79,7 +87,7 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
         # the hot path (class indices, all else valid): no range scan; an index out of range makes
         # nll_loss raise, and that failure is explained by the range check
         try:
-            return SoftmaxCrossEntropyFunction.call(logits, target, reduction)[0]
+            return first(SoftmaxCrossEntropyFunction.call(logits, target, reduction))
         except (RuntimeError, IndexError):   # aten's nll_loss raises IndexError for a class out of range
             _check_ce_target_range(logits, target)   # raises the named error if the indices are the cause
             raise
@@ -103,7 +111,7 @@ def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                              f"{logits.device}")
         _check_ce_target_range(logits, target)
         target = target.long()
-    return SoftmaxCrossEntropyFunction.call(logits, target, reduction)[0]
+    return first(SoftmaxCrossEntropyFunction.call(logits, target, reduction))
 
 
 def _check_ce_target_range(logits, target) -> None:

@@ -8,10 +8,9 @@ In Ngiam's (features x examples) layout these are the rows and the columns.
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ._checks import check_choice, check_positive, check_tensor
-from ._function import ManualFunction
+from ._function import ManualFunction, once_differentiable
 
 SPARSE_ACTIVATIONS = ("soft_abs", "elu")
 

@@ -14,10 +14,9 @@ finite for repeated eigenvalues and rank-deficient batches (N < D).
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from ._checks import NonFiniteError, check_choice, check_momentum, check_positive, check_tensor
-from ._function import ManualFunction
+from ._function import ManualFunction, once_differentiable
 
 BACKENDS = ("eigh", "svd")
 ZCA_MODES = ("dim", "example")
