@@ -116,21 +116,16 @@ class _StageCtx:
         pass
 
 
-# a plan entry: (F, template: the arguments with None where X and the tensors go,
-#                slots: ((argument position, index in the flat tensor list), ...), F's output count, F's check)
+# a plan entry: (F, lo, hi, rest, F's output count, F's check, (False,) * len(rest)). The stage's
+# arguments are (X, *inputs[lo:hi], *rest): ``inputs``, the chain's flat list of the stages' arguments
+# from the second up to the last tensor (None and other values in between included), is what the
+# chain Function takes after the plan, so that autograd sees every tensor; ``rest`` holds the
+# settings after the last tensor (stride, padding, eps, ...).
 
-def _bind(stage, x, tensors):
-    args = list(stage[1])
-    args[0] = x
-    for p, i in stage[2]:
-        args[p] = tensors[i]
-    return args
-
-
-def _run_stage(i, stage, x, tensors):
+def _run_stage(i, stage, x, inputs):
     """(args, output) of stage i on x: the op's own input check, then its forward."""
-    args = _bind(stage, x, tensors)
-    stage[4](*args)   # the op's own argument checks and errors, on this stage's input
+    args = (x, *inputs[stage[1]:stage[2]], *stage[3])
+    stage[5](*args)   # the op's own argument checks and errors, on this stage's input
     try:
         return args, stage[0].forward(*args)
     except (RuntimeError, ValueError, IndexError) as e:
@@ -142,8 +137,9 @@ def _setup_stage(stage, args, out, stages, saved):
     """Run the stage's own setup_context on a ``_StageCtx``; collect what it saved."""
     sctx = _StageCtx()
     stage[0].setup_context(sctx, args, out)
-    stages.append((sctx, len(saved), len(saved) + len(sctx.saved)))
+    n = len(saved)
     saved.extend(sctx.saved)
+    stages.append((sctx, n, len(saved)))
     sctx.saved = ()   # the stage contexts live as long as the graph: only the chain's saved variables hold them
 
 
@@ -154,11 +150,11 @@ class ChainFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x, plan, *tensors):
+    def forward(x, plan, *inputs):
         outs = []
         for i, stage in enumerate(plan):
-            _, out = _run_stage(i, stage, x, tensors)
-            if stage[3] == 1:
+            _, out = _run_stage(i, stage, x, inputs)
+            if stage[4] == 1:
                 outs.append(out)
                 x = out
             else:
@@ -169,30 +165,30 @@ class ChainFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         x, plan = inputs[0], inputs[1]
-        tensors = inputs[2:]
+        inputs = inputs[2:]
         stages, saved, pos = [], [], 0
         for stage in plan:
-            k = stage[3]
-            _setup_stage(stage, tuple(_bind(stage, x, tensors)), output[pos] if k == 1 else output[pos:pos + k],
-                         stages, saved)
+            k = stage[4]
+            _setup_stage(stage, (x, *inputs[stage[1]:stage[2]], *stage[3]),
+                         output[pos] if k == 1 else output[pos:pos + k], stages, saved)
             x = output[pos]
             pos += k
-        result = pos - plan[-1][3]
+        result = pos - plan[-1][4]
         ctx.mark_non_differentiable(*(o for i, o in enumerate(output) if i != result and o is not None))
         ctx.set_materialize_grads(False)   # no zero-filled gradients for the intermediate outputs
         ctx.save_for_backward(*saved)
         ctx.conf = (plan, stages, result)
 
     @staticmethod
-    def eager_forward(ctx, x, plan, *tensors):
+    def eager_forward(ctx, x, plan, *inputs):
         """The eager twin's forward (see ``ManualFunction``): each stage's forward and setup_context in
         one pass, the intermediates saved directly, one output (``apply`` must return every
         intermediate for ``setup_context``). The backward is ``backward`` (result index 0)."""
         stages, saved = [], []
         for i, stage in enumerate(plan):
-            args, out = _run_stage(i, stage, x, tensors)
+            args, out = _run_stage(i, stage, x, inputs)
             _setup_stage(stage, args, out, stages, saved)
-            x = out if stage[3] == 1 else out[0]
+            x = out if stage[4] == 1 else out[0]
         ctx.save_for_backward(*saved)
         ctx.conf = (plan, stages, 0)
         return x
@@ -209,9 +205,7 @@ class ChainFunction(ManualFunction):
         dep, d = [], need[0]
         for stage in plan:
             dep.append(d)
-            if not d:
-                for _, j in stage[2]:
-                    d = d or need_t[j]
+            d = d or any(need_t[stage[1]:stage[2]])
         saved = ctx.saved_tensors
         g = grads[result]
         tgrads = [None] * len(need_t)
@@ -220,14 +214,10 @@ class ChainFunction(ManualFunction):
         for i in range(last, -1, -1):
             if g is None:
                 break
-            fn, template, slots, k, _ = plan[i]
-            sctx, lo, hi = stages[i]
-            sctx.saved_tensors = saved[lo:hi]
-            ng = [False] * len(template)
-            ng[0] = dep[i]
-            for p, j in slots:
-                ng[p] = need_t[j]
-            sctx.needs_input_grad = tuple(ng)
+            fn, lo, hi, _, k, _, rest_false = plan[i]
+            sctx, s0, s1 = stages[i]
+            sctx.saved_tensors = saved[s0:s1]
+            sctx.needs_input_grad = (dep[i], *need_t[lo:hi], *rest_false)
             # g was made by the backward of stage i + 1: the chain holds the only reference (out= kernels
             # have no vmap rule, so not under a transform)
             sctx.owns_grad = i < last and own
@@ -235,52 +225,53 @@ class ChainFunction(ManualFunction):
             sctx.saved_tensors = None   # the stage context outlives the backward (it lives with the graph)
             if type(gs) is not tuple:
                 gs = (gs,)
-            for p, j in slots:
-                ga = gs[p]
-                if ga is not None and need_t[j]:
-                    tgrads[j] = ga if tgrads[j] is None else tgrads[j] + ga
+            for j in range(lo, hi):
+                if need_t[j]:
+                    ga = gs[1 + j - lo]
+                    if ga is not None:
+                        tgrads[j] = ga if tgrads[j] is None else tgrads[j] + ga
             g = gs[0] if dep[i] else None
         return (g if need[0] else None, None, *tgrads)
 
 
 def make_plan(stages) -> tuple[tuple, list]:
-    """(plan, tensors) of a list of stages ``(F, args)``: each stage's tensors moved to the flat list
-    ``tensors``. Refuses Functions outside ``CHAINABLE`` and stages without ``X`` first."""
-    plan, tensors = [], []
+    """(plan, inputs) of a list of stages ``(F, args)``: each stage's arguments from the second up to
+    its last tensor moved to the flat list ``inputs`` (see the plan entry above). Refuses Functions
+    outside ``CHAINABLE`` and stages without ``X`` first."""
+    plan, inputs = [], []
     for i, (fn, args) in enumerate(stages):
-        if fn not in CHAINABLE:
+        spec = CHAINABLE.get(fn)
+        if spec is None:
             raise ValueError(f"chain: stage {i} is {getattr(fn, '__name__', fn)!r}, which cannot be chained; "
                              f"chainable: {sorted(f.__name__ for f in CHAINABLE)}")
         if not args or args[0] is not X:
             raise ValueError(f"chain: stage {i} ({fn.__name__}) must take X (the running input) as its first "
                              "argument")
-        template, slots = list(args), []
-        template[0] = None
-        for p, a in enumerate(args):
-            if isinstance(a, torch.Tensor):
-                slots.append((p, len(tensors)))
-                tensors.append(a)
-                template[p] = None
-        k, check = CHAINABLE[fn]
-        plan.append((fn, tuple(template), tuple(slots), k, check))
+        m = len(args) - 1   # the position of the last tensor argument (0: none)
+        while m and not isinstance(args[m], torch.Tensor):
+            m -= 1
+        lo = len(inputs)
+        inputs.extend(args[1:m + 1])
+        rest = tuple(args[m + 1:])
+        plan.append((fn, lo, len(inputs), rest, spec[0], spec[1], (False,) * len(rest)))
     if not plan:
         raise ValueError("chain: give at least one stage")
-    return tuple(plan), tensors
+    return tuple(plan), inputs
 
 
 def chain(x: torch.Tensor, stages) -> torch.Tensor:
     """Run ``stages`` (``(F, args)`` pairs, ``X`` first in ``args`` for the running input; see the
     module docstring) on ``x`` as one autograd.Function; returns the last stage's first output.
     Every tensor must have x's dtype and device."""
-    plan, tensors = make_plan(stages)
+    plan, inputs = make_plan(stages)
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         raise ValueError(f"chain: x must be a floating-point tensor, got "
                          f"{x.dtype if isinstance(x, torch.Tensor) else type(x).__name__}")
     dtype, device = x.dtype, x.device
-    for t in tensors:
-        if t.dtype != dtype or t.device != device:
+    for t in inputs:
+        if isinstance(t, torch.Tensor) and (t.dtype != dtype or t.device != device):
             raise ValueError(f"chain: every tensor must have x's dtype and device ({x.dtype}, {x.device}); "
                              f"got a {tuple(t.shape)} tensor of {t.dtype} on {t.device} (convert the input, "
                              f"x.to(dtype, device), or the model, model.to(dtype, device))")
-    out = ChainFunction.call(x, plan, *tensors)
-    return out[len(out) - plan[-1][3]] if type(out) is tuple else out   # apply returns every stage's outputs
+    out = ChainFunction.call(x, plan, *inputs)
+    return out[len(out) - plan[-1][4]] if type(out) is tuple else out   # apply returns every stage's outputs
