@@ -326,7 +326,7 @@ def bench_models(device, tiny: bool, repeats: int, memory: bool = True) -> list:
     return rows
 
 
-RUN_VARIANTS = {"paired_ratio": "chain (as trained)", "pairs_paired_ratio": "no chain (fused pairs)",
+RUN_VARIANTS = {"paired_ratio": "as trained (chain / stack)", "pairs_paired_ratio": "no chain (fused pairs)",
                 "unfused_paired_ratio": "unfused"}
 
 

@@ -4,9 +4,11 @@ backward, Adam) of the same CNN6 in five builds, timed in rounds in one process 
 round), each against plain torch in the same round (paired ratio, median [quartiles]):
 
     plain                     the model in plain torch (autograd's C++ nodes)
-    chain                     the manual model as trained (one chain Function + the loss Function)
-    chain + plain loss        the same with torch's cross-entropy (isolates the loss Function)
-    chain, g not overwritten  the chain without writing g act'(z) over g (owns_grad off)
+    as trained                the manual model as trained: one conv2d_act_stack Function (6 conv +
+                              relu and the pool) + the loss Function
+    as trained + plain loss   the same with torch's cross-entropy (isolates the loss Function)
+    generic chain             the same layers as one generic ``chain`` of their stages (per-stage
+                              dispatch; what CNN6 ran before conv2d_act_stack) + the loss Function
     minimal Function          a hand-written single Function for this CNN6 only: 6 conv + relu,
                               average pool and the cross-entropy, no checks, no stage dispatch (the
                               floor for a Python backward with these kernels; not part of the library)
@@ -30,7 +32,6 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import manualbp.functional as M  # noqa: E402
-import manualbp.functional.fused as fused  # noqa: E402
 from manualbp.functional.dense import conv_backward  # noqa: E402
 from manualbp.models import CNN6  # noqa: E402
 from manualbp.testing.reference_models import reference_forward  # noqa: E402
@@ -79,33 +80,27 @@ def build(kind: str, x, y):
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     ws = [c.weight for c in model.convs]
     strides = tuple((c.stride, c.stride) for c in model.convs)
-    own = kind != "chain, g not overwritten"
-    orig = fused._act_grad
-
-    def act_grad(ctx, act, g, out, alpha):
-        return orig(ctx, act, g, out, alpha) if own else fused.FUSED_ACTIVATIONS[act][1](g, out, alpha)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        fused._act_grad = act_grad
-        try:
-            if kind == "plain":
-                loss = F.cross_entropy(reference_forward(model, x), y)
-            elif kind == "chain + plain loss":
-                loss = F.cross_entropy(model(x), y)
-            elif kind == "minimal Function":
-                loss = MinimalCNN6.apply(x, y, strides, *ws)
-            else:
-                loss = M.softmax_cross_entropy(model(x), y)
-            loss.backward()
-        finally:
-            fused._act_grad = orig
+        if kind == "plain":
+            loss = F.cross_entropy(reference_forward(model, x), y)
+        elif kind == "as trained + plain loss":
+            loss = F.cross_entropy(model(x), y)
+        elif kind == "generic chain":
+            stages = [c.stage(a) for c, a in zip(model.convs, model.acts)] + [model.pool.stage()]
+            loss = M.softmax_cross_entropy(M.chain(x, stages), y)
+        elif kind == "minimal Function":
+            loss = MinimalCNN6.apply(x, y, strides, *ws)
+        else:
+            loss = M.softmax_cross_entropy(model(x), y)
+        loss.backward()
         opt.step()
         return loss.detach()
     return step
 
 
-KINDS = ("plain", "chain", "chain + plain loss", "chain, g not overwritten", "minimal Function")
+KINDS = ("plain", "as trained", "as trained + plain loss", "generic chain", "minimal Function")
 
 
 def main(argv=None) -> int:

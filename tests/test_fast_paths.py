@@ -9,6 +9,7 @@
   and a hook (the probes) must still see the pre-activation.
 """
 import copy
+import re
 
 import pytest
 import torch
@@ -91,7 +92,9 @@ def _cases():
     }
 
 
-CHAINED = {"mlp relu", "mlp tanh + zca", "cnn6", "cnn6 + bn"}   # the models that run a chain Function
+# the models that run a chain Function (CNN6's conv + relu layers and pool: one conv2d_act_stack)
+CHAINED = {"mlp relu": "ChainFunctionBackward", "mlp tanh + zca": "ChainFunctionBackward",
+           "cnn6": "Conv2dActStackFunctionBackward", "cnn6 + bn": "ChainFunctionBackward"}
 
 
 def _no_fusion(model, chain_too=True):
@@ -118,7 +121,7 @@ def test_fused_model_step_is_bit_identical(name):
         pair_loss, pair_grads, pair_nodes = _step(pairs, x, loss_fn)
         ref_loss, ref_grads, ref_nodes = _step(ref, x, loss_fn)
         if name in CHAINED:
-            assert "ChainFunctionBackward" in nodes and fused_node not in nodes
+            assert CHAINED[name] in nodes and fused_node not in nodes
             assert len(nodes) < len(pair_nodes)
         else:
             assert "ChainFunctionBackward" not in nodes and nodes == pair_nodes
@@ -140,7 +143,7 @@ def test_fused_model_step_is_bit_identical(name):
 def test_hooks_see_the_pre_activation():
     """A forward hook on a layer (as the probes install) turns fusion off for that layer: it sees the
     layer's own output, negative values included, and the activation's hook sees the ReLU output;
-    the unwatched layers after it still run as one chain Function."""
+    the unwatched layers after it still run as one Function (conv2d_act_stack)."""
     torch.manual_seed(0)
     model = CNN6()
     seen = {}
@@ -150,7 +153,7 @@ def test_hooks_see_the_pre_activation():
     assert (seen["pre"] < 0).any() and torch.equal(seen["post"], seen["pre"].clamp_min(0))
     nodes = backward_node_names(loss)
     assert "Conv2dFunctionBackward" in nodes and "ReLUFunctionBackward" in nodes   # layer 1 unfused
-    assert "ChainFunctionBackward" in nodes                                         # the others chained
+    assert "Conv2dActStackFunctionBackward" in nodes                                # the others: one stack
     assert "Conv2dActFunctionBackward" not in nodes
 
 
@@ -198,6 +201,57 @@ def test_probes_capture_pre_and_post_activations():
 def test_fused_ops_name_bad_input(call, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+def _w(*shape, dtype=torch.float32):
+    return torch.randn(*shape, dtype=dtype)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), []), "conv2d_act_stack: give at least one layer"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 2, 3, 3)]), "conv2d_act_stack: x has 3 channels"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 5, 3, 3)]),
+     "conv2d_act_stack: layer 1's weight (shape (5, 5, 3, 3)) expects 5 input channels, but layer 0 gives 4"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 4, 3)]),
+     "conv2d_act_stack (layer 1): w must be a 4-D tensor"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 4, 3, 3, dtype=torch.float64)]),
+     "conv2d_act_stack: weights[1] has dtype torch.float64 but x has torch.float32"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 4, 3, 3)], [None, _w(4)]),
+     "conv2d_act_stack (layer 1): b must have shape (5,), got (4,)"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], [None, None]),
+     "biases must give one entry (a tensor or None) per layer (1), got 2"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)] * 1, strides=[1, 2]),
+     "strides must be one value for all layers or a list of one per layer (1); got a list of 2"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], activation="arctan"),
+     "activation must be one of"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], pool="yes"),
+     "pool must be True or False"),
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], paddings="full"), "padding"),
+    # the layers shrink a 4 x 4 input to nothing: named, not a bare aten error
+    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 4, 4), [_w(4, 3, 3, 3), _w(4, 4, 3, 3), _w(4, 4, 3, 3)],
+                                 paddings="valid"),
+     "conv2d_act_stack: the layers failed on an input of shape (2, 3, 4, 4)"),
+])
+def test_conv2d_act_stack_names_bad_input(call, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
+
+
+def test_cnn6_runs_its_layers_as_one_stack_and_a_different_activation_breaks_it():
+    """CNN6's unwatched conv + relu layers and pool are one conv2d_act_stack Function; layers whose
+    activations differ are not a stack and run as a chain (same results)."""
+    torch.manual_seed(0)
+    model = CNN6()
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
+    nodes = set(backward_node_names(MF.softmax_cross_entropy(model(x), y))) - {"AccumulateGrad"}
+    assert nodes == {"SoftmaxCrossEntropyFunctionBackward", "Conv2dActStackFunctionBackward"}
+    mixed = copy.deepcopy(model)
+    mixed.acts[2] = Activation("tanh")
+    loss = MF.softmax_cross_entropy(mixed(x), y)
+    nodes = backward_node_names(loss)
+    assert "ChainFunctionBackward" in nodes and "Conv2dActStackFunctionBackward" not in nodes
+    mixed.chain = False
+    assert torch.equal(loss, MF.softmax_cross_entropy(mixed(x), y))
 
 
 def _chain_stages():

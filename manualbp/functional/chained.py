@@ -32,21 +32,11 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_tensor
-from ._function import ManualFunction, _transforms_active, once_differentiable
+from ._function import ManualFunction, _plain_tensor, _transforms_active, once_differentiable
 from .dense import Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _check_conv, _check_linear
 from .fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
 from .norm import BatchNormFunction, _check_batch_norm
 from .whitening import ZCAWhitenFunction
-
-_functorch = torch._C._functorch
-
-
-def _plain_tensor(g) -> bool:
-    """Whether g is an ordinary tensor: not a torch.func-wrapped one, nor the legacy batched tensor of
-    gradcheck's batched-gradient check (the out= kernels have no batching rule)."""
-    return (type(g) is torch.Tensor and not _functorch.is_functorch_wrapped_tensor(g)
-            and not _functorch.is_legacy_batchedtensor(g))
-
 
 class _Input:
     """The placeholder for a stage's running input."""

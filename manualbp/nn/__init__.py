@@ -14,7 +14,8 @@ from manualbp.functional._function import _is_compiling, _transforms_active
 from manualbp.functional.chained import X
 from manualbp.functional.dense import (Conv2dFunction, GlobalAvgPool2dFunction, LinearFunction, _conv_settings,
                                       _conv_t_settings)
-from manualbp.functional.fused import Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction
+from manualbp.functional.fused import (Conv2dActFunction, ConvTranspose2dActFunction, LinearActFunction,
+                                      _conv2d_act_stack)
 from manualbp.functional.norm import BatchNormFunction
 from manualbp.functional.whitening import ZCAWhitenFunction, _check_zca_settings
 
@@ -245,10 +246,29 @@ def run_sequence(items, x: torch.Tensor, chain: bool = True) -> torch.Tensor:
 
 def _flush(group, stages, x):
     if len(group) >= 2:
+        stack = _as_stack(stages)
+        if stack is not None:
+            return _conv2d_act_stack(x, *stack)   # the settings are the stages' own, already checked
         return MF.chain(x, stages)
     for m, act in group:
         x = layer_act(m, act, x)
     return x
+
+
+def _as_stack(stages):
+    """The arguments of ``MF.conv2d_act_stack`` after x (settings as pairs), when the stages are conv2d + activation
+    layers with one activation, optionally followed by the global average pool (CNN6's body): one
+    Function without a chain's per-stage dispatch, the same kernels in the same order. Else None."""
+    pool = stages[-1][0] is GlobalAvgPool2dFunction
+    convs = stages[:-1] if pool else stages
+    if not convs or convs[0][0] is not Conv2dActFunction:
+        return None
+    act, alpha = convs[0][1][5], convs[0][1][6]
+    for fn, a in convs:
+        if fn is not Conv2dActFunction or a[5] != act or a[6] != alpha:
+            return None
+    return ([a[1] for _, a in convs], [a[2] for _, a in convs], [a[3] for _, a in convs], [a[4] for _, a in convs],
+            act, alpha, pool)
 
 
 class Center(nn.Module):

@@ -435,6 +435,29 @@ def _fused_entries() -> list[OpInfo]:
     return ops
 
 
+def _stack(x, w1, w2, b2, w3, **kwargs):
+    """conv2d_act_stack over three layers (a bias on the second only)."""
+    return M.conv2d_act_stack(x, [w1, w2, w3], [None, b2, None], **kwargs)
+
+
+def _stack_ref(x, w1, w2, b2, w3, strides=1, paddings="same", activation="relu", alpha=1.0, pool=False):
+    strides = strides if isinstance(strides, list) else [strides] * 3
+    paddings = paddings if isinstance(paddings, list) else [paddings] * 3
+    for w, b, s, p in zip((w1, w2, w3), (None, b2, None), strides, paddings):
+        x = _ACT_REF[activation](ref_conv2d(x, w, b, s, p), alpha)
+    return x.mean((2, 3)) if pool else x
+
+
+def _stack_samples(dtype, device):
+    kw = dict(dtype=dtype, device=device, gen=_gen(53))
+    args = (_t(2, 2, 7, 7, **kw), _t(3, 2, 3, 3, **kw), _t(4, 3, 3, 3, **kw), _t(4, **kw), _t(3, 4, 1, 1, **kw))
+    return [Sample(args, dict(strides=[2, 1, 1], activation="tanh", pool=True), "tanh, strides 2 1 1, pooled"),
+            Sample(args, dict(paddings=[1, 0, "valid"], activation="elu", alpha=0.5), "elu alpha 0.5, paddings 1 0 valid"),
+            Sample(args, dict(strides=[1, 2, 1], activation="sigmoid"), "sigmoid, strides 1 2 1"),
+            Sample((args[0].detach(), *args[1:]), dict(strides=2, activation="relu", pool=True),
+                   "relu, stride 2, pooled, input without gradient (a first layer)")]
+
+
 # ---------------------------------------------------------------- chain (several ops as one Function)
 
 def _chain_conv(x, w1, w2, b2, running_mean, running_var, training=True):
@@ -509,7 +532,8 @@ def _chain_shared_samples(dtype, device):
 
 
 def _chain_entries() -> list[OpInfo]:
-    return [OpInfo("chain[conv, batch_norm, gap]", "chain", _chain_conv, _chain_conv_ref, _chain_conv_samples,
+    return [OpInfo("conv2d_act_stack", "chain", _stack, _stack_ref, _stack_samples, gradgrad=False),
+            OpInfo("chain[conv, batch_norm, gap]", "chain", _chain_conv, _chain_conv_ref, _chain_conv_samples,
                    gradgrad=False),
             OpInfo("chain[linear, zca_whiten, linear]", "chain", _chain_mlp, _chain_mlp_ref, _chain_mlp_samples,
                    gradgrad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
