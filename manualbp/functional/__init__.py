@@ -13,8 +13,8 @@ from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 
 __all__ = [
     "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
-    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "chain", "concat", "conv2d", "conv2d_act", "conv2d_act_stack",
-    "conv_transpose2d", "conv_transpose2d_act",
+    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "chain", "concat", "conv2d", "conv2d_act",
+    "conv2d_act_stack", "conv_transpose2d", "conv_transpose2d_act",
     "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d", "interpolate", "iter_norm",
     "linear", "linear_act", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",
     "softmax_cross_entropy", "sparse_filtering", "standardize", "tanh", "zca_whiten",

@@ -417,9 +417,14 @@ class GlobalAvgPool2dFunction(ManualFunction):
 
     @staticmethod
     def backward(ctx, g):
-        # dL/dx[n,c,h,w] = g[n,c] / (H W)
-        h, w = ctx.in_shape[-2:]
-        return g[..., None, None].expand(ctx.in_shape) / (h * w)   # one kernel writes the full-size gradient
+        return gap_backward(g, ctx.in_shape)
+
+
+def gap_backward(g, in_shape):
+    """dL/dx of the global average pool over an input of shape ``in_shape``."""
+    # dL/dx[n,c,h,w] = g[n,c] / (H W)
+    h, w = in_shape[-2:]
+    return g[..., None, None].expand(in_shape) / (h * w)   # one kernel writes the full-size gradient
 
 
 def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_positive, check_same_dtype_device, check_tensor
 from ._function import ManualFunction, _plain_tensor, _transforms_active, first, once_differentiable
-from .dense import (_check_conv, _check_linear, _conv_args, _conv_args_ok, _conv_settings, _conv_t_args, _linear_args_ok,
-                    conv_backward, linear_backward)
+from .dense import (_check_conv, _check_linear, _conv_args, _conv_args_ok, _conv_settings, _conv_t_args,
+                    _linear_args_ok, conv_backward, gap_backward, linear_backward)
 
 aten = torch.ops.aten
 
@@ -188,15 +188,10 @@ class Conv2dActStackFunction(ManualFunction):
 
     @staticmethod
     def forward(x, conf, *params):
-        strides, paddings, act, alpha, pool, _ = conf
-        f = FUSED_ACTIVATIONS[act][0]
-        ys = []
-        for i in range(len(strides)):
-            x = f(F.conv2d(x, params[2 * i], params[2 * i + 1], strides[i], paddings[i]), alpha)
-            ys.append(x)
-        if pool:
-            return (x.mean(dim=(-2, -1)), *ys)
-        return tuple(ys[::-1]) if len(ys) > 1 else (x,)   # y_L first, then the intermediates
+        ys = _stack_layers(x, conf, params)
+        if conf[4]:
+            return (ys[-1].mean(dim=(-2, -1)), *ys)
+        return tuple(ys[::-1])   # y_L first, then the intermediates
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -210,16 +205,10 @@ class Conv2dActStackFunction(ManualFunction):
     @staticmethod
     def eager_forward(ctx, x, conf, *params):
         """The eager twin's forward (see ``ManualFunction``): the same kernels, y_1..y_L saved, one output."""
-        strides, paddings, act, alpha, pool, _ = conf
-        f = FUSED_ACTIVATIONS[act][0]
-        ys = []
-        x0 = x
-        for i in range(len(strides)):
-            x = f(F.conv2d(x, params[2 * i], params[2 * i + 1], strides[i], paddings[i]), alpha)
-            ys.append(x)
-        ctx.save_for_backward(x0, *ys, *params[::2])
+        ys = _stack_layers(x, conf, params)
+        ctx.save_for_backward(x, *ys, *params[::2])
         ctx.conf = conf
-        return x.mean(dim=(-2, -1)) if pool else x
+        return ys[-1].mean(dim=(-2, -1)) if conf[4] else ys[-1]
 
     @staticmethod
     @once_differentiable
@@ -243,9 +232,7 @@ class Conv2dActStackFunction(ManualFunction):
         plain = not _transforms_active() and _plain_tensor(g)
         own = False   # autograd's own g is never overwritten
         if pool:
-            h, w = ys[-1].shape[-2:]
-            g = g[..., None, None].expand(ys[-1].shape) / (h * w)   # one kernel writes the full-size gradient
-            own = True
+            g, own = gap_backward(g, ys[-1].shape), True
         table = FUSED_ACTIVATIONS[act]
         for i in range(n - 1, -1, -1):
             gz = table[2](g, ys[i], alpha) if own and plain else table[1](g, ys[i], alpha)
@@ -256,6 +243,17 @@ class Conv2dActStackFunction(ManualFunction):
                 return (None, None, *grads)
             g, own = gx, True
         return (g, None, *grads)
+
+
+def _stack_layers(x, conf, params) -> list:
+    """y_1..y_L of a stack: act(conv2d(y_{i-1}, w_i) + b_i), the activation in place."""
+    strides, paddings, act, alpha = conf[:4]
+    f = FUSED_ACTIVATIONS[act][0]
+    ys = []
+    for i in range(len(strides)):
+        x = f(F.conv2d(x, params[2 * i], params[2 * i + 1], strides[i], paddings[i]), alpha)
+        ys.append(x)
+    return ys
 
 
 def _per_layer(op: str, name: str, value, n: int) -> list:

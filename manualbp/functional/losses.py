@@ -16,8 +16,8 @@ _NO_IGNORE = -(2 ** 63)   # nll_loss's ignore_index: a value no class index take
 class SoftmaxCrossEntropyFunction(ManualFunction):
     """L = reduce_n( -log softmax(z)[n, t_n] ) for class indices t, or -sum_c t[n,c] log softmax(z)[n,c]
     for a probability / one-hot target. ``apply`` returns (L, log softmax(z), total weight), the eager
-    twin L alone (``eager_forward``); only L is differentiable. A floating target that requires grad gets its gradient too (class indices are
-    constants)."""
+    twin L alone (``eager_forward``); only L is differentiable. A floating target that requires grad
+    gets its gradient too (class indices are constants)."""
 
     generate_vmap_rule = True
 

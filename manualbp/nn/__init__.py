@@ -221,10 +221,11 @@ def run_sequence(items, x: torch.Tensor, chain: bool = True) -> torch.Tensor:
     With ``chain`` (the default), in plain eager mode (not under torch.compile or a torch.func
     transform), each run of two or more consecutive items that can be chained (the module has a
     ``stage`` method that returns a stage, no hook watches the module or its activation, both run
-    their own class's forward, no global module hooks) runs as one ``MF.chain`` Function: the same
-    kernels and hand-written backwards in the same order, bit-identical results, one autograd node
-    instead of one per op. Anything watched (the training probes install hooks) runs module by
-    module, so hooks see every pre- and post-activation."""
+    their own class's forward, no global module hooks) runs as one ``MF.chain`` Function, or as one
+    ``MF.conv2d_act_stack`` when the run is conv2d + activation layers with one activation (then
+    optionally the global average pool): the same kernels and hand-written backwards in the same
+    order, bit-identical results, one autograd node instead of one per op. Anything watched (the
+    training probes install hooks) runs module by module, so hooks see every pre- and post-activation."""
     if not chain or len(items) < 2 or _is_compiling() or _transforms_active() or _global_hooks():
         for m, act in items:
             x = layer_act(m, act, x)
@@ -256,9 +257,10 @@ def _flush(group, stages, x):
 
 
 def _as_stack(stages):
-    """The arguments of ``MF.conv2d_act_stack`` after x (settings as pairs), when the stages are conv2d + activation
-    layers with one activation, optionally followed by the global average pool (CNN6's body): one
-    Function without a chain's per-stage dispatch, the same kernels in the same order. Else None."""
+    """The arguments of ``MF.conv2d_act_stack`` after x (settings as pairs) when the stages are
+    conv2d + activation layers with one activation, optionally followed by the global average pool
+    (CNN6's body): one Function without a chain's per-stage dispatch, the same kernels in the same
+    order. Else None."""
     pool = stages[-1][0] is GlobalAvgPool2dFunction
     convs = stages[:-1] if pool else stages
     if not convs or convs[0][0] is not Conv2dActFunction:

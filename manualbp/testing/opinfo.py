@@ -452,7 +452,8 @@ def _stack_samples(dtype, device):
     kw = dict(dtype=dtype, device=device, gen=_gen(53))
     args = (_t(2, 2, 7, 7, **kw), _t(3, 2, 3, 3, **kw), _t(4, 3, 3, 3, **kw), _t(4, **kw), _t(3, 4, 1, 1, **kw))
     return [Sample(args, dict(strides=[2, 1, 1], activation="tanh", pool=True), "tanh, strides 2 1 1, pooled"),
-            Sample(args, dict(paddings=[1, 0, "valid"], activation="elu", alpha=0.5), "elu alpha 0.5, paddings 1 0 valid"),
+            Sample(args, dict(paddings=[1, 0, "valid"], activation="elu", alpha=0.5),
+                   "elu alpha 0.5, paddings 1 0 valid"),
             Sample(args, dict(strides=[1, 2, 1], activation="sigmoid"), "sigmoid, strides 1 2 1"),
             Sample((args[0].detach(), *args[1:]), dict(strides=2, activation="relu", pool=True),
                    "relu, stride 2, pooled, input without gradient (a first layer)")]
