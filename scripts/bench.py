@@ -213,11 +213,11 @@ def model_cases(tiny: bool):
     }
 
 
-def _model_step(spec, shape, kind, impl, device, compiled=False, fuse=True, chain=True):
+def _model_step(spec, shape, kind, impl, device, compiled=False, fuse=True):
     """A closure doing one training step (zero_grad, forward, loss, backward, Adam step); ``compiled``:
     the forward and loss through torch.compile(fullgraph=True), as the loop's compile=true does;
-    ``chain=False``: the manual model without chain Functions (fused layer + activation pairs only);
-    ``fuse=False``: without either (one Function per op, as when probes watch every layer)."""
+    ``fuse=False``: the manual model without fused layer + activation Functions (one Function per op,
+    as when probes watch every layer)."""
     from manualbp.models import build_model
     from manualbp.nn import Activation
     from manualbp.testing.opinfo import ref_sparse_filtering
@@ -226,8 +226,6 @@ def _model_step(spec, shape, kind, impl, device, compiled=False, fuse=True, chai
     for m in model.modules():
         if isinstance(m, Activation) and not fuse:
             m.fusable = False
-        if hasattr(m, "chain") and not (chain and fuse):
-            m.chain = False
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     x = torch.rand(*shape, device=device)
     if kind == "class":
@@ -302,12 +300,10 @@ def bench_models(device, tiny: bool, repeats: int, memory: bool = True) -> list:
     for name, (spec, shape, kind) in model_cases(tiny).items():
         fns = {impl: _model_step(spec, shape, kind, impl, device) for impl in ("manual", "autograd")}
         fns["manual unfused"] = _model_step(spec, shape, kind, "manual", device, fuse=False)
-        fns["manual pairs"] = _model_step(spec, shape, kind, "manual", device, chain=False)
         times = interleaved_times(fns, device, repeats)
         t = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
         pr, pr_lo, pr_hi = paired_ratio(times["manual"], times["autograd"])
         unfused = paired_ratio(times["manual unfused"], times["autograd"])
-        pairs = paired_ratio(times["manual pairs"], times["autograd"])
         mem = {"manual": None, "autograd": None}
         for impl in ("manual", "autograd") if memory else ():
             env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}   # glibc's defaults
@@ -318,7 +314,6 @@ def bench_models(device, tiny: bool, repeats: int, memory: bool = True) -> list:
                      "device": str(device), "manual_ms": 1e3 * t["manual"], "autograd_ms": 1e3 * t["autograd"],
                      "ratio": t["manual"] / t["autograd"], "paired_ratio": pr, "paired_ratio_iqr": [pr_lo, pr_hi],
                      "unfused_paired_ratio": unfused[0], "unfused_paired_ratio_iqr": list(unfused[1:]),
-                     "pairs_paired_ratio": pairs[0], "pairs_paired_ratio_iqr": list(pairs[1:]),
                      "repeats": repeats, "manual_peak_mb": mem["manual"],
                      "autograd_peak_mb": mem["autograd"],
                      "memory": "peak CUDA allocation above the step's start" if device.type == "cuda" else
@@ -326,8 +321,7 @@ def bench_models(device, tiny: bool, repeats: int, memory: bool = True) -> list:
     return rows
 
 
-RUN_VARIANTS = {"paired_ratio": "as trained (chain / stack)", "pairs_paired_ratio": "no chain (fused pairs)",
-                "unfused_paired_ratio": "unfused"}
+RUN_VARIANTS = {"paired_ratio": "as trained (fused pairs)", "unfused_paired_ratio": "unfused"}
 
 
 def bench_model_runs(device, tiny: bool, repeats: int, runs: int) -> list:
@@ -457,15 +451,14 @@ def markdown(rows, machine, repeats) -> str:
     md = [r for r in rows if r["part"] == "models"]
     if md:
         lines += ["", "| device | model step (forward, backward, Adam) | size | manual ms | plain ms "
-                  "| ratio of medians | paired ratio, median [quartiles] | no chain (fused pairs): paired ratio "
+                  "| ratio of medians | paired ratio, median [quartiles] "
                   "| unfused: paired ratio | repeats | peak MB manual / plain |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in md:
             mem = "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f} / {r['autograd_peak_mb']:.0f}"
             lines.append(f"| {r['device']} | {r['name']} | {r['size']} | {r['manual_ms']:.2f} | "
                          f"{r['autograd_ms']:.2f} | {r['ratio']:.3f} "
                          f"| {ratio_q(r['paired_ratio'], r['paired_ratio_iqr'])} "
-                         f"| {ratio_q(r['pairs_paired_ratio'], r['pairs_paired_ratio_iqr'])} "
                          f"| {ratio_q(r['unfused_paired_ratio'], r['unfused_paired_ratio_iqr'])} | {r['repeats']} "
                          f"| {mem} |")
     mr = [r for r in rows if r["part"] == "model runs"]
@@ -571,12 +564,11 @@ def main(argv=None) -> int:
         print(table(ops, ["device", "family", "name", "size", ms("manual_ms"), ms("autograd_ms"),
                           lambda r: f"{r['ratio']:.2f}",
                           lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"]) if "paired_ratio" in r else "",
-                          lambda r: f"{r['pairs_paired_ratio']:.3f}" if "pairs_paired_ratio" in r else "",
                           lambda r: f"{r['unfused_paired_ratio']:.3f}" if "unfused_paired_ratio" in r else "",
                           lambda r: "" if r.get("manual_peak_mb") is None else f"{r['manual_peak_mb']:.0f}",
                           lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
                     ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "paired ratio [IQR]",
-                     "no chain", "unfused", "manual MB", "autograd MB"]))
+                     "unfused", "manual MB", "autograd MB"]))
     mr = [r for r in rows if r["part"] == "model runs"]
     if mr:
         print(table(mr, ["device", "name", "variant", lambda r: " ".join(f"{v:.3f}" for v in r["values"]),

@@ -1,15 +1,13 @@
-"""The eager fast paths of issue 14 change no number.
+"""The eager fast paths change no number.
 
 * Every op runs through ``ManualFunction.call``: in plain eager mode the Function's old-style
   twin (no per-call signature binding), under torch.func / torch.compile ``apply``. Both must give
   bit-identical outputs and gradients on every registry sample.
 * Models run a weight layer and its activation as one fused Function (``manualbp.nn.layer_act``)
-  unless hooks watch them, and runs of unwatched layers as one ``chain`` Function
-  (``manualbp.nn.run_sequence``). Chained, fused and unfused training steps must be bit-identical,
-  and a hook (the probes) must still see the pre-activation.
+  unless hooks watch them. Fused and unfused training steps must be bit-identical, and a hook (the
+  probes) must still see the pre-activation.
 """
 import copy
-import re
 
 import pytest
 import torch
@@ -17,7 +15,7 @@ import torch
 import manualbp.functional as MF
 from manualbp.functional._function import ManualFunction
 from manualbp.models import CNN6, MLP, SegmentationAE
-from manualbp.nn import Activation, ConvTranspose2d
+from manualbp.nn import Activation
 from manualbp.testing.gradsuite import backward_node_names, clone_args
 from manualbp.testing.opinfo import OPS
 
@@ -40,8 +38,8 @@ def test_eager_twin_equals_apply(info, monkeypatch):
     fast = [_outputs_and_grads(info, s) for s in samples]
     monkeypatch.setattr(ManualFunction, "call", classmethod(lambda cls, *args: cls.apply(*args)))
     slow = [_outputs_and_grads(info, s) for s in samples]
-    for s, (fo, fg), (so, sg) in zip(samples, fast, slow):
-        for a, b in zip(fo + fg, so + sg):
+    for s, (fo, fg), (so, sg) in zip(samples, fast, slow, strict=True):
+        for a, b in zip(fo + fg, so + sg, strict=True):
             assert (a is None) == (b is None), f"{info.name} / {s.desc}"
             if a is not None:
                 assert torch.equal(a, b), f"{info.name} / {s.desc}: the eager twin differs from apply"
@@ -92,58 +90,42 @@ def _cases():
     }
 
 
-# the models that run a chain Function (CNN6's conv + relu layers and pool: one conv2d_act_stack)
-CHAINED = {"mlp relu": "ChainFunctionBackward", "mlp tanh + zca": "ChainFunctionBackward",
-           "cnn6": "Conv2dActStackFunctionBackward", "cnn6 + bn": "ChainFunctionBackward"}
-
-
-def _no_fusion(model, chain_too=True):
+def _no_fusion(model):
     for m in model.modules():
-        if isinstance(m, Activation) and chain_too:
+        if isinstance(m, Activation):
             m.fusable = False
-        if hasattr(m, "chain"):
-            m.chain = False
     return model
 
 
 @pytest.mark.parametrize("name", list(_cases()))
 def test_fused_model_step_is_bit_identical(name):
-    """The default model (chain Functions where nothing watches, else fused layer + activation
-    Functions), the model with fused pairs but no chain, and the fully unfused model agree bit for bit
-    over two SGD steps (loss, every gradient, buffers), each with fewer autograd nodes than the next."""
+    """The default model (fused layer + activation Functions where nothing watches) and the unfused
+    model agree bit for bit over two SGD steps (loss, every gradient, buffers), the fused one with
+    fewer autograd nodes."""
     build, x, loss_fn, fused_node = _cases()[name]
     torch.manual_seed(0)
     model = build()
-    pairs = _no_fusion(copy.deepcopy(model), chain_too=False)
     ref = _no_fusion(copy.deepcopy(model))
     for _ in range(2):   # two steps: running statistics and the dilation tape carry over
         loss, grads, nodes = _step(model, x, loss_fn)
-        pair_loss, pair_grads, pair_nodes = _step(pairs, x, loss_fn)
         ref_loss, ref_grads, ref_nodes = _step(ref, x, loss_fn)
-        if name in CHAINED:
-            assert CHAINED[name] in nodes and fused_node not in nodes
-            assert len(nodes) < len(pair_nodes)
-        else:
-            assert "ChainFunctionBackward" not in nodes and nodes == pair_nodes
-        assert fused_node in pair_nodes and fused_node not in ref_nodes and "ChainFunctionBackward" not in pair_nodes
-        assert len(pair_nodes) < len(ref_nodes)
-        for other_loss, other_grads, what in ((pair_loss, pair_grads, "fused pairs"), (ref_loss, ref_grads, "unfused")):
-            assert torch.equal(loss, other_loss), f"{name}: loss {loss} != {what} {other_loss}"
-            for (pn, _), a, b in zip(model.named_parameters(), grads, other_grads):
-                assert torch.equal(a, b), f"{name}: gradient of {pn} differs from the {what} model's"
+        assert fused_node in nodes and fused_node not in ref_nodes
+        assert len(nodes) < len(ref_nodes)
+        assert torch.equal(loss, ref_loss), f"{name}: loss {loss} != unfused {ref_loss}"
+        for (pn, _), a, b in zip(model.named_parameters(), grads, ref_grads, strict=True):
+            assert torch.equal(a, b), f"{name}: gradient of {pn} differs from the unfused model's"
         with torch.no_grad():
-            for m in (model, pairs, ref):
+            for m in (model, ref):
                 for p in m.parameters():
                     p.sub_(0.1 * p.grad)
-    for m in (pairs, ref):
-        for (bn, b), (_, c) in zip(model.named_buffers(), m.named_buffers()):
-            assert torch.equal(b, c), f"{name}: buffer {bn} differs"
+    for (bn, b), (_, c) in zip(model.named_buffers(), ref.named_buffers(), strict=True):
+        assert torch.equal(b, c), f"{name}: buffer {bn} differs"
 
 
 def test_hooks_see_the_pre_activation():
     """A forward hook on a layer (as the probes install) turns fusion off for that layer: it sees the
     layer's own output, negative values included, and the activation's hook sees the ReLU output;
-    the unwatched layers after it still run as one Function (conv2d_act_stack)."""
+    the unwatched layers after it still run as fused Functions."""
     torch.manual_seed(0)
     model = CNN6()
     seen = {}
@@ -153,8 +135,7 @@ def test_hooks_see_the_pre_activation():
     assert (seen["pre"] < 0).any() and torch.equal(seen["post"], seen["pre"].clamp_min(0))
     nodes = backward_node_names(loss)
     assert "Conv2dFunctionBackward" in nodes and "ReLUFunctionBackward" in nodes   # layer 1 unfused
-    assert "Conv2dActStackFunctionBackward" in nodes                                # the others: one stack
-    assert "Conv2dActFunctionBackward" not in nodes
+    assert "Conv2dActFunctionBackward" in nodes                                     # the others: fused
 
 
 def test_a_subclass_forward_is_not_bypassed():
@@ -203,108 +184,12 @@ def test_fused_ops_name_bad_input(call, message):
         call()
 
 
-def _w(*shape, dtype=torch.float32):
-    return torch.randn(*shape, dtype=dtype)
-
-
-@pytest.mark.parametrize("call, message", [
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), []), "conv2d_act_stack: give at least one layer"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 2, 3, 3)]), "conv2d_act_stack: x has 3 channels"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 5, 3, 3)]),
-     "conv2d_act_stack: layer 1's weight (shape (5, 5, 3, 3)) expects 5 input channels, but layer 0 gives 4"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 4, 3)]),
-     "conv2d_act_stack (layer 1): w must be a 4-D tensor"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 4, 3, 3, dtype=torch.float64)]),
-     "conv2d_act_stack: weights[1] has dtype torch.float64 but x has torch.float32"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3), _w(5, 4, 3, 3)], [None, _w(4)]),
-     "conv2d_act_stack (layer 1): b must have shape (5,), got (4,)"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], [None, None]),
-     "biases must give one entry (a tensor or None) per layer (1), got 2"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)] * 1, strides=[1, 2]),
-     "strides must be one value for all layers or a list of one per layer (1); got a list of 2"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], activation="arctan"),
-     "activation must be one of"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], pool="yes"),
-     "pool must be True or False"),
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 8, 8), [_w(4, 3, 3, 3)], paddings="full"), "padding"),
-    # the layers shrink a 4 x 4 input to nothing: named, not a bare aten error
-    (lambda: MF.conv2d_act_stack(torch.randn(2, 3, 4, 4), [_w(4, 3, 3, 3), _w(4, 4, 3, 3), _w(4, 4, 3, 3)],
-                                 paddings="valid"),
-     "conv2d_act_stack: the layers failed on an input of shape (2, 3, 4, 4)"),
-])
-def test_conv2d_act_stack_names_bad_input(call, message):
-    with pytest.raises(ValueError, match=re.escape(message)):
-        call()
-
-
-def test_cnn6_runs_its_layers_as_one_stack_and_a_different_activation_breaks_it():
-    """CNN6's unwatched conv + relu layers and pool are one conv2d_act_stack Function; layers whose
-    activations differ are not a stack and run as a chain (same results)."""
+def test_cnn6_runs_one_fused_function_per_layer():
+    """Unwatched, CNN6 is six fused conv + relu Functions, the pool and the loss: no other node."""
     torch.manual_seed(0)
     model = CNN6()
-    x, y = torch.randn(2, 3, 32, 32), torch.tensor([1, 2])
-    nodes = set(backward_node_names(MF.softmax_cross_entropy(model(x), y))) - {"AccumulateGrad"}
-    assert nodes == {"SoftmaxCrossEntropyFunctionBackward", "Conv2dActStackFunctionBackward"}
-    mixed = copy.deepcopy(model)
-    mixed.acts[2] = Activation("tanh")
-    loss = MF.softmax_cross_entropy(mixed(x), y)
+    loss = MF.softmax_cross_entropy(model(torch.randn(2, 3, 32, 32)), torch.tensor([1, 2]))
     nodes = backward_node_names(loss)
-    assert "ChainFunctionBackward" in nodes and "Conv2dActStackFunctionBackward" not in nodes
-    mixed.chain = False
-    assert torch.equal(loss, MF.softmax_cross_entropy(mixed(x), y))
-
-
-def _chain_stages():
-    from manualbp.functional.chained import X
-    from manualbp.functional.dense import LinearFunction
-    from manualbp.functional.fused import LinearActFunction
-    return X, LinearFunction, LinearActFunction
-
-
-@pytest.mark.parametrize("call, message", [
-    (lambda X, L, LA: MF.chain(torch.randn(2, 5), [(LA, (X, torch.randn(4, 3), None, "relu", 1.0))]),
-     "linear_act: x has 5 features"),
-    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (X, torch.randn(4, 3), None)),
-                                                   (L, (X, torch.randn(2, 3), None))]),
-     "linear: x has 4 features"),
-    (lambda X, L, LA: MF.chain(torch.randn(2, 3).double(), [(L, (X, torch.randn(4, 3), None))]),
-     "chain: every tensor must have x's dtype and device"),
-    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(torch.autograd.Function, (X,))]), "cannot be chained"),
-    (lambda X, L, LA: MF.chain(torch.randn(2, 3), [(L, (torch.randn(4, 3), X, None))]), "must take X"),
-    (lambda X, L, LA: MF.chain(torch.randn(2, 3), []), "at least one stage"),
-    # a module's stage checks its settings as the op does
-    (lambda X, L, LA: ConvTranspose2d(2, 3, stride=2, output_padding=2).stage(Activation("relu")),
-     "output_padding (2, 2) must be smaller than stride (2, 2)"),
-    # a chain stage checks its input as batch_norm does: layer 4's output is 1 x 1 here, one value per channel
-    (lambda X, L, LA: CNN6(batch_norm=True)(torch.randn(1, 3, 16, 16)),
-     "batch_norm: training needs more than one value per channel; got input of shape (1, 16, 1, 1)"),
-])
-def test_chain_names_bad_input(call, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        call(*_chain_stages())
-
-
-def test_chain_is_not_used_under_transforms_or_with_chain_off(monkeypatch):
-    """torch.func transforms (stacked episodes) and ``model.chain = False`` run the per-layer Functions."""
-    from torch.func import functional_call, grad, vmap
-    calls = []
-    chain = MF.chain
-    monkeypatch.setattr(MF, "chain", lambda *a: calls.append(1) or chain(*a))
-    torch.manual_seed(0)
-    model = MLP([6, 5, 4, 3])
-    x, y = torch.randn(8, 6), torch.randint(0, 3, (8,))
-    assert "ChainFunctionBackward" in backward_node_names(MF.softmax_cross_entropy(model(x), y))
-    assert len(calls) == 1
-    model.chain = False
-    assert "ChainFunctionBackward" not in backward_node_names(MF.softmax_cross_entropy(model(x), y))
-    model.chain = True
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p, x):
-        return MF.softmax_cross_entropy(functional_call(model, p, (x,)), y)
-    stacked = {k: v.expand(2, *v.shape).clone() for k, v in params.items()}
-    grads = vmap(grad(loss), in_dims=(0, None))(stacked, x)
-    ref = grad(loss)(params, x)
-    for k in params:
-        assert torch.allclose(grads[k][0], ref[k], atol=1e-6)
-    assert len(calls) == 1
+    assert nodes.count("Conv2dActFunctionBackward") == 6
+    assert set(nodes) - {"AccumulateGrad"} == {"SoftmaxCrossEntropyFunctionBackward", "Conv2dActFunctionBackward",
+                                                "GlobalAvgPool2dFunctionBackward"}

@@ -1,10 +1,9 @@
 """``manualbp.functional``: every op a ``torch.autograd.Function`` with a hand-written backward,
 in the style of ``torch.nn.functional``."""
 from .activations import ACTIVATIONS, arctan, elu, relu, sigmoid, soft_abs, tanh
-from .chained import chain
 from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_pool2d, interpolate, linear,
                     max_pool2d, reshape)
-from .fused import FUSED_ACTIVATIONS, conv2d_act, conv2d_act_stack, conv_transpose2d_act, linear_act
+from .fused import FUSED_ACTIVATIONS, conv2d_act, conv_transpose2d_act, linear_act
 from .losses import binary_cross_entropy, mse, softmax_cross_entropy
 from .norm import batch_norm, center, standardize
 from .regularizers import ARTICLE_LETTERS, REGULARIZERS, regularize
@@ -13,14 +12,14 @@ from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 
 __all__ = [
     "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
-    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "chain", "concat", "conv2d", "conv2d_act",
-    "conv2d_act_stack", "conv_transpose2d", "conv_transpose2d_act",
+    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv2d_act",
+    "conv_transpose2d", "conv_transpose2d_act",
     "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d", "interpolate", "iter_norm",
     "linear", "linear_act", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",
     "softmax_cross_entropy", "sparse_filtering", "standardize", "tanh", "zca_whiten",
 ]
 
-_MODULES = ("activations", "chained", "dense", "dilated", "fused", "losses", "norm", "regularizers", "sparse_filtering",
+_MODULES = ("activations", "dense", "dilated", "fused", "losses", "norm", "regularizers", "sparse_filtering",
             "whitening")
 
 

@@ -23,14 +23,6 @@ from torch.autograd.function import once_differentiable as _torch_once_different
 _grad_enabled = torch._C.is_grad_enabled
 _transforms_active = torch._C._are_functorch_transforms_active
 _is_compiling = torch.compiler.is_compiling
-_functorch = torch._C._functorch
-
-
-def _plain_tensor(g) -> bool:
-    """Whether g is an ordinary tensor: not a torch.func-wrapped one, nor the legacy batched tensor of
-    gradcheck's batched-gradient check (the out= kernels have no batching rule)."""
-    return (type(g) is torch.Tensor and not _functorch.is_functorch_wrapped_tensor(g)
-            and not _functorch.is_legacy_batchedtensor(g))
 
 
 def once_differentiable(fn):

@@ -242,6 +242,7 @@ class MaxPool2dFunction(ManualFunction):
         x, kernel, stride, padding = inputs
         _, idx = output
         ctx.mark_non_differentiable(idx)
+        ctx.set_materialize_grads(False)   # no zero tensor for the indices' gradient
         ctx.save_for_backward(x, idx)
         ctx.conf = (kernel, stride, padding)
 
@@ -251,7 +252,7 @@ class MaxPool2dFunction(ManualFunction):
         x, idx = ctx.saved_tensors
         kernel, stride, padding = ctx.conf
         gx = None
-        if ctx.needs_input_grad[0]:
+        if g is not None and ctx.needs_input_grad[0]:
             gx = aten.max_pool2d_with_indices_backward(g, x, list(kernel), list(stride), list(padding),
                                                        [1, 1], False, idx)
         return gx, None, None, None

@@ -37,6 +37,7 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         _, target, reduction = inputs
         _, logp, total_weight = output
         ctx.mark_non_differentiable(logp, total_weight)
+        ctx.set_materialize_grads(False)   # no zero tensors for the gradients of log softmax and the weight
         ctx.save_for_backward(logp, target, total_weight)
         ctx.reduction = reduction
 
@@ -59,6 +60,8 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         # dL/dt[n,c] = -g log softmax(z)[n,c] / N   (floating targets only)
         logp, t, total_weight = ctx.saved_tensors
         gz = gt = None
+        if g is None:
+            return None, None, None
         if not t.is_floating_point():
             if ctx.needs_input_grad[0]:
                 glogp = torch.ops.aten.nll_loss_backward(g, logp, t, None, _REDUCTION_ENUM[ctx.reduction],

@@ -88,27 +88,37 @@ class BatchNormFunction(ManualFunction):
 
     @staticmethod
     def forward(x, running_mean, running_var, training, momentum, eps):
-        return torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, training, momentum, eps)
+        y, mu, inv_std = torch.ops.aten.native_batch_norm(x, None, None, running_mean, running_var, training,
+                                                          momentum, eps)
+        if not training:
+            # eval: the backward reads the running statistics. Copies (C values each), so that a training
+            # forward run before this backward, which updates the buffers in place, cannot change them
+            mu, inv_std = running_mean.clone(), running_var.clone()
+        return y, mu, inv_std
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, running_mean, running_var, training, _, eps = inputs
+        x, training, eps = inputs[0], inputs[3], inputs[5]
         _, mu, inv_std = output
         ctx.mark_non_differentiable(mu, inv_std)
-        # the running buffers are updated in place by every training forward: keep them only in eval mode
-        ctx.save_for_backward(x, None if training else running_mean, None if training else running_var, mu,
-                              inv_std)
+        ctx.set_materialize_grads(False)   # no zero tensors for the two statistics' gradients
+        ctx.save_for_backward(x, mu, inv_std)
         ctx.conf = (training, eps)
 
     @staticmethod
     def backward(ctx, g, *_):
         # training: dL/dx = (g - mean(g) - y mean(g y)) / sqrt(var_B + eps)   (means over N, H, W)
         # eval:     dL/dx = g / sqrt(running_var + eps)
-        # (both evaluated by aten.native_batch_norm_backward from the saved statistics, fused)
-        x, running_mean, running_var, mu, inv_std = ctx.saved_tensors
+        # (training: aten.native_batch_norm_backward from the saved statistics, fused)
+        x, a, b = ctx.saved_tensors   # training: batch mean, 1 / sqrt(var_B + eps); eval: copies of the buffers
         training, eps = ctx.conf
-        gx = torch.ops.aten.native_batch_norm_backward(g, x, None, running_mean, running_var, mu, inv_std,
-                                                        training, eps, [True, False, False])[0]
+        if g is None or not ctx.needs_input_grad[0]:
+            return None, None, None, None, None, None
+        if training:
+            gx = torch.ops.aten.native_batch_norm_backward(g, x, None, None, None, a, b, True, eps,
+                                                            [True, False, False])[0]
+        else:   # b = running_var: g / sqrt(running_var + eps), broadcast over the channel dimension
+            gx = g * (b + eps).rsqrt().reshape(-1, *([1] * (x.dim() - 2)))
         return gx, None, None, None, None, None
 
 

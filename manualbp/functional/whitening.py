@@ -79,6 +79,7 @@ class ZCAWhitenFunction(ManualFunction):
         x, eps, mode, backend, grad = inputs
         _, U, E, s = output
         ctx.mark_non_differentiable(U, E, s)
+        ctx.set_materialize_grads(False)   # no zero tensors for the gradients of U, E, s
         ctx.save_for_backward(x, U, E, s)
         ctx.conf = (mode, grad)
 
@@ -89,7 +90,7 @@ class ZCAWhitenFunction(ManualFunction):
         # mode "example" applies it to A = x^T, G = g^T and transposes back
         x, U, E, s = ctx.saved_tensors
         mode, grad = ctx.conf
-        if not ctx.needs_input_grad[0]:
+        if g is None or not ctx.needs_input_grad[0]:
             return (None,) * 5
         if mode == "dim":
             gx = _whiten_backward(x, g, U, E, s, grad == "article")
@@ -172,7 +173,9 @@ class DecorrelatedBatchNormFunction(ManualFunction):
     def forward(x, running_mean, running_whitening, training, momentum, eps, backend, group_size):
         if not training:
             A = _groups(x - running_mean, group_size)
-            return _ungroup(A @ running_whitening), A, None, None, None
+            # U: a copy of the running matrices, so that a training forward run before this backward,
+            # which updates the buffer in place, cannot change what the backward reads
+            return _ungroup(A @ running_whitening), A, running_whitening.clone(), None, None
         mu = x.mean(0)
         A = _groups(x - mu, group_size)
         U, E, s = _inv_sqrt_psd(A.mT @ A / x.shape[0], eps, backend)
@@ -186,7 +189,8 @@ class DecorrelatedBatchNormFunction(ManualFunction):
         training = inputs[3]
         _, A, U, E, s = output
         ctx.mark_non_differentiable(*(t for t in (A, U, E, s) if t is not None))
-        ctx.save_for_backward(A, U if training else inputs[2], E, s)
+        ctx.set_materialize_grads(False)   # no zero tensors for the gradients of A, U, E, s
+        ctx.save_for_backward(A, U, E, s)
         ctx.conf = (training, inputs[7])
 
     @staticmethod
@@ -196,6 +200,8 @@ class DecorrelatedBatchNormFunction(ManualFunction):
         #           backward dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dA = G W^T
         A, U, E, s = ctx.saved_tensors
         training, group_size = ctx.conf
+        if g is None or not ctx.needs_input_grad[0]:
+            return (None,) * 8
         G = _groups(g, group_size)
         if not training:
             return _ungroup(G @ U.mT), None, None, None, None, None, None, None
@@ -240,7 +246,9 @@ class IterNormFunction(ManualFunction):
     def forward(x, running_mean, running_whitening, training, momentum, eps, iterations):
         if not training:
             xc = x - running_mean
-            return xc @ running_whitening, xc, None, None
+            # the iterates' slot holds a copy of the running matrix W: a training forward run before this
+            # backward updates the buffer in place
+            return xc @ running_whitening, xc, running_whitening[None].clone(), None
         d = x.shape[1]
         mu = x.mean(0)
         xc = x - mu
@@ -265,8 +273,8 @@ class IterNormFunction(ManualFunction):
         training = inputs[3]
         _, xc, Ps, S = output
         ctx.mark_non_differentiable(*(t for t in (xc, Ps, S) if t is not None))
-        # eval: keep the running whitening matrix W in the slot of the iterates
-        ctx.save_for_backward(xc, Ps if training else inputs[2][None], S)
+        ctx.set_materialize_grads(False)   # no zero tensors for the gradients of xc, the iterates and S
+        ctx.save_for_backward(xc, Ps, S)
         ctx.training = training
 
     @staticmethod
@@ -280,6 +288,8 @@ class IterNormFunction(ManualFunction):
         #   dL/dS = dL/dS_N / tr + (dL/dtr - sum(dL/dS_N o S) / tr^2) I
         #   dL/dxc = G U^T + xc (dS + dS^T) / N ;  dL/dx = dL/dxc - mean(dL/dxc)
         xc, Ps, S = ctx.saved_tensors
+        if g is None or not ctx.needs_input_grad[0]:
+            return (None,) * 7
         if not ctx.training:
             return g @ Ps[0].mT, None, None, None, None, None, None
         tr = torch.diagonal(S).sum()

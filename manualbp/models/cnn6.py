@@ -6,7 +6,7 @@ from typing import Sequence
 
 from torch import nn
 
-from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, run_sequence
+from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, layer_act
 
 
 class CNN6(nn.Module):
@@ -25,18 +25,15 @@ class CNN6(nn.Module):
         self.bns = nn.ModuleList(BatchNorm(c, bn_eps, bn_momentum) for c in channels[:-1]) if batch_norm else None
         self.pool = GlobalAvgPool2d()
         self.in_channels = in_channels
-        self.chain = True   # run unwatched layers as one chain Function (manualbp.nn.run_sequence)
 
     def forward(self, x):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"CNN6: expected images of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        items = []
         for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
-            items.append((conv, act))
+            x = layer_act(conv, act, x)   # one fused conv + relu Function unless probes watch the pair
             if self.bns is not None and i < len(self.bns):
-                items.append((self.bns[i], None))
-        # one chain Function unless probes watch the layers (then one fused Function per unwatched pair)
-        return run_sequence(items + [(self.pool, None)], x, self.chain)
+                x = self.bns[i](x)
+        return self.pool(x)
 
     def probe_points(self):
         """(name, layer, activation) per convolution, for the training probes."""

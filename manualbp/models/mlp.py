@@ -8,7 +8,7 @@ from torch import nn
 
 import manualbp.functional as MF
 from manualbp.functional.dilated import DilationTape, dilation_rate, dilation_tap, make_dilation
-from manualbp.nn import Activation, Linear, layer_act, make_norm, run_sequence
+from manualbp.nn import Activation, Linear, layer_act, make_norm
 
 
 class MLP(nn.Module):
@@ -35,7 +35,6 @@ class MLP(nn.Module):
         self.norm = make_norm(norm, widths[norm_at], **(norm_kwargs or {}))
         self.dilation = make_dilation(dilation, len(self.layers))
         self.epoch = 0
-        self.chain = True   # run unwatched layers as one chain Function (manualbp.nn.run_sequence)
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch (counted from 0): the dilation rate's t."""
@@ -51,15 +50,8 @@ class MLP(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.widths[0]:
             raise ValueError(f"MLP: expected input of shape (N, {self.widths[0]}) (or images that flatten to it), "
                              f"got {tuple(x.shape)}")
-        if self.dilation is None:
-            items = []
-            for i, layer in enumerate(self.layers):
-                if self.norm is not None and i == self.norm_at:
-                    items.append((self.norm, None))
-                items.append((layer, self.acts[i] if i < len(self.acts) else None))
-            return run_sequence(items, x, self.chain)
         tape = None
-        if torch.is_grad_enabled():
+        if self.dilation is not None and torch.is_grad_enabled():
             tape = DilationTape(self.dilation["rules"], self.dilation_rate())
         for i, layer in enumerate(self.layers):
             if tape is not None and i > 0:

@@ -435,113 +435,6 @@ def _fused_entries() -> list[OpInfo]:
     return ops
 
 
-def _stack(x, w1, w2, b2, w3, **kwargs):
-    """conv2d_act_stack over three layers (a bias on the second only)."""
-    return M.conv2d_act_stack(x, [w1, w2, w3], [None, b2, None], **kwargs)
-
-
-def _stack_ref(x, w1, w2, b2, w3, strides=1, paddings="same", activation="relu", alpha=1.0, pool=False):
-    strides = strides if isinstance(strides, list) else [strides] * 3
-    paddings = paddings if isinstance(paddings, list) else [paddings] * 3
-    for w, b, s, p in zip((w1, w2, w3), (None, b2, None), strides, paddings):
-        x = _ACT_REF[activation](ref_conv2d(x, w, b, s, p), alpha)
-    return x.mean((2, 3)) if pool else x
-
-
-def _stack_samples(dtype, device):
-    kw = dict(dtype=dtype, device=device, gen=_gen(53))
-    args = (_t(2, 2, 7, 7, **kw), _t(3, 2, 3, 3, **kw), _t(4, 3, 3, 3, **kw), _t(4, **kw), _t(3, 4, 1, 1, **kw))
-    return [Sample(args, dict(strides=[2, 1, 1], activation="tanh", pool=True), "tanh, strides 2 1 1, pooled"),
-            Sample(args, dict(paddings=[1, 0, "valid"], activation="elu", alpha=0.5),
-                   "elu alpha 0.5, paddings 1 0 valid"),
-            Sample(args, dict(strides=[1, 2, 1], activation="sigmoid"), "sigmoid, strides 1 2 1"),
-            Sample((args[0].detach(), *args[1:]), dict(strides=2, activation="relu", pool=True),
-                   "relu, stride 2, pooled, input without gradient (a first layer)")]
-
-
-# ---------------------------------------------------------------- chain (several ops as one Function)
-
-def _chain_conv(x, w1, w2, b2, running_mean, running_var, training=True):
-    """conv2d_act (stride 2, elu) -> batch_norm -> conv2d_act (tanh) -> global_avg_pool2d as one chain."""
-    from manualbp.functional.chained import X
-    from manualbp.functional.dense import GlobalAvgPool2dFunction
-    from manualbp.functional.fused import Conv2dActFunction
-    from manualbp.functional.norm import BatchNormFunction
-    return M.chain(x, [(Conv2dActFunction, (X, w1, None, (2, 2), (1, 1), "elu", 1.0)),
-                       (BatchNormFunction, (X, running_mean, running_var, training, 0.1, 1e-5)),
-                       (Conv2dActFunction, (X, w2, b2, (1, 1), (1, 1), "tanh", 1.0)),
-                       (GlobalAvgPool2dFunction, (X,))])
-
-
-def _chain_conv_ref(x, w1, w2, b2, running_mean, running_var, training=True):
-    y = F.elu(F.conv2d(x, w1, None, 2, 1))
-    y = F.batch_norm(y, running_mean, running_var, None, None, training, 0.1, 1e-5)
-    return torch.tanh(F.conv2d(y, w2, b2, 1, 1)).mean((2, 3))
-
-
-def _chain_conv_samples(dtype, device):
-    g = _gen(41)
-    kw = dict(dtype=dtype, device=device, gen=g)
-    x, w1, w2, b2 = _t(3, 2, 6, 6, **kw), _t(4, 2, 3, 3, **kw), _t(3, 4, 3, 3, **kw), _t(3, **kw)
-    rm = torch.zeros(4, dtype=dtype, device=device)
-    rv = torch.ones(4, dtype=dtype, device=device)
-    stats = (_t(4, grad=False, **kw), _t(4, grad=False, **kw).abs() + 0.5)
-    return [Sample((x, w1, w2, b2, rm, rv), {}, "training, running statistics updated"),
-            Sample((x.detach(), w1, w2, b2, rm.clone(), rv.clone()), {}, "input without gradient (a first layer)"),
-            Sample((x, w1, w2, b2, *stats), dict(training=False), "eval mode")]
-
-
-def _chain_mlp(x, w1, b1, w2, w3, mode="example"):
-    """linear_act (sigmoid) -> zca_whiten -> linear_act (tanh) -> linear as one chain."""
-    from manualbp.functional.chained import X
-    from manualbp.functional.dense import LinearFunction
-    from manualbp.functional.fused import LinearActFunction
-    from manualbp.functional.whitening import ZCAWhitenFunction
-    return M.chain(x, [(LinearActFunction, (X, w1, b1, "sigmoid", 1.0)),
-                       (ZCAWhitenFunction, (X, 0.5, mode, "eigh", "exact")),
-                       (LinearActFunction, (X, w2, None, "tanh", 1.0)),
-                       (LinearFunction, (X, w3, None))])
-
-
-def _chain_mlp_ref(x, w1, b1, w2, w3, mode="example"):
-    y = ref_zca_whiten(torch.sigmoid(x @ w1.T + b1), 0.5, mode)
-    return torch.tanh(y @ w2.T) @ w3.T
-
-
-def _chain_mlp_samples(dtype, device):
-    kw = dict(dtype=dtype, device=device, gen=_gen(43))
-    args = (_t(6, 5, **kw), _t(4, 5, **kw), _t(4, **kw), _t(4, 4, **kw), _t(3, 4, **kw))
-    return [Sample(args, dict(mode="example"), "zca per example"), Sample(args, dict(mode="dim"), "zca per dimension")]
-
-
-def _chain_shared(x, w):
-    """A weight used by two stages (its gradients summed): conv_transpose2d_act (elu) -> conv2d with w."""
-    from manualbp.functional.chained import X
-    from manualbp.functional.dense import Conv2dFunction
-    from manualbp.functional.fused import ConvTranspose2dActFunction
-    return M.chain(x, [(ConvTranspose2dActFunction, (X, w, None, (2, 2), (1, 1), (1, 1), "elu", 1.0)),
-                       (Conv2dFunction, (X, w, None, (1, 1), (1, 1)))])
-
-
-def _chain_shared_ref(x, w):
-    return F.conv2d(F.elu(F.conv_transpose2d(x, w, None, 2, 1, 1)), w, None, 1, 1)
-
-
-def _chain_shared_samples(dtype, device):
-    kw = dict(dtype=dtype, device=device, gen=_gen(47))
-    return [Sample((_t(2, 3, 3, 3, **kw), _t(3, 3, 3, 3, **kw)), {}, "one weight in both stages")]
-
-
-def _chain_entries() -> list[OpInfo]:
-    return [OpInfo("conv2d_act_stack", "chain", _stack, _stack_ref, _stack_samples, gradgrad=False),
-            OpInfo("chain[conv, batch_norm, gap]", "chain", _chain_conv, _chain_conv_ref, _chain_conv_samples,
-                   gradgrad=False),
-            OpInfo("chain[linear, zca_whiten, linear]", "chain", _chain_mlp, _chain_mlp_ref, _chain_mlp_samples,
-                   gradgrad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8)),
-            OpInfo("chain[conv_transpose2d, conv2d, shared weight]", "chain", _chain_shared, _chain_shared_ref,
-                   _chain_shared_samples, gradgrad=False)]
-
-
 # ---------------------------------------------------------------- the registry
 
 def _build() -> list[OpInfo]:
@@ -600,7 +493,6 @@ def _build() -> list[OpInfo]:
                _sf_samples("elu"), gradgrad=False),
     ]
     ops += _fused_entries()
-    ops += _chain_entries()
     # dilated back-propagation's tap: on a layer without a rule it is the identity both ways (with a rule
     # its backward is deliberately not a gradient; tests/test_optimizers.py checks it against an
     # explicit layer-by-layer backward instead)

@@ -1,0 +1,147 @@
+"""Normalisation and whitening layers (running statistics live here as buffers), the sparse-filtering
+cost as a module, and ``make_norm``, the layer by name."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import manualbp.functional as MF
+from manualbp.functional._checks import check_kwargs
+
+
+class Center(nn.Module):
+    def __init__(self, dim: int = 0):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return MF.center(x, self.dim)
+
+
+class Standardize(nn.Module):
+    def __init__(self, eps: float = 1e-5, dim: int = 0):
+        super().__init__()
+        self.eps, self.dim = eps, dim
+
+    def forward(self, x):
+        return MF.standardize(x, self.eps, self.dim)
+
+
+class BatchNorm(nn.Module):
+    """Batch norm without affine parameters for (N, C) or (N, C, H, W) (momentum in torch's convention)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+
+    def forward(self, x):
+        return MF.batch_norm(x, self.running_mean, self.running_var, self.training, self.momentum, self.eps)
+
+
+class ZCAWhiten(nn.Module):
+    """ZCA whitening of each batch. By default there are no running statistics: every batch, test
+    batches included, is whitened with its own statistics (so test results depend on the evaluation
+    batch). ``running=True`` (mode "dim" only) keeps a running average of the whitening matrix, with
+    ``momentum`` in torch's convention, and eval mode applies it instead, as decorrelated batch norm
+    does."""
+
+    def __init__(self, num_features: int | None = None, eps: float = 1e-5, mode: str = "dim",
+                 backend: str = "eigh", grad: str = "exact", running: bool = False, momentum: float = 0.1):
+        super().__init__()
+        if running and (mode != "dim" or not num_features):
+            raise ValueError("ZCAWhiten: running=True needs mode='dim' and num_features (a per-example whitening "
+                             "has no fixed matrix to average)")
+        self.eps, self.mode, self.backend, self.grad = eps, mode, backend, grad
+        self.running, self.momentum = bool(running), momentum
+        if self.running:
+            self.register_buffer("running_whitening", torch.eye(num_features))
+
+    def forward(self, x):
+        if not self.running:
+            return MF.zca_whiten(x, self.eps, self.mode, self.backend, self.grad)
+        if not self.training:
+            return MF.linear(x, self.running_whitening)   # x U^T = x U: U is symmetric
+        y, u = MF.zca_whiten(x, self.eps, self.mode, self.backend, self.grad, return_matrix=True)
+        with torch.no_grad():
+            self.running_whitening.lerp_(u.to(self.running_whitening.dtype), self.momentum)
+        return y
+
+
+    def extra_repr(self):
+        return f"eps={self.eps}, mode={self.mode}, backend={self.backend}, grad={self.grad}, running={self.running}"
+
+
+class DecorrelatedBatchNorm(nn.Module):
+    """Decorrelated batch norm over groups of ``group_size`` features (None: all features, one group)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend: str = "eigh",
+                 group_size: int | None = None):
+        super().__init__()
+        g = num_features if group_size is None else group_size
+        if g < 1 or num_features % g:
+            raise ValueError(f"DecorrelatedBatchNorm: group_size must divide num_features = {num_features}, got "
+                             f"{group_size}")
+        self.eps, self.momentum, self.backend, self.group_size = eps, momentum, backend, g
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_whitening", torch.eye(g).repeat(num_features // g, 1, 1))
+
+    def forward(self, x):
+        return MF.decorrelated_batch_norm(x, self.running_mean, self.running_whitening, self.training,
+                                          self.momentum, self.eps, self.backend, self.group_size)
+
+
+class IterNorm(nn.Module):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, iterations: int = 5):
+        super().__init__()
+        self.eps, self.momentum, self.iterations = eps, momentum, iterations
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_whitening", torch.eye(num_features))
+
+    def forward(self, x):
+        return MF.iter_norm(x, self.running_mean, self.running_whitening, self.training, self.momentum,
+                            self.eps, self.iterations)
+
+
+class SparseFiltering(nn.Module):
+    """The sparse-filtering cost of a feature batch (N, K) as a module (returns a scalar)."""
+
+    def __init__(self, eps: float = 1e-8, activation: str = "soft_abs"):
+        super().__init__()
+        self.eps, self.activation = eps, activation
+
+    def forward(self, z):
+        return MF.sparse_filtering(z, self.eps, self.activation)
+
+
+def _zca(mode):
+    def make(d, eps=1e-5, backend="eigh", grad="exact", running=False, momentum=0.1):
+        return ZCAWhiten(d, eps, mode, backend, grad, running, momentum)
+    return make
+
+
+NORMS = {
+    "none": None,
+    "center": lambda d: Center(0),
+    "standardize": lambda d, eps=1e-5: Standardize(eps, 0),
+    "batch_norm": lambda d, eps=1e-5, momentum=0.1: BatchNorm(d, eps, momentum),
+    "zca_dim": _zca("dim"),
+    "zca_example": _zca("example"),
+    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", group_size=None:
+        DecorrelatedBatchNorm(d, eps, momentum, backend, group_size),
+    "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5: IterNorm(d, eps, momentum, iterations),
+}
+
+
+def make_norm(name: str, num_features: int, **kwargs) -> nn.Module | None:
+    """A normalisation/whitening layer by name (``NORMS``); ``"none"`` gives None. Settings the layer
+    does not take are refused with the list of those it does."""
+    if name not in NORMS:
+        raise ValueError(f"unknown normalisation {name!r}; choose one of {sorted(NORMS)}")
+    if NORMS[name] is None:
+        if kwargs:
+            raise ValueError(f"norm_kwargs {sorted(kwargs)} given, but norm 'none' takes no settings")
+        return None
+    check_kwargs(f"norm_kwargs of {name!r}", NORMS[name], kwargs, skip=("d",))
+    return NORMS[name](num_features, **kwargs)
