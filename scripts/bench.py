@@ -138,13 +138,13 @@ def op_cases(s: int, device):
         ("baseline", "python Function overhead (identity, apply)", _Identity.apply, torch.clone, (t(1),), {}),
         ("baseline", "ManualFunction overhead (identity, call)", _ManualIdentity.call, torch.clone, (t(1),), {}),
         ("dense", "linear", M.linear, lambda x, w, b: x @ w.T + b, (t(n, d), t(d, d), t(d)), {}),
-        ("dense", "conv2d", M.conv2d, R.ref_conv2d, (t(*img), t(c, c, 3, 3)), {}),
+        ("dense", "conv2d", M.conv2d, lambda x, w: F.conv2d(x, w, None, 1, 1), (t(*img), t(c, c, 3, 3)), {}),
         ("dense", "conv_transpose2d", M.conv_transpose2d, F.conv_transpose2d,
          (t(img[0], c, img[2] // 2, img[3] // 2), t(c, c, 3, 3)), dict(stride=2, padding=1, output_padding=1)),
         ("dense", "max_pool2d", M.max_pool2d, F.max_pool2d, (t(*img),), dict(kernel_size=2)),
-        ("dense", "interpolate bilinear", M.interpolate, R.ref_interpolate, (t(img[0], c, img[2] // 2, img[3] // 2),),
+        ("dense", "interpolate bilinear", M.interpolate, F.interpolate, (t(img[0], c, img[2] // 2, img[3] // 2),),
          dict(scale_factor=2, mode="bilinear")),
-        ("dense", "interpolate bicubic", M.interpolate, R.ref_interpolate, (t(img[0], c, img[2] // 2, img[3] // 2),),
+        ("dense", "interpolate bicubic", M.interpolate, F.interpolate, (t(img[0], c, img[2] // 2, img[3] // 2),),
          dict(scale_factor=2, mode="bicubic")),
         ("dense", "concat", lambda a, b: M.concat([a, b]), lambda a, b: torch.cat([a, b], 1), (t(*img), t(*img)), {}),
         ("dense", "global_avg_pool2d", M.global_avg_pool2d, lambda x: x.mean((2, 3)), (t(*img),), {}),
@@ -162,9 +162,9 @@ def op_cases(s: int, device):
           torch.rand(big(1000, 8), 10, device=device).round()), {}),
         ("normalisation", "center", M.center, lambda x: x - x.mean(0, keepdim=True), (t(zn, zd),), {}),
         ("normalisation", "standardize", M.standardize, R.ref_standardize, (t(zn, zd),), {}),
-        ("normalisation", "batch_norm 4-D", M.batch_norm, R.ref_batch_norm,
+        ("normalisation", "batch_norm 4-D", M.batch_norm, _batch_norm_autograd,
          (t(*img), torch.zeros(c, device=device), torch.ones(c, device=device)), {}),
-        ("normalisation", "batch_norm 2-D", M.batch_norm, R.ref_batch_norm,
+        ("normalisation", "batch_norm 2-D", M.batch_norm, _batch_norm_autograd,
          (t(n, d), torch.zeros(d, device=device), torch.ones(d, device=device)), {}),
         ("whitening", "zca_whiten dim", M.zca_whiten, _zca_autograd, (t(zn, zd),), dict(eps=1e-3, mode="dim")),
         ("whitening", "zca_whiten example", M.zca_whiten, _zca_autograd, (t(zn, zd),),
@@ -180,6 +180,11 @@ def op_cases(s: int, device):
         cases.append(("regularizers", f"regularize {name}", M.regularize,
                       lambda w, name, lam=1.0, _v=reg.value: lam * _v(w).sum(), (w, name), dict(lam=1e-3)))
     return cases
+
+
+def _batch_norm_autograd(x, running_mean, running_var):
+    """torch's batch norm (training mode, no affine parameters)."""
+    return F.batch_norm(x, running_mean, running_var, None, None, True, 0.1, 1e-5)
 
 
 def _dbn_autograd(x, eps=1e-5, backend="eigh"):

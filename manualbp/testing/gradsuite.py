@@ -1,17 +1,40 @@
-"""Checks run for every registry entry: gradcheck (float64), batched gradcheck, and forward/
-backward agreement with the plain-autograd reference (float32 and float64, CPU and CUDA)."""
+"""Checks run for every registry entry: gradcheck (float64, CPU and CUDA), batched gradcheck,
+double backward, and forward/backward agreement with the entry's independent reference (float32
+and float64, CPU and CUDA, and on non-contiguous views of the samples)."""
 from __future__ import annotations
 
 import torch
 
 from .opinfo import OpInfo, Sample
 
-CHECKS = ("gradcheck", "gradgradcheck", "ref-float32", "ref-float64", "cuda-float32", "cuda-float64")
+CHECKS = ("gradcheck", "gradgradcheck", "ref-float32", "ref-float64", "ref-noncontiguous", "cuda-gradcheck",
+          "cuda-float32", "cuda-float64")
 
 
 def clone_args(args):
     return tuple(a.detach().clone().requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
                  for a in args)
+
+
+def _noncontiguous(a):
+    """The same values in a non-contiguous layout: a transposed layout for 2-D and larger tensors
+    (the last two dimensions), every second element of a wider buffer for 1-D ones; a tensor that
+    required grad is a leaf that requires grad again."""
+    if not isinstance(a, torch.Tensor) or a.dim() == 0 or a.numel() <= 1:
+        return a
+    d = a.detach()
+    if d.dim() >= 2 and d.shape[-1] > 1 and d.shape[-2] > 1:
+        v = d.mT.contiguous().mT
+    else:
+        base = d.new_zeros(*d.shape[:-1], 2 * d.shape[-1])
+        base[..., ::2] = d
+        v = base[..., ::2]
+    assert not v.is_contiguous() and torch.equal(v, d)
+    return v.requires_grad_(a.requires_grad)
+
+
+def noncontiguous_args(args):
+    return tuple(_noncontiguous(a) for a in args)
 
 
 def _diff_inputs(args):
@@ -24,14 +47,15 @@ def _as_function(info: OpInfo, sample: Sample):
 
     def fn(*diff):
         full = list(clone_args(args))  # fresh running buffers on each call
-        for i, d in zip(pos, diff):
+        for i, d in zip(pos, diff, strict=True):
             full[i] = d
         return info.op(*full, **sample.kwargs)
     return fn, tuple(args[i] for i in pos)
 
 
 def run_gradcheck(info: OpInfo, sample: Sample) -> None:
-    """torch.autograd.gradcheck in float64 on CPU (and check_batched_grad where the entry allows)."""
+    """torch.autograd.gradcheck in float64 on the sample's device (and check_batched_grad where the
+    entry allows)."""
     fn, inputs = _as_function(info, sample)
     ok = torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3,
                                   check_batched_grad=info.batched_grad, raise_exception=True)
@@ -57,10 +81,14 @@ def run_gradgradcheck(info: OpInfo, sample: Sample) -> None:
     raise AssertionError(f"{info.name}: double backward ran, but the entry says its backward is once_differentiable")
 
 
-def compare_reference(info: OpInfo, sample: Sample, seed: int = 0) -> tuple[float, float]:
+def compare_reference(info: OpInfo, sample: Sample, seed: int = 0, noncontiguous: bool = False) -> tuple[float, float]:
     """Run the op and its reference on copies of the sample; assert that outputs, updated buffers
-    and input gradients agree within the entry's tolerance. Returns (forward, backward) max error."""
+    and input gradients agree within the entry's tolerance. ``noncontiguous``: the op gets
+    non-contiguous views of the sample's tensors (the reference contiguous copies). Returns
+    (forward, backward) max error."""
     a_m, a_r = clone_args(sample.args), clone_args(sample.args)
+    if noncontiguous:
+        a_m = noncontiguous_args(a_m)
     out_m = info.op(*a_m, **sample.kwargs)
     out_r = info.ref(*a_r, **sample.kwargs)
     dtype = out_r.dtype
@@ -70,7 +98,7 @@ def compare_reference(info: OpInfo, sample: Sample, seed: int = 0) -> tuple[floa
     fwd = (out_m.detach() - out_r.detach()).abs().max().item() if out_m.numel() else 0.0
     torch.testing.assert_close(out_m.detach(), out_r.detach(), rtol=rtol, atol=atol,
                                msg=lambda m: f"{where}: forward differs from the reference\n{m}")
-    for i, (bm, br) in enumerate(zip(a_m, a_r)):  # in-place updated buffers (running statistics)
+    for i, (bm, br) in enumerate(zip(a_m, a_r, strict=True)):  # in-place updated buffers (running statistics)
         if isinstance(bm, torch.Tensor) and not bm.requires_grad:
             torch.testing.assert_close(bm, br, rtol=rtol, atol=atol,
                                        msg=lambda m: f"{where}: buffer argument {i} differs after the call\n{m}")
@@ -80,7 +108,7 @@ def compare_reference(info: OpInfo, sample: Sample, seed: int = 0) -> tuple[floa
     gm = torch.autograd.grad(out_m, dm, g)
     gr = torch.autograd.grad(out_r, dr, g)
     bwd = 0.0
-    for k, (x, y) in enumerate(zip(gm, gr)):
+    for k, (x, y) in enumerate(zip(gm, gr, strict=True)):
         assert torch.isfinite(x).all(), f"{where}: gradient {k} is not finite"
         bwd = max(bwd, (x - y).abs().max().item())
         torch.testing.assert_close(x, y, rtol=rtol, atol=atol,
@@ -103,10 +131,15 @@ def backward_node_names(t: torch.Tensor) -> list[str]:
 
 def run_check(info: OpInfo, check: str) -> float:
     """Run one check over all samples of an entry; returns the largest backward error seen."""
-    if check == "gradcheck":
-        for s in info.samples(torch.float64, torch.device("cpu")):
+    if check in ("gradcheck", "cuda-gradcheck"):
+        for s in info.samples(torch.float64, torch.device("cuda" if check.startswith("cuda") else "cpu")):
             run_gradcheck(info, s)
         return 0.0
+    if check == "ref-noncontiguous":
+        worst = 0.0
+        for s in info.samples(torch.float64, torch.device("cpu")):
+            worst = max(worst, compare_reference(info, s, noncontiguous=True)[1])
+        return worst
     if check == "gradgradcheck":
         for s in info.samples(torch.float64, torch.device("cpu")):
             if s.gradgrad:

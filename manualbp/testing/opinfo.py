@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import manualbp.functional as M
+from manualbp.testing import references as E
 from manualbp.functional.dilated import CASES as DILATION_CASES
 from manualbp.functional.dilated import DilationTape, dilation_tap
 from manualbp.functional.regularizers import REGULARIZERS
@@ -124,36 +125,15 @@ def ref_iter_norm(x, running_mean=None, running_whitening=None, training=True, m
 
 
 def ref_sparse_filtering(z, eps=1e-8, activation="soft_abs"):
-    f = torch.sqrt(z ** 2 + eps) if activation == "soft_abs" else F.elu(z)
+    f = torch.sqrt(z ** 2 + eps) if activation == "soft_abs" else E.elu(z)
     f = f / torch.sqrt((f ** 2).sum(0, keepdim=True) + eps)
     f = f / torch.sqrt((f ** 2).sum(1, keepdim=True) + eps)
     return f.sum()
 
 
-def ref_softmax_cross_entropy(logits, target, reduction="mean"):
-    if not target.is_floating_point():
-        return F.cross_entropy(logits, target, reduction=reduction)
-    per_row = -(target * F.log_softmax(logits, dim=1)).sum(1)
-    return per_row.mean() if reduction == "mean" else per_row.sum()
-
-
 def ref_standardize(x, eps=1e-5, dim=0):
     xc = x - x.mean(dim, keepdim=True)
     return xc / torch.sqrt((xc ** 2).mean(dim, keepdim=True) + eps)
-
-
-def ref_batch_norm(x, running_mean, running_var, training=True, momentum=0.1, eps=1e-5):
-    return F.batch_norm(x, running_mean, running_var, None, None, training, momentum, eps)
-
-
-def ref_conv2d(x, w, b=None, stride=1, padding="same"):
-    if padding == "same":
-        padding = (w.shape[2] // 2, w.shape[3] // 2)
-    return F.conv2d(x, w, b, stride, padding)
-
-
-def ref_interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corners=False):
-    return F.interpolate(x, size=size, scale_factor=scale_factor, mode=mode, align_corners=align_corners)
 
 
 # R(theta) written from SPEC's table, independently of manualbp.functional.regularizers (eps = 1e-7;
@@ -397,14 +377,10 @@ def _reg_samples(name):
 
 # ---------------------------------------------------------------- fused layer + activation
 
-_ACT_REF = {"relu": lambda z, alpha: torch.relu(z), "elu": lambda z, alpha: F.elu(z, alpha),
-            "tanh": lambda z, alpha: torch.tanh(z), "sigmoid": lambda z, alpha: torch.sigmoid(z)}
-
-
 def _fused_ref(layer):
     """activation(layer(...)) in plain torch, the reference of a fused op."""
     def ref(*args, activation="relu", alpha=1.0, **kwargs):
-        return _ACT_REF[activation](layer(*args, **kwargs), alpha)
+        return E.ACTIVATIONS[activation](layer(*args, **kwargs), alpha)
     return ref
 
 
@@ -425,11 +401,11 @@ def _fused_entries() -> list[OpInfo]:
     for act in M.FUSED_ACTIVATIONS:
         ops += [
             OpInfo(f"linear_act[{act}]", "fused", M.linear_act,
-                   _fused_ref(lambda x, w, b=None: x @ w.T + (0 if b is None else b)),
+                   _fused_ref(E.linear),
                    _fused_samples(_dense_samples, act)),
-            OpInfo(f"conv2d_act[{act}]", "fused", M.conv2d_act, _fused_ref(ref_conv2d),
+            OpInfo(f"conv2d_act[{act}]", "fused", M.conv2d_act, _fused_ref(E.conv2d),
                    _fused_samples(_conv_samples, act)),
-            OpInfo(f"conv_transpose2d_act[{act}]", "fused", M.conv_transpose2d_act, _fused_ref(F.conv_transpose2d),
+            OpInfo(f"conv_transpose2d_act[{act}]", "fused", M.conv_transpose2d_act, _fused_ref(E.conv_transpose2d),
                    _fused_samples(_conv_t_samples, act)),
         ]
     return ops
@@ -439,12 +415,12 @@ def _fused_entries() -> list[OpInfo]:
 
 def _build() -> list[OpInfo]:
     ops = [
-        OpInfo("linear", "dense", M.linear, lambda x, w, b=None: x @ w.T + (0 if b is None else b), _dense_samples),
-        OpInfo("conv2d", "dense", M.conv2d, ref_conv2d, _conv_samples),
-        OpInfo("conv_transpose2d", "dense", M.conv_transpose2d, F.conv_transpose2d, _conv_t_samples),
-        OpInfo("max_pool2d", "dense", M.max_pool2d, F.max_pool2d, _pool_samples),
-        OpInfo("interpolate[bilinear]", "dense", M.interpolate, ref_interpolate, _interp_samples("bilinear")),
-        OpInfo("interpolate[bicubic]", "dense", M.interpolate, ref_interpolate, _interp_samples("bicubic")),
+        OpInfo("linear", "dense", M.linear, E.linear, _dense_samples),
+        OpInfo("conv2d", "dense", M.conv2d, E.conv2d, _conv_samples),
+        OpInfo("conv_transpose2d", "dense", M.conv_transpose2d, E.conv_transpose2d, _conv_t_samples),
+        OpInfo("max_pool2d", "dense", M.max_pool2d, E.max_pool2d, _pool_samples),
+        OpInfo("interpolate[bilinear]", "dense", M.interpolate, E.interpolate, _interp_samples("bilinear")),
+        OpInfo("interpolate[bicubic]", "dense", M.interpolate, E.interpolate, _interp_samples("bicubic")),
         OpInfo("reshape", "dense", lambda x: M.reshape(x, (x.shape[0], -1)),
                lambda x: x.reshape(x.shape[0], -1),
                lambda dt, dev: [Sample((_t(2, 3, 4, dtype=dt, device=dev, gen=_gen(16)),), desc="flatten")]),
@@ -458,23 +434,23 @@ def _build() -> list[OpInfo]:
                                        desc="3 terms, weighted"),
                                 Sample((_t(dtype=dt, device=dev, gen=_gen(20)), _t(dtype=dt, device=dev, gen=_gen(21)),
                                         _t(dtype=dt, device=dev, gen=_gen(22), grad=False)), desc="scalars")]),
-        OpInfo("global_avg_pool2d", "dense", M.global_avg_pool2d, lambda x: x.mean((2, 3)),
+        OpInfo("global_avg_pool2d", "dense", M.global_avg_pool2d, E.global_avg_pool2d,
                lambda dt, dev: [Sample((_t(2, 3, 4, 5, dtype=dt, device=dev, gen=_gen(18)),), desc="2x3x4x5")]),
-        OpInfo("relu", "activations", M.relu, torch.relu, _unary_samples),
-        OpInfo("elu", "activations", M.elu, F.elu, _unary_samples),
-        OpInfo("tanh", "activations", M.tanh, torch.tanh, _unary_samples),
+        OpInfo("relu", "activations", M.relu, E.relu, _unary_samples),
+        OpInfo("elu", "activations", M.elu, E.elu, _unary_samples),
+        OpInfo("tanh", "activations", M.tanh, E.tanh, _unary_samples),
         OpInfo("arctan", "activations", M.arctan, torch.atan, _unary_samples),
-        OpInfo("sigmoid", "activations", M.sigmoid, torch.sigmoid, _unary_samples),
+        OpInfo("sigmoid", "activations", M.sigmoid, E.sigmoid, _unary_samples),
         OpInfo("soft_abs", "activations", M.soft_abs, lambda x, eps=1e-8: torch.sqrt(x ** 2 + eps),
                lambda dt, dev: [Sample(s.args, dict(eps=1e-3), s.desc) for s in _unary_samples(dt, dev)]),
-        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, ref_softmax_cross_entropy, _ce_samples,
+        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, E.softmax_cross_entropy, _ce_samples,
                gradgrad=False),
-        OpInfo("mse", "losses", M.mse, F.mse_loss, _mse_samples),
-        OpInfo("binary_cross_entropy", "losses", M.binary_cross_entropy, F.binary_cross_entropy, _bce_samples),
+        OpInfo("mse", "losses", M.mse, E.mse, _mse_samples),
+        OpInfo("binary_cross_entropy", "losses", M.binary_cross_entropy, E.binary_cross_entropy, _bce_samples),
         OpInfo("center", "normalisation", M.center, lambda x, dim=0: x - x.mean(dim, keepdim=True),
                _norm_samples(False)),
         OpInfo("standardize", "normalisation", M.standardize, ref_standardize, _norm_samples(True)),
-        OpInfo("batch_norm", "normalisation", M.batch_norm, ref_batch_norm, _bn_samples, batched_grad=False),
+        OpInfo("batch_norm", "normalisation", M.batch_norm, E.batch_norm, _bn_samples, batched_grad=False),
         OpInfo("zca_whiten[dim]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("dim"),
                tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
         OpInfo("zca_whiten[example]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("example"),
