@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from manualbp.data import DataError  # noqa: E402
 from manualbp.experiments import EXPERIMENTS, preset  # noqa: E402
-from manualbp.train import ConfigError, NonFiniteLoss, RunDirError, parse_overrides, resolve, train  # noqa: E402
+from manualbp.train import ConfigError, NonFiniteLoss, RunDir, RunDirError, parse_overrides, resolve, train  # noqa: E402
 
 
 def common_args(ap: argparse.ArgumentParser) -> None:
@@ -54,18 +54,18 @@ def _episodes(args) -> int:
     import json
 
     from manualbp.train.episodes import train_episodes
+    run_dir = Path(args.run_dir or ROOT / "runs" / args.experiment / f"{run_name(args)}-episodes{args.episodes}")
     try:
         cfg = resolve(preset(args.experiment, args.preset), cli_overrides(args))
         seeds = list(range(args.seed, args.seed + args.episodes))
-        rows = train_episodes(cfg, seeds)
-    except (ConfigError, DataError, FloatingPointError, ValueError) as e:
+        with RunDir(run_dir).hold():   # one process per folder, as for a single run
+            rows = train_episodes(cfg, seeds)
+            tmp = run_dir / "episodes.json.tmp"
+            tmp.write_text(json.dumps({"config": cfg, "seeds": seeds, "metrics": rows}, indent=1))
+            tmp.replace(run_dir / "episodes.json")
+    except (ConfigError, DataError, FloatingPointError, RunDirError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run_dir = Path(args.run_dir or ROOT / "runs" / args.experiment / f"{run_name(args)}-episodes{args.episodes}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "episodes.json.tmp"
-    tmp.write_text(json.dumps({"config": cfg, "seeds": seeds, "metrics": rows}, indent=1))
-    tmp.replace(run_dir / "episodes.json")
     for s, r in zip(seeds, rows):
         print(f"seed {s}: test acc {r[-1]['test_acc']:.4f}, train acc {r[-1]['train_acc']:.4f}")
     print(f"done: {run_dir / 'episodes.json'}")

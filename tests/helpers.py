@@ -13,3 +13,20 @@ class NaNAtStep(torch.optim.SGD):
         self.count += 1
         if self.count == self.nan_step:
             self.param_groups[0]["params"][0].fill_(float("nan"))
+
+
+def fault_env(env: dict, kill_at=None, kill_once=None, sleep_per_step=None) -> dict:
+    """``env`` for a child process with the tests' fault injection (tests/hooks/sitecustomize.py) on
+    its PYTHONPATH: SIGKILL at global step ``kill_at`` (only the first process to create the file
+    ``kill_once``, when given), or a sleep before every step."""
+    from pathlib import Path
+    hooks = str(Path(__file__).resolve().parent / "hooks")
+    env = {k: v for k, v in env.items() if not k.startswith("TEST_KILL") and k != "TEST_SLEEP_PER_STEP"}
+    env["PYTHONPATH"] = hooks + (":" + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if kill_at:
+        env["TEST_KILL_AT_STEP"] = str(kill_at)
+    if kill_once:
+        env["TEST_KILL_ONCE"] = str(kill_once)
+    if sleep_per_step:
+        env["TEST_SLEEP_PER_STEP"] = str(sleep_per_step)
+    return env

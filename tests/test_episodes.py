@@ -53,6 +53,13 @@ def test_unsupported_settings_are_refused(cifar):
         train_episodes(_cfg(cifar, grad_transforms=[{"name": "gradient_noise"}]), [0, 1])
     with pytest.raises(ConfigError, match="distinct seeds"):
         train_episodes(_cfg(cifar), [1, 1])
+    with pytest.raises(ConfigError, match="optim.name 'LBFGS' is not known to update element-wise"):
+        train_episodes(_cfg(cifar, optim={"name": "LBFGS", "lr": 0.1}), [0, 1])
+    with pytest.raises(ConfigError, match="model.dilation .* is not supported for stacked episodes"):
+        from manualbp.experiments.optimizers import case_config
+        cfg = resolve(dict(preset("optimizers", "quick"), data={"name": "mnist", "root": str(cifar)}, device="cpu",
+                           **case_config(1, 0.01, 12)))
+        train_episodes(cfg, [0, 1])
 
 
 def test_cli_episodes_option(cifar, tmp_path):

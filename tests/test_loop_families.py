@@ -73,10 +73,8 @@ def segae_cfg(root, **over):
 
 def run_in_subprocess(cfg, run_dir, kill_at=None):
     """train() in a fresh process (so kill -9 hits a real process), optionally SIGKILLed at a global step."""
-    env = dict(os.environ, MANUALBP_CACHE=str(Path(run_dir).parent / "cache"))
-    env.pop("MANUALBP_KILL_AT_STEP", None)
-    if kill_at:
-        env["MANUALBP_KILL_AT_STEP"] = str(kill_at)
+    from .helpers import fault_env
+    env = fault_env(dict(os.environ, MANUALBP_CACHE=str(Path(run_dir).parent / "cache")), kill_at=kill_at)
     code = ("import json, sys; from manualbp.train import train; "
             "train(json.loads(sys.argv[1]), sys.argv[2])")
     return subprocess.run([sys.executable, "-c", code, json.dumps(cfg), str(run_dir)], cwd=ROOT, env=env,

@@ -52,8 +52,9 @@ def test_ray_sweep_equals_the_pool_reports_failures_and_survives_a_killed_task(d
     # one task's process is SIGKILLed at step 7 (epoch 2 of 2, 5 steps per epoch): only the first process
     # to reach it, through the marker file; Ray retries the task, which resumes from the epoch-1 checkpoint
     marker = tmp_path / "killed-once"
-    monkeypatch.setenv("MANUALBP_KILL_AT_STEP", "7")
-    monkeypatch.setenv("MANUALBP_KILL_ONCE", str(marker))
+    from .helpers import fault_env
+    for k, v in fault_env(dict(os.environ), kill_at=7, kill_once=marker).items():   # Ray's workers inherit these
+        monkeypatch.setenv(k, v)
     specs = _specs(data, tmp_path / "ray", failing=True)
     results = run_sweep_ray(specs, num_cpus=2, cpus_per_run=1, max_retries=2)
     assert marker.is_file()                                     # a process was killed
@@ -70,7 +71,7 @@ def test_ray_engine_from_the_command_line_skips_finished_runs_and_reports(data, 
     cmd = [sys.executable, str(ROOT / "scripts" / "sweep.py"), "optimizers", "--engine", "ray", "--device", "cpu",
            "--data-root", str(data), "--sweep-dir", str(tmp_path / "s"), "--epochs", "1", "--only", "trial3-case0",
            "--seeds", "0", "batch_size=50", "log.progress=false"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MANUALBP_KILL")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEST_KILL")}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "as Ray tasks on a local Ray instance (1 CPU, 0 GPU per run)" in out.stdout

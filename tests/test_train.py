@@ -17,6 +17,7 @@ from manualbp.train.probes import tensor_stats
 from manualbp.train.sweep import expand, run_sweep
 
 from .fakedata import write_mnist_like
+from .helpers import fault_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,11 +75,13 @@ def test_a_different_config_in_the_same_folder_is_refused(data, tmp_path):
         train(small_cfg(data, epochs=1, optim={"lr": 0.01}), tmp_path / "r", log=quiet)
 
 
-def _cli(run_dir, data, env_extra=None, extra=()):
-    env = dict(os.environ, MANUALBP_CACHE=str(run_dir.parent / "cache"), **(env_extra or {}))
+def _cli(run_dir, data, faults=None, extra=(), popen=False):
+    env = fault_env(dict(os.environ, MANUALBP_CACHE=str(run_dir.parent / "cache")), **(faults or {}))
     cmd = [sys.executable, str(ROOT / "scripts" / "train.py"), "zca", "--run-dir", str(run_dir), "--data-root",
            str(data), "--device", "cpu", "--epochs", "3", "batch_size=50", "model.widths=[784,32,16,10]",
            "data.train_limit=None", "data.test_limit=None", *extra]
+    if popen:
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -89,7 +92,7 @@ def test_kill_9_then_same_command_resumes_to_identical_metrics(data, tmp_path):
     full = _cli(tmp_path / "full", data, extra=SCHEDULE)
     assert full.returncode == 0, full.stderr
     # 6 steps per epoch: die in the middle of epoch 2 (step 9), after epoch 1's checkpoint
-    killed = _cli(tmp_path / "resumed", data, {"MANUALBP_KILL_AT_STEP": "9"}, SCHEDULE)
+    killed = _cli(tmp_path / "resumed", data, {"kill_at": 9}, SCHEDULE)
     assert killed.returncode == -signal.SIGKILL
     rd = RunDir(tmp_path / "resumed")
     assert not rd.finished() and torch.load(rd.checkpoint, weights_only=False)["epoch"] == 1
@@ -106,7 +109,7 @@ def test_kill_9_then_same_command_resumes_to_identical_metrics(data, tmp_path):
 
 
 def test_kill_during_the_first_epoch_starts_over_cleanly(data, tmp_path):
-    killed = _cli(tmp_path / "r", data, {"MANUALBP_KILL_AT_STEP": "3"})
+    killed = _cli(tmp_path / "r", data, {"kill_at": 3})
     assert killed.returncode == -signal.SIGKILL
     rd = RunDir(tmp_path / "r")
     assert rd.config.is_file() and not rd.checkpoint.exists() and not rd.finished()
@@ -197,3 +200,74 @@ def test_sweep_cli_list_gives_one_command_per_run(tmp_path):
     from manualbp.experiments.zca import VARIANTS
     assert len(lines) == 2 * len(VARIANTS) and all("--run " + ln["name"] in ln["command"] for ln in lines)
     assert len({ln["run_dir"] for ln in lines}) == len(lines)
+
+
+def _wait_for(path: Path, proc, timeout=120.0):
+    import time
+    t0 = time.time()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        assert time.time() - t0 < timeout, f"{path} did not appear"
+        time.sleep(0.05)
+
+
+def test_a_second_process_on_a_held_run_folder_refuses_at_once(data, tmp_path):
+    """Two processes on one run folder: the second refuses at once, naming the holder, and exits
+    non-zero; the first trains to the end alone (3 epochs, 3 metric rows)."""
+    first = _cli(tmp_path / "r", data, {"sleep_per_step": 0.3}, popen=True)
+    _wait_for(tmp_path / "r" / "HOLD.json", first)
+    second = _cli(tmp_path / "r", data)
+    assert second.returncode == 2, second.stdout + second.stderr
+    assert f"is held by process {first.pid} on host" in second.stderr
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    rd = RunDir(tmp_path / "r")
+    assert rd.finished() and [r["epoch"] for r in rd.read_metrics()] == [1, 2, 3]
+    assert not rd.hold_file.exists()   # released at the end
+
+
+def test_a_hold_left_by_a_killed_process_is_taken_over(data, tmp_path):
+    killed = _cli(tmp_path / "r", data, {"kill_at": 9})
+    assert killed.returncode == -signal.SIGKILL
+    rd = RunDir(tmp_path / "r")
+    held = json.loads(rd.hold_file.read_text())
+    assert held["pid"] != os.getpid() and rd.hold_file.exists()   # the dead process's hold is still there
+    resumed = _cli(tmp_path / "r", data)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1 of 3" in resumed.stdout
+    assert rd.finished() and [r["epoch"] for r in rd.read_metrics()] == [1, 2, 3] and not rd.hold_file.exists()
+
+
+def test_a_hold_from_another_host_is_refused_until_stale(tmp_path, monkeypatch):
+    """On a shared filesystem a hold from another host cannot be checked by pid: it is refused while
+    it is refreshed and taken over once not refreshed for HOLD_STALE_S seconds."""
+    import time
+
+    from manualbp.train import RunDirHeld
+    from manualbp.train import rundir as rundir_mod
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.hold_file.write_text(json.dumps({"host": "node-17", "pid": 4242, "started": "1", "since": "then",
+                                        "token": "node-17:4242:1"}))
+    with pytest.raises(RunDirHeld, match="held by process 4242 on host node-17"):
+        rd.hold()
+    old = time.time() - rundir_mod.HOLD_STALE_S - 5
+    os.utime(rd.hold_file, (old, old))
+    with rd.hold():
+        assert json.loads(rd.hold_file.read_text())["pid"] == os.getpid()
+        with pytest.raises(RunDirHeld, match=f"held by process {os.getpid()}"):   # this live process's own hold
+            rd.hold()
+    assert not rd.hold_file.exists()
+
+
+def test_a_hold_keeps_being_refreshed(tmp_path, monkeypatch):
+    import time
+
+    from manualbp.train import rundir as rundir_mod
+    monkeypatch.setattr(rundir_mod, "HOLD_REFRESH_S", 0.05)
+    rd = RunDir(tmp_path / "r")
+    with rd.hold():
+        old = time.time() - 1000
+        os.utime(rd.hold_file, (old, old))
+        time.sleep(0.5)
+        assert rd.holder()["age_s"] < 5

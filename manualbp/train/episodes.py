@@ -24,6 +24,11 @@ from .loop import build_initial_model, epoch_generator, metrics_row, pick_device
 from .tasks import make_task
 
 
+# torch.optim optimizers whose update of each element depends on that element's gradient and state only
+ELEMENTWISE_OPTIMIZERS = frozenset({"SGD", "Adam", "AdamW", "Adamax", "NAdam", "RAdam", "RMSprop", "Adagrad",
+                                    "Adadelta", "ASGD", "Rprop", "ConstantBiasAdam"})
+
+
 class _Objective(torch.nn.Module):
     """The task's training objective as a module, so that functional_call swaps the parameters seen by
     the forward and by the regularizer alike."""
@@ -46,6 +51,15 @@ def train_episodes(cfg: dict, seeds: list[int], log=print) -> list[list[dict]]:
         if cfg[key] != off:
             raise ConfigError(f"train_episodes: {key} is not supported for stacked episodes; train the runs one by "
                               "one with train()")
+    name = cfg["optim"]["name"]
+    if not (name in ELEMENTWISE_OPTIMIZERS or name.startswith("tf1.")):
+        raise ConfigError(f"train_episodes: optim.name {name!r} is not known to update element-wise, and stacked "
+                          "episodes share one optimizer over the stacked tensors (a norm or factorisation over a "
+                          f"stacked tensor would mix the episodes); use one of {sorted(ELEMENTWISE_OPTIMIZERS)} or "
+                          "a tf1.* optimizer, or train the runs one by one with train()")
+    if (cfg.get("model") or {}).get("dilation"):
+        raise ConfigError("train_episodes: model.dilation (dilated back-propagation) is not supported for stacked "
+                          "episodes (its tape is not batched); train the runs one by one with train()")
     device = pick_device(cfg["device"])
     task = make_task(cfg, device)
     train_data, test_data = task.load_data()

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from manualbp.optim.transforms import make_grad_transforms
 
 from .config import phase_list, validate
 from .probes import Probes, probes_to_arrays
-from .rundir import RunDir
+from .rundir import RunDir, RunDirHeld
 from .tasks import make_task
 
 
@@ -85,15 +84,15 @@ def _is_probe_step(every, step: int, index: int, steps_per_epoch: int) -> bool:
     return bool(every) and step % every == 0
 
 
-def _claim(marker) -> bool:
-    """True unless ``marker`` names a file that exists already (it is created atomically here)."""
-    if not marker:
-        return True
-    try:
-        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        return True
-    except FileExistsError:
-        return False
+_STEP_HOOKS: list = []
+
+
+def add_step_hook(fn):
+    """Call ``fn(run_dir, epoch, step)`` before every training step of every run in this process
+    (``step`` counted from 1 over the run). Returns a function that removes the hook. Used by tests
+    to stop a process at a chosen step; also a place for custom instrumentation."""
+    _STEP_HOOKS.append(fn)
+    return lambda: _STEP_HOOKS.remove(fn) if fn in _STEP_HOOKS else None
 
 
 def metrics_row(task, epoch: int, steps: int, tr: dict, te: dict, objective_sum: float, lr: float, elapsed: float,
@@ -198,14 +197,32 @@ def write_hparams(writer, cfg: dict, keys, final: dict, metrics) -> None:
 
 def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
     """Train (or resume, or skip) the run; returns the DONE summary. ``hparams``: the dotted config keys
-    to report in TensorBoard's HParams tab (default: seed)."""
+    to report in TensorBoard's HParams tab (default: seed).
+
+    The run folder is held by this process while it trains (``RunDir.hold``): a second process given
+    the same folder raises ``RunDirHeld`` at once, naming the holder."""
     cfg = validate(cfg)
     rd = RunDir(run_dir)
     rd.check_config(cfg)
     if rd.finished():
         log(f"{rd.path}: finished already; nothing to do (delete the folder to run it again)")
         return rd.read_done()
+    existed = rd.path.exists()
+    try:
+        with rd.hold():
+            rd.check_config(cfg)   # again: another process may have started or finished it meanwhile
+            if rd.finished():
+                log(f"{rd.path}: finished already; nothing to do (delete the folder to run it again)")
+                return rd.read_done()
+            return _train(cfg, rd, log, hparams)
+    except BaseException as e:
+        # a folder made by this call that never got its config (the data or a setting failed) is removed
+        if not existed and not isinstance(e, RunDirHeld) and rd.path.is_dir() and not any(rd.path.iterdir()):
+            rd.path.rmdir()
+        raise
 
+
+def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     device = pick_device(cfg["device"])
     task = make_task(cfg, device)
     train_data, test_data = task.load_data()   # data errors surface before the run folder is made
@@ -237,9 +254,6 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
     writer = SummaryWriter(str(rd.tb), purge_step=start_epoch * spe + 1 if start_epoch else None)
     lg = cfg["log"]
     probes = Probes(model, writer, lg["histograms"]) if lg["probe_every"] else None
-    # crash simulation for tests of resuming: SIGKILL this process at that global step
-    kill_at = int(os.environ.get("MANUALBP_KILL_AT_STEP", "0")) or None
-    kill_once = os.environ.get("MANUALBP_KILL_ONCE")   # a marker file: only the first process to create it dies
     show = lg["progress"] and sys.stderr.isatty()
     check_every = cfg["check_finite_every"]
     # compile=true: the forward and the objective as one graph (fullgraph: a graph break is an error);
@@ -283,8 +297,8 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
                 for i, (x, y) in enumerate(train_data.batches(bs, shuffle=True,
                                                               generator=epoch_generator(cfg["seed"], epoch))):
                     step = (epoch - 1) * spe + i + 1
-                    if kill_at == step and _claim(kill_once):
-                        os.kill(os.getpid(), signal.SIGKILL)
+                    for hook in _STEP_HOOKS:
+                        hook(rd.path, epoch, step)
                     probe = probes is not None and _is_probe_step(lg["probe_every"], step, i, spe)
                     if probe:
                         probes.arm()

@@ -1,10 +1,22 @@
 """A run folder: resolved config, metrics, TensorBoard events, checkpoints and a DONE marker that
 is written only when the run finished. Every file that a crash could cut in half is written to a
-temporary name first and moved into place (``os.replace`` is atomic)."""
+temporary name first and moved into place (``os.replace`` is atomic).
+
+A run folder is held by one process at a time: ``RunDir.hold()`` creates ``HOLD.json`` (host,
+process id, the process's start time) with ``O_CREAT | O_EXCL``, which is atomic on local disks and
+on NFS v3 and later, and refreshes its modification time every ``HOLD_REFRESH_S`` seconds from a
+background thread. A second process refuses with ``RunDirHeld``, naming the holder. A hold left by a
+process that died is taken over: on the same host as soon as the process is gone (its pid no longer
+exists, or now belongs to a process started at another time), on other hosts once the hold has not
+been refreshed for ``HOLD_STALE_S`` seconds.
+"""
 from __future__ import annotations
 
 import json
 import os
+import socket
+import threading
+import time
 from pathlib import Path
 
 import torch
@@ -14,6 +26,66 @@ from .config import canonical, differences
 
 class RunDirError(RuntimeError):
     pass
+
+
+class RunDirHeld(RunDirError):
+    """Another live process holds the run folder."""
+
+
+HOLD_REFRESH_S = 30.0
+HOLD_STALE_S = 300.0   # a hold from another host not refreshed for this long is taken as abandoned
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process ``pid`` in clock ticks since boot (Linux), to tell a reused pid apart."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """Whether process ``pid`` on this host exists and is the one that started at ``started``."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass   # it exists, owned by someone else
+    now = _process_start(pid)
+    return started is None or now is None or now == started
+
+
+class _Hold:
+    """A held run folder: the refresh thread and the release."""
+
+    def __init__(self, path: Path, token: str):
+        self.path, self.token = path, token
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh, name="manualbp-hold", daemon=True)
+        self._thread.start()
+
+    def _refresh(self):
+        while not self._stop.wait(HOLD_REFRESH_S):
+            try:
+                os.utime(self.path)
+            except OSError:
+                pass
+
+    def release(self) -> None:
+        self._stop.set()
+        try:
+            if json.loads(self.path.read_text()).get("token") == self.token:
+                self.path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,6 +116,69 @@ class RunDir:
         self.tb = self.path / "tb"
         self.stats = self.path / "probes.jsonl"
         self.stats_npz = self.path / "stats.npz"   # the probes as one array, written when the run finishes
+        self.hold_file = self.path / "HOLD.json"
+
+    def holder(self) -> dict | None:
+        """The hold's record (host, pid, started, since, age_s), or None when nobody holds the folder."""
+        try:
+            info = json.loads(self.hold_file.read_text())
+            info["age_s"] = time.time() - self.hold_file.stat().st_mtime
+            return info
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):   # half-written by a process that died while creating it
+            return {"host": None, "pid": None, "age_s": float("inf")}
+
+    def _abandoned(self, info: dict) -> bool:
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            return not _alive(info["pid"], info.get("started"))
+        return info["age_s"] > HOLD_STALE_S
+
+    def hold(self) -> _Hold:
+        """Hold the folder for this process (created if missing); refuse with ``RunDirHeld`` while another
+        live process holds it. Release with ``.release()`` or as a context manager."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        token = f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}"
+        record = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": _process_start(os.getpid()),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S %z"), "token": token})
+        for _ in range(5):
+            try:
+                fd = os.open(self.hold_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                info = self.holder()
+                if info is None:
+                    continue   # released in between: try again
+                if not self._abandoned(info):
+                    raise RunDirHeld(
+                        f"run folder {self.path} is held by process {info.get('pid')} on host {info.get('host')} "
+                        f"(since {info.get('since')}); wait for it to finish or stop it. A hold left by a process "
+                        f"that died is taken over by the next run (on another host after {HOLD_STALE_S:.0f} s "
+                        "without refresh).")
+                # take the abandoned hold over: move it aside under a unique name (only one process succeeds),
+                # then check that what was moved is the record judged abandoned, not a newer live one
+                aside = self.hold_file.with_name(f"HOLD.{token.replace(':', '-')}.stale")
+                try:
+                    os.rename(self.hold_file, aside)
+                except FileNotFoundError:
+                    continue
+                try:
+                    moved = json.loads(aside.read_text())
+                except (OSError, ValueError):
+                    moved = {}
+                if moved.get("token") != info.get("token"):
+                    try:
+                        os.link(aside, self.hold_file)   # put a live hold back (fails if one exists already)
+                    except OSError:
+                        pass
+                aside.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(record)
+                f.flush()
+                os.fsync(f.fileno())
+            return _Hold(self.hold_file, token)
+        raise RunDirHeld(f"run folder {self.path}: could not take its hold after 5 tries (other processes keep "
+                         "taking it); run one process per folder")
 
     def finished(self) -> bool:
         return self.done.is_file()
