@@ -405,7 +405,7 @@ def bench_episodes(device, tiny: bool) -> list:
         try:
             train_episodes(cfg, list(range(k)), log=lambda *_: None)
         except DataError as e:
-            print(f"episodes: skipped, no CIFAR-10 here ({str(e).splitlines()[0]})")
+            print(f"episodes: skipped, no CIFAR-10 under the data root ({str(e).splitlines()[0]})")
             return []
         wall = time.perf_counter() - t0
         rows.append({"part": "episodes", "name": "weights-pov quick (CNN6, CIFAR-10 2k/1k, 3 epochs)"

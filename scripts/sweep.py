@@ -29,7 +29,7 @@ from scripts.train import cli_overrides, common_args  # noqa: E402
 from manualbp.data import DataError  # noqa: E402
 from manualbp.experiments import get_experiment, preset  # noqa: E402
 from manualbp.train import ConfigError  # noqa: E402
-from manualbp.train.sweep import expand, run_sweep, run_sweep_ray, summary_table  # noqa: E402
+from manualbp.train.sweep import expand, prepare_data, run_sweep, run_sweep_ray, summary_table  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -88,6 +88,12 @@ def main(argv=None) -> int:
                               "command": " ".join(shlex.quote(a) for a in base + ["--run", s.name, "--no-report"])}))
         return 0
     import torch
+    try:
+        if not args.run:   # one run (a SLURM array task) loads its data itself
+            prepare_data([s for s in specs if not Path(s.run_dir, "DONE.json").is_file()])
+    except (DataError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         if args.engine == "ray":
             gpus = args.gpus_per_run if args.gpus_per_run is not None else float(torch.cuda.is_available())

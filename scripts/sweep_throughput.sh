@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # weights-pov quick grid (56 runs), twice each, alternating: the process pool (2 workers) and Ray (1 CPU per run, 2 CPUs)
 cd "$(dirname "$0")/.."
-export MANUALBP_DATA=${MANUALBP_DATA:-../shared/data}
+: "${MANUALBP_DATA:?set MANUALBP_DATA to the data root (CIFAR-10 under it)}"
 mkdir -p runs/throughput
 for i in 1 2; do
   for e in pool ray; do

@@ -86,9 +86,16 @@ def test_sweep_exit_status_counts_failed_runs_and_flags_are_checked(data, tmp_pa
     bad = subprocess.run([sys.executable, script, "optimizers", "--gpus-per-run", "0.5"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and "are for --engine ray" in bad.stderr
-    # two runs whose data folder does not exist: each fails with the data error, the exit status is 2 (= 2 runs)
+    # two runs whose data folder does not exist: the sweep checks the data once before any run starts,
+    # says so once and exits 2 without making a run folder
     out = subprocess.run([sys.executable, script, "optimizers", "--device", "cpu", "--data-root", str(tmp_path / "no"),
                           "--sweep-dir", str(tmp_path / "s"), "--only", "trial1-case00", "--seeds", "0,1",
                           "--no-report"], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 2 and "2 of 2 runs failed" in out.stderr, out.stdout[-2000:] + out.stderr[-2000:]
-    assert not any((tmp_path / "s").glob("*/DONE.json"))
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert out.stderr.count("MNIST not found") == 1 and "runs failed" not in out.stderr, out.stderr[-2000:]
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+    # --only matching nothing is an error that lists the run names
+    out = subprocess.run([sys.executable, script, "zca", "--only", "nomatch", "--sweep-dir", str(tmp_path / "z")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "--only 'nomatch' matches no run of this sweep; its 100 run names" in out.stderr
+    assert "zca_dim" in out.stderr

@@ -29,8 +29,8 @@ _COMMON = {"model": {"name": "cnn6", "batch_norm": False, "init_std": 0.05}, "op
 PRESETS = {
     # the article's configuration: STL-10, batch 20, 150 epochs
     "full": {**_COMMON, "data": {"name": "stl10"}, "epochs": 150},
-    # what was run here (2 CPU cores, no STL-10): the CIFAR-10 JPEG copy, fixed random subsets of 5k
-    # training images (250 steps of 20 per epoch, as STL-10's 5k) and 5k test images, 15 epochs
+    # a CPU-sized stand-in for STL-10: CIFAR-10, fixed random subsets of 5k training images (250 steps of
+    # 20 per epoch, as STL-10's 5k) and 5k test images, 15 epochs
     "cifar15": {**_COMMON, "data": {"name": "cifar10", "train_limit": 5000, "test_limit": 5000}, "epochs": 15},
     # minutes on a 2-core CPU
     "quick": {**_COMMON, "data": {"name": "cifar10", "train_limit": 1000, "test_limit": 1000}, "epochs": 3},

@@ -60,7 +60,7 @@ CRITERIA = {"cost": ("train_loss", "lowest final training cost", min),
 # preset: (data settings, epochs, runs per trial, width divisor)
 _SETTINGS = {
     "full": ({"name": "mnist"}, 801, 10, 1),        # the article's: all of MNIST, batch 1000, 801 epochs, 10 runs
-    "real": ({"name": "mnist"}, 30, 3, 1),   # what was run here (on a lent H100): all of MNIST, 30 epochs, 3 runs
+    "real": ({"name": "mnist"}, 30, 3, 1),   # GPU-sized: all of MNIST, 30 epochs, 3 runs
     # minutes on a 2-core CPU: 5k training images, widths / 4, 5 epochs, one run per trial
     "quick": ({"name": "mnist", "train_limit": 5000, "test_limit": 2000}, 5, 1, 4),
 }
@@ -135,7 +135,7 @@ def frequency_tables(w: dict) -> list[str]:
     trials = sorted(t for t in w if t != "n")
     for crit, (_, title, _) in CRITERIA.items():
         lines += ["", f"### Share of runs in which a case had the {title}", ""]
-        head = ["case"] + [f"trial {t} (lr {TRIALS[t][0]}, {TRIALS[t][1]}) here, n={w['n'][t]}" for t in trials] + \
+        head = ["case"] + [f"trial {t} (lr {TRIALS[t][0]}, {TRIALS[t][1]}) this sweep, n={w['n'][t]}" for t in trials] + \
                [f"trial {t} article" for t in trials]
         rows = []
         for c in CASES:

@@ -34,7 +34,7 @@ def _phases(sf_epochs: int, e2e_epochs: int) -> list:
 
 SCHEDULES = {   # (sparse-filtering epochs, end-to-end epochs)
     "full": (200, 100),     # the article's 200 sparse-filtering epochs; end to end as long as the plain models
-    "penn": (200, 50),      # what was run here: the full 200 sparse-filtering epochs, 50 end to end
+    "penn": (200, 50),      # CPU-sized: the full 200 sparse-filtering epochs, 50 end to end
     "quick": (3, 3),        # minutes on a 2-core CPU
 }
 PRESETS = {}

@@ -38,8 +38,7 @@ DATASETS = {
 PRESETS = {
     # the article's configuration (both datasets, 10 episodes: see grid())
     "full": {**_COMMON, **DATASETS["cifar10"]},
-    # what was run here (2 CPU cores): the CIFAR-10 JPEG copy, fixed random subsets of 10k training and
-    # 5k test images, 15 epochs
+    # CPU-sized: CIFAR-10, fixed random subsets of 10k training and 5k test images, 15 epochs
     "cifar15": {**_COMMON, "data": {"name": "cifar10", "train_limit": 10000, "test_limit": 5000}, "batch_size": 100,
                 "epochs": 15},
     # minutes on a 2-core CPU: a CIFAR-10 subset, 3 epochs

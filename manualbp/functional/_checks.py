@@ -96,3 +96,6 @@ def check_kwargs(where: str, fn, kwargs: dict, skip: Sequence[str] = ()) -> None
     if unknown:
         raise ValueError(f"{where}: unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
                          f"known settings: {', '.join(known)}")
+    for k, v in kwargs.items():   # a setting whose default is a bool takes a bool: 'maybe' or 1 is a typo
+        if isinstance(params[k].default, bool) and not isinstance(v, bool):
+            raise ValueError(f"{where}: {k} must be true or false, got {v!r}")

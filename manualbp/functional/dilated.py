@@ -5,8 +5,8 @@ the loss with respect to layer k's input, computed from whatever gradient layer 
 Plain back-propagation feeds layer l with g_{l+1}. Dilated back-propagation feeds it
 ``g_{l+1} + r_t * combine(g_j for j in rule[l])``, ``combine`` a sum or an element-wise product,
 with the rate r_t = P / (1 + D t), t the epoch counted from 0. The weight gradient of layer l is
-computed from that fed gradient, and so is g_l, which later rules use. The six cases of SPEC's
-table, for a network of five layers:
+computed from that fed gradient, and so is g_l, which later rules use. The six cases of the
+optimizers article, for a network of five layers:
 
 =====  =====================================================  =========  ======
 case   layer l <- g_{l+1} + r * ...                           P          D
@@ -111,7 +111,7 @@ def make_dilation(spec: dict | None, num_layers: int) -> dict | None:
     check_kwargs("dilation", _setting, spec)
     case = spec.get("case")
     if case not in CASES:
-        raise ValueError(f"dilation.case must be one of {sorted(CASES)} (SPEC's table), got {case!r}")
+        raise ValueError(f"dilation.case must be one of {sorted(CASES)} (the table in manualbp.functional.dilated), got {case!r}")
     out = dict(CASES[case], case=case)
     for key in ("P", "D"):
         v = spec.get(key)

@@ -129,6 +129,15 @@ def validate(cfg: dict) -> dict:
     pe = cfg["log"]["probe_every"]
     if not (pe == "epoch" or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
         raise ConfigError(f"log.probe_every must be 0 (off), 'epoch' or a positive step count, got {pe!r}")
+    for key, v in (("data.download", cfg["data"]["download"]), ("log.histograms", cfg["log"]["histograms"]),
+                   ("log.progress", cfg["log"]["progress"])):
+        if not isinstance(v, bool):
+            raise ConfigError(f"{key} must be true or false, got {v!r}")
+    from manualbp.functional.regularizers import REGULARIZERS
+    reg = cfg["regularizer"]["name"]
+    if reg != "none" and reg not in REGULARIZERS:
+        raise ConfigError(f"regularizer.name {reg!r} is not a regularizer; choose 'none' or one of "
+                          f"{sorted(REGULARIZERS)}")
     lam = cfg["regularizer"]["lam"]
     if not isinstance(lam, (int, float)) or lam < 0:
         raise ConfigError(f"regularizer.lam must be a number >= 0, got {lam!r}")

@@ -16,7 +16,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import BASE, merge, resolve
+from .config import BASE, ConfigError, merge, resolve
 
 
 @dataclass
@@ -47,20 +47,46 @@ def _axis_items(axis: str, values):
 def expand(base: dict, grid: dict, root: Path, overrides: dict | None = None, only: str | None = None) -> list:
     """Cartesian product of the grid's axes; each run's config = base <- axis overrides <- overrides."""
     axes = list(grid)
-    specs = []
+    specs, names = [], []
     for combo in itertools.product(*(_axis_items(a, grid[a]) for a in axes)):
         cfg = merge(BASE, base)
         for _, ov in combo:
             cfg = merge(cfg, ov)
         cfg = resolve(cfg, overrides)
         name = "-".join(label for label, _ in combo)
+        names.append(name)
         if only and only not in name:
             continue
         specs.append(RunSpec(name, str(root / name), cfg, {a: label for a, (label, _) in zip(axes, combo)}))
+    if only and not specs:
+        labels = "; ".join(f"{a}: {', '.join(label for label, _ in _axis_items(a, grid[a]))}" for a in axes)
+        raise ConfigError(f"--only {only!r} matches no run of this sweep; its {len(names)} run names join one label "
+                          f"per axis with '-' (e.g. {names[0]!r}); the labels are {labels}")
     keys = varying_keys([s.config for s in specs]) or ["seed"]
     for s in specs:
         s.hparams = keys
     return specs
+
+
+def prepare_data(specs: list, log=print) -> None:
+    """Load each dataset the runs use once, before any run starts: a missing dataset fails here, once,
+    with its ``DataError`` (instead of once per run), and with ``data.download`` it is fetched here by
+    one process (instead of by every worker into the same folder at once). The loaders' caches are
+    then warm for the runs."""
+    import json
+
+    from manualbp.data import load_dataset
+    seen = set()
+    for s in specs:
+        d = s.config["data"]
+        for split, limit in (("train", d["train_limit"]), ("test", d["test_limit"])):
+            key = json.dumps([d["name"], split, d["root"], limit, d["size"], d["options"]], sort_keys=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            if d["download"]:
+                log(f"fetching {d['name']} ({split}) if missing")
+            load_dataset(d["name"], split, d["root"], d["download"], limit, d["size"], **d["options"])
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict:
