@@ -135,8 +135,8 @@ def frequency_tables(w: dict) -> list[str]:
     trials = sorted(t for t in w if t != "n")
     for crit, (_, title, _) in CRITERIA.items():
         lines += ["", f"### Share of runs in which a case had the {title}", ""]
-        head = ["case"] + [f"trial {t} (lr {TRIALS[t][0]}, {TRIALS[t][1]}) this sweep, n={w['n'][t]}" for t in trials] + \
-               [f"trial {t} article" for t in trials]
+        head = ["case"] + [f"trial {t} (lr {TRIALS[t][0]}, {TRIALS[t][1]}) this sweep, n={w['n'][t]}"
+                           for t in trials] + [f"trial {t} article" for t in trials]
         rows = []
         for c in CASES:
             here = [_pct(w[t].get(crit, {}).get(c, 0), w["n"][t]) for t in trials]

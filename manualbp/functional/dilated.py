@@ -111,7 +111,8 @@ def make_dilation(spec: dict | None, num_layers: int) -> dict | None:
     check_kwargs("dilation", _setting, spec)
     case = spec.get("case")
     if case not in CASES:
-        raise ValueError(f"dilation.case must be one of {sorted(CASES)} (the table in manualbp.functional.dilated), got {case!r}")
+        raise ValueError(f"dilation.case must be one of {sorted(CASES)} (the table in manualbp.functional.dilated), "
+                         f"got {case!r}")
     out = dict(CASES[case], case=case)
     for key in ("P", "D"):
         v = spec.get(key)

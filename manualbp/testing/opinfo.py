@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 import manualbp.functional as M
 from manualbp.testing import references as E
