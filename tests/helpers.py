@@ -30,3 +30,16 @@ def fault_env(env: dict, kill_at=None, kill_once=None, sleep_per_step=None) -> d
     if sleep_per_step:
         env["TEST_SLEEP_PER_STEP"] = str(sleep_per_step)
     return env
+
+
+def built_run(cfg: dict):
+    """What ``train`` builds from ``cfg`` before its first step: (task, model, optimizer of phase 1)."""
+    import torch as _torch
+
+    from manualbp.train.loop import _phase_optimizer, build_initial_model, plan_phases
+    from manualbp.train.tasks import make_task
+    task = make_task(cfg, _torch.device("cpu"))
+    model = build_initial_model(cfg, task, "cpu")
+    optimizer = _phase_optimizer(cfg, plan_phases(cfg, task)[0], model)[0]
+    return task, model, optimizer
+

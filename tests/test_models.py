@@ -90,10 +90,10 @@ def test_graph_is_pure_and_gradients_match_plain_torch(name):
     ref_loss = plain_loss(ref_model, reference_forward(ref_model, x))
     ref_loss.backward()
     torch.testing.assert_close(loss.detach(), ref_loss.detach(), rtol=1e-9, atol=1e-10)
-    for (pn, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters()):
+    for (pn, p), (_, q) in zip(model.named_parameters(), ref_model.named_parameters(), strict=True):
         assert p.grad is not None and q.grad is not None, f"{name}: no gradient for {pn}"
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {pn}\n{m}")
-    for (bn, b), (_, c) in zip(model.named_buffers(), ref_model.named_buffers()):
+    for (bn, b), (_, c) in zip(model.named_buffers(), ref_model.named_buffers(), strict=True):
         torch.testing.assert_close(b, c, rtol=1e-9, atol=1e-10, msg=lambda m: f"{name}: buffer {bn}\n{m}")
 
 
@@ -117,9 +117,33 @@ def test_eval_mode_uses_running_statistics(name):
 
 
 def test_two_training_forwards_before_one_backward():
-    """Running statistics change in place on every training forward; an earlier graph must still backward."""
-    model, x, manual_loss, _ = CASES["cnn6-bn"]()
+    """Running statistics change in place on every training forward; an earlier graph must still
+    backward, to the gradient plain torch gives for the same two forwards."""
+    model, x, manual_loss, plain_loss = CASES["cnn6-bn"]()
+    ref = copy.deepcopy(model)
     first = manual_loss(model, model(x))
     second = manual_loss(model, model(x.flip(0)))
     MF.add(first, second).backward()
-    assert all(p.grad is not None for p in model.parameters())
+    (plain_loss(ref, reference_forward(ref, x)) + plain_loss(ref, reference_forward(ref, x.flip(0)))).backward()
+    for (pn, p), (_, q) in zip(model.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=lambda m: f"{pn}\n{m}")
+
+
+@pytest.mark.parametrize("name", ["mlp-batch_norm", "mlp-dbn", "mlp-dbn-groups", "mlp-iternorm", "cnn6-bn"])
+def test_eval_forward_then_training_forward_then_eval_backward(name):
+    """An eval-mode graph whose running buffers a later training forward updates in place: its backward
+    runs (no version-counter error) and gives the gradient of the eval forward as it was computed."""
+    model, x, manual_loss, _ = CASES[name]()
+    for _ in range(2):   # running statistics away from their initial values
+        model(x)
+    model.eval()
+    ref = copy.deepcopy(model)
+    loss = manual_loss(model, model(x))
+    model.train()
+    model(x.flip(0))     # updates the running buffers the eval forward used
+    loss.backward()
+    ref_loss = manual_loss(ref, ref(x))
+    ref_loss.backward()
+    for (pn, p), (_, q) in zip(model.named_parameters(), ref.named_parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14, msg=lambda m: f"{name}: {pn}\n{m}")
+    assert any(not torch.equal(b, c) for b, c in zip(model.buffers(), ref.buffers(), strict=True))

@@ -9,7 +9,6 @@ import pytest
 
 from manualbp.experiments import get_experiment, preset
 from manualbp.experiments.weights_pov import CASES, LETTERS, bootstrap_correlation, excess_kurtosis, grid
-from manualbp.train import resolve
 from manualbp.train.sweep import expand
 
 from .fakedata import write_cifar_batches, write_stl10
@@ -22,17 +21,32 @@ def sweep(*args, timeout=900):
                            "log.progress=false", *args], capture_output=True, text=True, timeout=timeout)
 
 
-def test_presets_follow_the_article():
-    full = resolve(preset("weights-pov", "full"))
-    m = full["model"]
-    assert (m["name"], m["init_std"], m["bn_eps"], m["bn_momentum"]) == ("cnn6", 0.05, 1e-8, 0.1)
-    assert full["optim"] == {"name": "Adam", "lr": 0.0008}
+def test_full_preset_builds_the_articles_runs():
+    """The runs the full sweep builds (not the preset's text): CNN6 with N(0, 0.05) weights, batch norm
+    with eps 1e-8 and momentum 0.1 where asked, Adam at lr 8e-4, the letter's regularizer at lambda
+    1e-5 in the objective; STL-10 at batch 20 for 150 epochs, CIFAR-10 at batch 100 for 100."""
+    import torch
+
+    from manualbp.models import CNN6
+    from manualbp.nn import BatchNorm
+
+    from .helpers import built_run
     specs = expand(preset("weights-pov", "full"), grid("full"), Path("/tmp/x"))
     assert len(specs) == 2 * 2 * 14 * 10     # datasets x BN x (13 cases + Z at batch 20) x episodes
-    stl = [s for s in specs if s.labels["dataset"] == "stl10"][0].config
-    cifar = [s for s in specs if s.labels["dataset"] == "cifar10" and s.labels["case"] == "A"][0].config
-    assert (stl["batch_size"], stl["epochs"], cifar["batch_size"], cifar["epochs"]) == (20, 150, 100, 100)
-    assert cifar["regularizer"] == {"name": "l1", "lam": 1e-5}
+    by_name = {s.name: s.config for s in specs}
+    stl, cifar = by_name["stl10-bn-A-seed0"], by_name["cifar10-nobn-A-seed3"]
+    assert (stl["batch_size"], stl["epochs"], stl["data"]["name"]) == (20, 150, "stl10")
+    assert (cifar["batch_size"], cifar["epochs"], cifar["data"]["name"]) == (100, 100, "cifar10")
+    task, model, opt = built_run(stl)
+    assert isinstance(model, CNN6) and type(opt) is torch.optim.Adam and opt.param_groups[0]["lr"] == 8e-4
+    w = torch.cat([c.weight.detach().flatten() for c in model.convs])
+    assert abs(w.std().item() - 0.05) < 0.002 and abs(w.mean().item()) < 0.002
+    bns = [m for m in model.modules() if isinstance(m, BatchNorm)]
+    assert len(bns) == 5 and all(b.eps == 1e-8 and b.momentum == 0.1 for b in bns)
+    l1 = sum(c.weight.detach().abs().sum().item() for c in model.convs)
+    assert float(task.regularizer(model).detach()) == pytest.approx(1e-5 * l1, rel=1e-5)   # letter A: lambda sum |w|
+    _, plain, _ = built_run(cifar)
+    assert not any(isinstance(m, BatchNorm) for m in plain.modules())
     assert set(LETTERS) | {"Z20"} == set(CASES)
 
 
