@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test lint gradcheck bench tensorboard clean zca zca-full weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-real optimizers-full
+.PHONY: install test lint gradcheck bench gpu-check tensorboard clean zca zca-full weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-real optimizers-full
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -14,6 +14,9 @@ lint:
 
 gradcheck:  ## table of every op: checks run, largest backward error against the reference
 	$(PYTHON) scripts/gradcheck.py
+
+gpu-check:  ## on a CUDA machine: CUDA tests, GPU benchmark, one short training per model family (~8 min); runs/gpu-check/report.md
+	$(PYTHON) scripts/gpu_check.py $(ARGS)
 
 tensorboard:  ## serve runs/ (every run's events, and each sweep's report figures)
 	$(PYTHON) -m tensorboard.main --logdir runs

@@ -43,3 +43,11 @@ def built_run(cfg: dict):
     optimizer = _phase_optimizer(cfg, plan_phases(cfg, task)[0], model)[0]
     return task, model, optimizer
 
+
+
+def devices():
+    """pytest parameters: cpu, and cuda (skipped without a CUDA device)."""
+    import pytest
+    import torch as _torch
+    return ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not _torch.cuda.is_available(),
+                                                                   reason="no CUDA device"))]

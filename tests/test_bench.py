@@ -70,3 +70,15 @@ def test_interleaved_timing_measures_a_known_ratio():
                               torch.device("cpu"), 7)
     med, lo, hi = paired_ratio(times["slow"], times["fast"])
     assert 1.8 < med < 3.5 and lo <= med <= hi
+
+
+def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        import pytest
+        pytest.skip("a CUDA device is present: make gpu-check runs for real there")
+    out = subprocess.run(["make", "-s", "gpu-check", f"ARGS=--out {tmp_path / 'g'}"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "gpu-check: no CUDA device on this machine; nothing to check" in out.stdout
+    assert not (tmp_path / "g").exists()

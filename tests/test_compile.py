@@ -11,6 +11,7 @@ from manualbp.models import CNN6, MLP, SegmentationAE
 from manualbp.train import ConfigError, resolve, train
 
 from .fakedata import write_mnist_like
+from .helpers import devices
 
 
 def _mlp():
@@ -41,10 +42,12 @@ def _segae():
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("family", [_mlp, _cnn6, _segae], ids=["mlp-zca", "cnn6-bn", "segae-sparse"])
-def test_fullgraph_compile_equals_eager(family):
+def test_fullgraph_compile_equals_eager(family, device):
     torch.manual_seed(0)
     model, x, y, loss_fn = family()
+    model, x, y = model.to(device), x.to(device), y.to(device)
     ref = copy.deepcopy(model)
     torch._dynamo.reset()
     compiled = torch.compile(loss_fn, fullgraph=True)     # a graph break would raise here
@@ -53,9 +56,9 @@ def test_fullgraph_compile_equals_eager(family):
     ref_loss = loss_fn(ref, x, y)
     ref_loss.backward()
     torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=1e-5)
-    for (name, p), q in zip(model.named_parameters(), ref.parameters()):
+    for (name, p), q in zip(model.named_parameters(), ref.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")
-    for a, b in zip(model.buffers(), ref.buffers()):   # running statistics updated the same way
+    for a, b in zip(model.buffers(), ref.buffers(), strict=True):   # running statistics updated the same way
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 

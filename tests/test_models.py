@@ -12,6 +12,16 @@ from manualbp.testing.gradsuite import backward_node_names
 from manualbp.testing.opinfo import ref_sparse_filtering
 from manualbp.testing.reference_models import reference_forward
 
+from .helpers import devices
+
+
+def _targets_to(*loss_fns, device):
+    """Move the targets the loss closures hold (class indices, masks) to ``device``."""
+    for fn in loss_fns:
+        for cell in fn.__closure__ or ():
+            if isinstance(cell.cell_contents, torch.Tensor):
+                cell.cell_contents = cell.cell_contents.to(device)
+
 OWN_NODES = {f"{f.__name__}Backward" for f in MF.autograd_functions()}
 
 
@@ -75,9 +85,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("name", list(CASES))
-def test_graph_is_pure_and_gradients_match_plain_torch(name):
+def test_graph_is_pure_and_gradients_match_plain_torch(name, device):
     model, x, manual_loss, plain_loss = CASES[name]()
+    model, x = model.to(device), x.to(device)
+    _targets_to(manual_loss, plain_loss, device=device)
     ref_model = copy.deepcopy(model)
 
     loss = manual_loss(model, model(x))

@@ -271,3 +271,15 @@ def test_a_hold_keeps_being_refreshed(tmp_path, monkeypatch):
         os.utime(rd.hold_file, (old, old))
         time.sleep(0.5)
         assert rd.holder()["age_s"] < 5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_run_on_cuda_learns_and_resumes_as_a_finished_run(data, tmp_path):
+    """The loop on CUDA: a short run learns, its checkpoint holds CUDA-trained weights, and the same
+    call again is the finished-run no-op."""
+    cfg = small_cfg(data, device="cuda")
+    out = train(cfg, tmp_path / "r", log=quiet)
+    assert out["device"].startswith("cuda") and out["final"]["test_acc"] > 0.5
+    said = []
+    train(cfg, tmp_path / "r", log=said.append)
+    assert "finished already" in said[0]
