@@ -9,7 +9,8 @@ Three parts: (1) every op family, forward+backward of the manual op against the 
 through plain autograd; (2) one training step (forward, backward, Adam) of each model family
 against the same model in plain torch, with peak memory (CUDA) or peak RSS (CPU, measured in a
 fresh process per model so the numbers do not mix); (3) whitening back ends (eigh, SVD,
-Newton-Schulz) at widths 64 to 1024. Medians and ratios manual/autograd; results as JSON.
+Newton-Schulz) at widths 64 to 1024; (4) the multi-output ops with and without materialised zero
+gradients for their unused outputs. Medians and ratios manual/autograd; results as JSON.
 """
 from __future__ import annotations
 
@@ -431,6 +432,45 @@ def bench_whitening(device, tiny: bool, repeats: int) -> list:
     return rows
 
 
+def bench_materialize(device, tiny: bool, repeats: int) -> list:
+    """Multi-output Functions call ``ctx.set_materialize_grads(False)``: autograd hands their backward
+    None for the outputs nobody used instead of zero tensors of their shape. Each such op, forward and
+    backward, as it is and with that call made a no-op (the zero tensors back), in paired rounds."""
+    from torch.autograd.function import FunctionCtx
+    orig = FunctionCtx.set_materialize_grads
+
+    def materialized(fn):
+        def run():
+            FunctionCtx.set_materialize_grads = lambda self, value: orig(self, True)
+            try:
+                fn()
+            finally:
+                FunctionCtx.set_materialize_grads = orig
+        return run
+
+    def t(*shape):
+        return torch.randn(*shape, device=device).requires_grad_()
+    n, d = (16, 8) if tiny else (250, 676)
+    img = (2, 3, 8, 8) if tiny else (20, 16, 48, 48)
+    c = img[1]
+    cases = [("zca_whiten dim", M.zca_whiten, (t(n, d),), dict(eps=1e-3)),
+             ("decorrelated_batch_norm", M.decorrelated_batch_norm, (t(n, d),), dict(eps=1e-3)),
+             ("iter_norm", M.iter_norm, (t(n, d),), dict(eps=1e-3)),
+             ("batch_norm 4-D", M.batch_norm, (t(*img), torch.zeros(c, device=device),
+                                               torch.ones(c, device=device)), {}),
+             ("max_pool2d", M.max_pool2d, (t(*img),), dict(kernel_size=2))]
+    rows = []
+    for name, fn, args, kw in cases:
+        now = fwd_bwd(fn, args, kw)
+        times = interleaved_times({"now": now, "materialized": materialized(now)}, device, repeats)
+        med, lo, hi = paired_ratio(times["now"], times["materialized"])
+        rows.append({"part": "materialize", "name": name, "size": "x".join(map(str, args[0].shape)),
+                     "device": str(device), "ms": 1e3 * sorted(times["now"])[repeats // 2],
+                     "materialized_ms": 1e3 * sorted(times["materialized"])[repeats // 2],
+                     "paired_ratio": med, "paired_ratio_iqr": [lo, hi]})
+    return rows
+
+
 # ---------------------------------------------------------------- output
 
 def table(rows, cols, heads) -> str:
@@ -493,6 +533,12 @@ def markdown(rows, machine, repeats) -> str:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['name']} | {r['width']} | {r['batch']} | {r['ms']:.2f} | {r['vs_eigh']:.2f} |"
                   for r in wh]
+    mt = [r for r in rows if r["part"] == "materialize"]
+    if mt:
+        lines += ["", "| device | op (fwd+bwd) | input | ms (no zero gradients) | ms (zero gradients materialised) "
+                  "| paired ratio [quartiles] |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['ms']:.3f} | {r['materialized_ms']:.3f} | "
+                  f"{ratio_q(r['paired_ratio'], r['paired_ratio_iqr'])} |" for r in mt]
     return "\n".join(lines) + "\n"
 
 
@@ -520,8 +566,10 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **ALLOCATOR_ENV})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening"), action="append",
-                    help="parts to run (default: ops, models, whitening; compile and episodes only when named: "
+    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize"),
+                    action="append",
+                    help="parts to run (default: ops, models, whitening, materialize; compile and episodes only when "
+                         "named: "
                          "minutes each; episodes needs CIFAR-10 under the data root)")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
@@ -537,7 +585,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     repeats = args.repeats or (3 if args.tiny else 15)
-    parts = args.only or ["ops", "models", "whitening"]
+    parts = args.only or ["ops", "models", "whitening", "materialize"]
     rows = []
     for dev in devices:
         device = torch.device(dev)
@@ -555,6 +603,8 @@ def main(argv=None) -> int:
             rows += bench_episodes(device, args.tiny)
         if "whitening" in parts:
             rows += bench_whitening(device, args.tiny, repeats)
+        if "materialize" in parts:
+            rows += bench_materialize(device, args.tiny, repeats)
     machine = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -594,6 +644,12 @@ def main(argv=None) -> int:
                          lambda r: f"{r['plain_compile_s']:.1f}"],
                     ["device", "model step", "eager plain ms", "compiled manual ms", "compiled plain ms",
                      "manual/plain (compiled)", "compile s manual", "compile s plain"]))
+    mt = [r for r in rows if r["part"] == "materialize"]
+    if mt:
+        print()
+        print(table(mt, ["device", "name", "size", ms("ms"), ms("materialized_ms"),
+                         lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"])],
+                    ["device", "op (fwd+bwd)", "input", "ms now", "ms with zero grads", "paired ratio [IQR]"]))
     wh = [r for r in rows if r["part"] == "whitening"]
     if wh:
         print()

@@ -14,7 +14,7 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "b.json").read_text())
     parts = {r["part"] for r in res["rows"]}
-    assert parts == {"ops", "models", "whitening"}
+    assert parts == {"ops", "models", "whitening", "materialize"}
     names = {r["name"] for r in res["rows"]}
     import manualbp.functional as M
     assert {f"regularize {n}" for n in M.REGULARIZERS} <= names
