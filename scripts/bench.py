@@ -332,8 +332,8 @@ RUN_VARIANTS = {"paired_ratio": "as trained (fused pairs)", "unfused_paired_rati
 
 def bench_model_runs(device, tiny: bool, repeats: int, runs: int) -> list:
     """The model-step part in ``runs`` fresh processes (each its own allocation history, the largest
-    source of run-to-run spread here): per model and build, the per-process paired ratios with their
-    mean, sd and 95% Student-t interval."""
+    source of run-to-run spread on a shared CPU): per model and build, the per-process paired ratios
+    with their mean, sd and 95% Student-t interval."""
     import tempfile
 
     from manualbp.experiments.report import mean_ci

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 TRAININGS = [   # (model family, experiment, dataset, preset, overrides)
     ("MLP + ZCA", "zca", "fashion_mnist", "quick", ["data.train_limit=20000", "data.test_limit=5000"]),
     ("CNN6 + batch norm", "weights-pov", "cifar10", "quick", ["model.batch_norm=true"]),
-    ("segmentation AE", "sparse-filtering", "penn_fudan", "quick", []),
+    ("segmentation AE", "sparse-filtering", "penn_fudan", "quick", []),   # synthetic data: 40 images, n_train 20
 ]
 
 
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     import torch
     dev = args.device
     if dev == "cuda" and not torch.cuda.is_available():
-        print("gpu-check: no CUDA device on this machine; nothing to check (run it where torch.cuda.is_available())")
+        print("gpu-check: no CUDA device (torch.cuda.is_available() is False); nothing to check")
         return 0
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +129,8 @@ def main(argv=None) -> int:
         run_dir = out / "runs" / exp
         cmd = [sys.executable, "scripts/train.py", exp, "--preset", preset, "--device", dev, "--epochs",
                str(args.epochs), "--data-root", root, "--run-dir", str(run_dir), "log.progress=false", *over]
+        if kind == "synthetic" and dataset == "penn_fudan":
+            cmd.append("data.options.n_train=20")
         rc, wall, text = _run(cmd, 150, out / f"train-{exp}.log")
         acc = ""
         done = run_dir / "DONE.json"

@@ -50,8 +50,8 @@ def main(argv=None) -> int:
                                       "local Ray instance")
     ap.add_argument("--cpus-per-run", type=float, default=1.0, help="--engine ray: CPUs per run (default 1)")
     ap.add_argument("--gpus-per-run", type=float, default=None,
-                    help="--engine ray: GPUs per run; fractions pack runs onto one GPU (default: 1 if this machine "
-                         "has a GPU, else 0)")
+                    help="--engine ray: GPUs per run; fractions pack runs onto one GPU (default: 1 when a CUDA "
+                         "device is present, else 0)")
     ap.add_argument("--max-retries", type=int, default=3,
                     help="--engine ray: retries of a run whose worker process died (it resumes from its checkpoint)")
     args = ap.parse_intermixed_args(argv)

@@ -80,5 +80,5 @@ def test_gpu_check_without_cuda_says_so_and_exits_0(tmp_path):
     out = subprocess.run(["make", "-s", "gpu-check", f"ARGS=--out {tmp_path / 'g'}"], cwd=ROOT, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "gpu-check: no CUDA device on this machine; nothing to check" in out.stdout
+    assert "gpu-check: no CUDA device (torch.cuda.is_available() is False); nothing to check" in out.stdout
     assert not (tmp_path / "g").exists()

@@ -162,3 +162,10 @@ def test_real_fashion_mnist():
     tr, te = load_dataset("fashion_mnist", "train"), load_dataset("fashion_mnist", "test")
     assert len(tr) == 60000 and len(te) == 10000
     assert tr.y.bincount().tolist() == [6000] * 10
+
+
+def test_penn_fudan_split_larger_than_the_data_is_named(tmp_path):
+    from .fakedata import write_penn_fudan
+    write_penn_fudan(tmp_path, n=10)
+    with pytest.raises(DataError, match=r"n_train must be an int between 1 and 9 \(the 10 images"):
+        load_dataset("penn_fudan", "test", tmp_path, n_train=85)

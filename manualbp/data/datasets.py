@@ -189,6 +189,9 @@ def _penn_fudan(root, split, download, limit, size, split_seed: int = 0, n_train
         from torchvision.datasets.utils import download_and_extract_archive
         download_and_extract_archive("https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip", str(root))
         x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
+    if not isinstance(n_train, int) or not 0 < n_train < x.shape[0]:
+        raise DataError(f"Penn-Fudan: data.options.n_train must be an int between 1 and {x.shape[0] - 1} (the "
+                        f"{x.shape[0]} images under {folder} are split into train and test), got {n_train!r}")
     perm = _split_perm(x.shape[0], split_seed)
     idx = perm[:n_train] if split == "train" else perm[n_train:]
     return x[idx], y[idx], None, {"names": [names[i] for i in idx.tolist()]}

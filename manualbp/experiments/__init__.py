@@ -1,4 +1,4 @@
-"""Experiments as data: each module here is one experiment (``weights_pov.py`` is ``weights-pov``) and
+"""Experiments as data: each module of this package is one experiment (``weights_pov.py`` is ``weights-pov``) and
 defines PRESETS (configs: a fast "quick" default and the paper's "full" configuration), GRID (the
 sweep's axes) and optionally ``report(sweep_dir, runs)``, which writes the experiment's figures and
 tables from finished runs. Adding an experiment is adding a module (plus its Makefile target and

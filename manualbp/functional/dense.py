@@ -2,7 +2,7 @@
 reshape, concatenation and global average pooling, each with a hand-written backward.
 
 The backward passes call low-level primitives (matmul, ``aten.convolution_backward``,
-the aten ``*_backward`` kernels of pooling and resizing) on saved tensors; nothing here
+the aten ``*_backward`` kernels of pooling and resizing) on saved tensors; nothing in this module
 asks autograd to differentiate a forward.
 """
 from __future__ import annotations

@@ -148,7 +148,7 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     """Batch norm without affine parameters for (N, C) or (N, C, H, W) inputs.
 
     ``momentum`` follows torch's convention (weight of the new batch: TensorFlow's decay 0.9 is
-    momentum 0.1 here). ``running_mean``/``running_var`` may be None in training mode only.
+    momentum 0.1 in this op). ``running_mean``/``running_var`` may be None in training mode only.
     """
     _check_batch_norm(x, running_mean, running_var, training, momentum, eps)
     return BatchNormFunction.call(x, running_mean, running_var, bool(training), float(momentum),

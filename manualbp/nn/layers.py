@@ -1,5 +1,5 @@
 """Weight layers, activations and shape ops as ``nn.Module`` wrappers over ``manualbp.functional``:
-parameters live here, the math and its backward in the functional ops.
+parameters live in the modules, the math and its backward in the functional ops.
 
 ``layer_act(layer, act, x)`` runs a weight layer and the activation after it as one fused Function
 (``linear_act``, ``conv2d_act``, ``conv_transpose2d_act``) unless hooks watch either module; the

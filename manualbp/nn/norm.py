@@ -1,4 +1,4 @@
-"""Normalisation and whitening layers (running statistics live here as buffers), the sparse-filtering
+"""Normalisation and whitening layers (their running statistics are the modules' buffers), the sparse-filtering
 cost as a module, and ``make_norm``, the layer by name."""
 from __future__ import annotations
 

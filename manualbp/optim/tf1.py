@@ -128,7 +128,7 @@ class AdagradDA(_TF1):
     var <- -lr * sign(acc) * max(|acc| - l1 * T, 0) / (l2 * T * lr + sqrt(sq))   if l1 > 0,
     var <- -lr * acc / (l2 * T * lr + sqrt(sq))                                    otherwise.
     The new weights depend on the accumulators only, not on the old weights. TF1 takes the global
-    step as an argument; here the optimizer counts its own steps (one per ``step()``)."""
+    step as an argument; these optimizers count its own steps (one per ``step()``)."""
 
     def __init__(self, params, learning_rate, initial_gradient_squared_accumulator_value=0.1,
                  l1_regularization_strength=0.0, l2_regularization_strength=0.0):

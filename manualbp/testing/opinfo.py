@@ -1,6 +1,6 @@
 """The op registry: one ``OpInfo`` per op (sample inputs with the edge cases, a plain-autograd
 reference of the same math, which checks apply). ``tests/test_gradients.py`` and
-``scripts/gradcheck.py`` run every entry; adding an op means adding an entry here.
+``scripts/gradcheck.py`` run every entry; adding an op means adding an entry to this registry.
 """
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ def merge(base: dict, update: dict, path: str = "") -> dict:
             continue
         if k not in out and not free:
             known = ", ".join(sorted(out))
-            raise ConfigError(f"unknown config key {key!r}; known keys here: {known}")
+            raise ConfigError(f"unknown config key {key!r}; known keys in this section: {known}")
         if isinstance(v, dict) and isinstance(out.get(k), dict):
             if path == "" and k in FREE_FORM and "name" in v and v["name"] != out[k].get("name"):
                 out[k] = {}  # a different model / optimizer: drop the other one's arguments

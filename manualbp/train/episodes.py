@@ -8,7 +8,7 @@ Episode e is the run ``train(cfg with seed = seeds[e])`` would make (its initial
 a different order. That holds for optimizers whose update is element-wise (SGD, Adam, RMSprop, the
 ``tf1`` optimizers, ...), which act on each episode's slice as on its own tensor; the objective is
 the sum of the episodes' objectives, so each slice gets its own episode's gradient. Not supported
-here: phases, gradient transforms, probes, ``compile`` and checkpoints (a stacked job is short and
+for stacked episodes: phases, gradient transforms, probes, ``compile`` and checkpoints (a stacked job is short and
 restarts from the beginning); use ``train`` for those.
 """
 from __future__ import annotations

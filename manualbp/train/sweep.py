@@ -69,9 +69,9 @@ def expand(base: dict, grid: dict, root: Path, overrides: dict | None = None, on
 
 
 def prepare_data(specs: list, log=print) -> None:
-    """Load each dataset the runs use once, before any run starts: a missing dataset fails here, once,
-    with its ``DataError`` (instead of once per run), and with ``data.download`` it is fetched here by
-    one process (instead of by every worker into the same folder at once). The loaders' caches are
+    """Load each dataset the runs use once, before any run starts: a missing dataset fails at this
+    point, once, with its ``DataError`` (instead of once per run), and with ``data.download`` it is
+    fetched by this one process (instead of by every worker into the same folder at once). The loaders' caches are
     then warm for the runs."""
     import json
 

@@ -1,0 +1,80 @@
+"""The documentation a new user reads: every relative link and image in README.md and docs/ exists,
+the README stays short, and the docs and the user-facing strings of the package and scripts speak
+of the project only (no work sessions, issue numbers, first person, "here", borrowed hardware or
+paths outside the repository)."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+# phrases that tell a story of how the work was done instead of stating the project's facts
+FORBIDDEN = [
+    (r"\bsessions?\b", "a work session"),
+    (r"\bissue \d+|\bissues? #\d+|\bthis issue\b", "an issue number"),
+    (r"\b(?:we|We|our|Our|my|My)\b", "the first person"),
+    (r"\bI (?:did|do|have|had|am|was|think|found|ran|measured|could|would|will|looked|searched|chose|tried|"
+     r"noticed|saw)\b", "the first person"),
+    (r"\b[Hh]ere\b", "'here' (name the place or the conditions)"),
+    (r"\bthis (?:machine|VM|box|computer|CPU)\b", "'this machine' (name the hardware neutrally)"),
+    (r"\blent\b|\bborrowed\b|\bcarried to\b", "borrowed hardware"),
+    (r"\.\./shared|/work/|shared/data", "a path outside the repository"),
+    (r"\bSPEC\b", "a document outside the repository"),
+    (r"[Ss]aid plainly", "a story"),
+]
+
+
+def _strings(path: Path):
+    """(line, text) of every string constant in a Python file (docstrings, messages, help texts)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.lineno, node.value
+
+
+def _offences(text: str):
+    for pattern, what in FORBIDDEN:
+        for m in re.finditer(pattern, text):
+            yield what, m.group(0)
+
+
+def test_docs_and_user_facing_strings_speak_of_the_project_only():
+    found = []
+    for doc in DOCS:
+        for i, line in enumerate(doc.read_text().splitlines(), 1):
+            found += [f"{doc.relative_to(ROOT)}:{i}: {what}: {m!r}" for what, m in _offences(line)]
+    for py in sorted([*(ROOT / "manualbp").rglob("*.py"), *(ROOT / "scripts").glob("*.py")]):
+        for line, s in _strings(py):
+            found += [f"{py.relative_to(ROOT)}:{line}: {what}: {m!r}" for what, m in _offences(s)]
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("text, hits", [
+    ("This session measured it on the lent H100.", 2), ("I did not search.", 1), ("results here", 1),
+    ("see ../shared/data", 1), ("Eager speed (issue 14)", 1), ("SPEC's table", 1),
+    ("the batch norm layer here-after", 1), ("Case I (sin) does not train", 0), ("where the run is", 0),
+])
+def test_the_check_sees_the_phrases(text, hits):
+    assert len(list(_offences(text))) == hits
+
+
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def test_every_relative_link_and_image_exists():
+    missing = []
+    for doc in DOCS:
+        for target in LINK.findall(doc.read_text()):
+            if re.match(r"[a-z]+://|mailto:|#", target):
+                continue
+            path = (doc.parent / target.split("#")[0]).resolve()
+            if not path.exists():
+                missing.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not missing, "\n".join(missing)
+
+
+def test_readme_is_short():
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 200
