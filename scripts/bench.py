@@ -432,6 +432,33 @@ def bench_whitening(device, tiny: bool, repeats: int) -> list:
     return rows
 
 
+def bench_profile(device, tiny: bool, steps: int = 50) -> list:
+    """Where a model step's time goes: torch.profiler's self CPU time per step, summed over aten's
+    kernels and over everything else (the Python of the Functions, autograd's engine, the
+    optimizer's loop), for the manual model and plain torch, after 10 warm-up steps."""
+    from torch.profiler import ProfilerActivity, profile
+    rows = []
+    for name, (spec, shape, kind) in model_cases(tiny).items():
+        row = {"part": "profile", "name": name, "size": "x".join(map(str, shape)), "device": str(device),
+               "steps": steps}
+        for impl in ("manual", "autograd"):
+            step = _model_step(spec, shape, kind, impl, device)
+            for _ in range(10):
+                step()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(steps):
+                    step()
+            ev = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in ev) / steps / 1e3
+            aten = sum(e.self_cpu_time_total for e in ev if e.key.startswith("aten::")) / steps / 1e3
+            row[f"{impl}_total_ms"], row[f"{impl}_aten_ms"], row[f"{impl}_other_ms"] = total, aten, total - aten
+            if impl == "manual":
+                row["functions_per_step"] = sum(e.count for e in ev if e.key.endswith("FunctionBackward")
+                                                and not e.key.startswith("autograd::")) / steps
+        rows.append(row)
+    return rows
+
+
 def bench_materialize(device, tiny: bool, repeats: int) -> list:
     """Multi-output Functions call ``ctx.set_materialize_grads(False)``: autograd hands their backward
     None for the outputs nobody used instead of zero tensors of their shape. Each such op, forward and
@@ -533,6 +560,16 @@ def markdown(rows, machine, repeats) -> str:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['name']} | {r['width']} | {r['batch']} | {r['ms']:.2f} | {r['vs_eigh']:.2f} |"
                   for r in wh]
+    pf = [r for r in rows if r["part"] == "profile"]
+    if pf:
+        lines += ["", "| device | model step | size | self CPU ms per step, manual: total / aten kernels / other "
+                  "| plain: total / aten / other | extra 'other' ms | manual Functions per step |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['manual_total_ms']:.2f} / "
+                  f"{r['manual_aten_ms']:.2f} / {r['manual_other_ms']:.2f} | {r['autograd_total_ms']:.2f} / "
+                  f"{r['autograd_aten_ms']:.2f} / {r['autograd_other_ms']:.2f} | "
+                  f"{r['manual_other_ms'] - r['autograd_other_ms']:.2f} | "
+                  f"{r['functions_per_step']:.0f} |" for r in pf]
     mt = [r for r in rows if r["part"] == "materialize"]
     if mt:
         lines += ["", "| device | op (fwd+bwd) | input | ms (no zero gradients) | ms (zero gradients materialised) "
@@ -566,11 +603,10 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **ALLOCATOR_ENV})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize"),
+    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize", "profile"),
                     action="append",
-                    help="parts to run (default: ops, models, whitening, materialize; compile and episodes only when "
-                         "named: "
-                         "minutes each; episodes needs CIFAR-10 under the data root)")
+                    help="parts to run (default: ops, models, whitening, materialize; compile, episodes and profile "
+                         "only when named: minutes each; episodes needs CIFAR-10 under the data root)")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
     ap.add_argument("--model-repeats", type=int, default=None,
@@ -605,6 +641,8 @@ def main(argv=None) -> int:
             rows += bench_whitening(device, args.tiny, repeats)
         if "materialize" in parts:
             rows += bench_materialize(device, args.tiny, repeats)
+        if "profile" in parts:
+            rows += bench_profile(device, args.tiny)
     machine = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
