@@ -120,35 +120,48 @@ class SoftAbsFunction(ManualFunction):
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:
-    """max(x, 0)."""
+    """ReLU: ``max(x, 0)``, element-wise. Backward: g [y > 0].
+    """
     check_tensor("relu", "x", x)
     return ReLUFunction.call(x)
 
 
 def elu(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    """x for x > 0, alpha (exp(x) - 1) otherwise."""
+    """ELU: ``x`` for x > 0, ``alpha (exp(x) - 1)`` otherwise, element-wise.
+
+    Backward (from the output y): g for y > 0, g (y + alpha) otherwise.
+    """
     check_tensor("elu", "x", x)
     check_positive("elu", "alpha", alpha)
     return ELUFunction.call(x, float(alpha))
 
 
 def tanh(x: torch.Tensor) -> torch.Tensor:
+    """Hyperbolic tangent, element-wise. Backward: g (1 - y^2).
+    """
     check_tensor("tanh", "x", x)
     return TanhFunction.call(x)
 
 
 def arctan(x: torch.Tensor) -> torch.Tensor:
+    """Arc tangent, element-wise. Backward: g / (1 + x^2).
+    """
     check_tensor("arctan", "x", x)
     return ArctanFunction.call(x)
 
 
 def sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """Logistic sigmoid ``1 / (1 + exp(-x))``, element-wise. Backward: g y (1 - y).
+    """
     check_tensor("sigmoid", "x", x)
     return SigmoidFunction.call(x)
 
 
 def soft_abs(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Soft absolute value sqrt(x^2 + eps) (the sparse-filtering activation)."""
+    """Soft absolute value ``sqrt(x^2 + eps)``, element-wise (the sparse-filtering activation).
+
+    Backward: g x / sqrt(x^2 + eps).
+    """
     check_tensor("soft_abs", "x", x)
     check_positive("soft_abs", "eps", eps)
     return SoftAbsFunction.call(x, float(eps))

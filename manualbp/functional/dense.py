@@ -82,7 +82,18 @@ def _check_linear(op: str, x, w, b) -> None:
 
 
 def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-    """Fully connected layer ``x @ w.T + b`` (``w`` is ``(out_features, in_features)``)."""
+    """Fully connected layer: ``y = x @ w.T + b``.
+
+    Args:
+        x: input of shape ``(*, in_features)`` (any leading dimensions).
+        w: weight of shape ``(out_features, in_features)``.
+        b: optional bias of shape ``(out_features,)``.
+
+    Returns:
+        Tensor of shape ``(*, out_features)``.
+
+    Backward: dL/dx = g w, dL/dw = g^T x (summed over the leading dimensions), dL/db = sum g.
+    """
     if not _linear_args_ok(x, w, b):   # one cheap test on the hot path; the full checks only to explain a failure
         _check_linear("linear", x, w, b)
     return LinearFunction.call(x, w, b)
@@ -163,7 +174,19 @@ def conv_backward(need, has_bias: bool, x, w, g, stride, padding, output_padding
 
 def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
            padding="same") -> torch.Tensor:
-    """2-D convolution. ``padding`` is an int, a pair, ``"same"`` (k // 2, odd kernels) or ``"valid"``."""
+    """2-D convolution (cross-correlation, as ``torch.nn.functional.conv2d``).
+
+    Args:
+        x: input of shape ``(N, C_in, H, W)``.
+        w: weight of shape ``(C_out, C_in, kH, kW)``.
+        b: optional bias of shape ``(C_out,)``.
+        stride: an int or a pair.
+        padding: an int, a pair, ``"same"`` (k // 2 on each side, odd kernels; TensorFlow's output
+            size ceil(in / stride)) or ``"valid"`` (no padding).
+
+    Returns:
+        Tensor of shape ``(N, C_out, H_out, W_out)``.
+    """
     stride, padding = _conv_args("conv2d", x, w, b, stride, padding)
     return Conv2dFunction.call(x, w, b, stride, padding)
 
@@ -206,7 +229,18 @@ class ConvTranspose2dFunction(ManualFunction):
 
 def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
                      padding=0, output_padding=0) -> torch.Tensor:
-    """Transposed 2-D convolution; ``w`` has shape ``(in_channels, out_channels, kH, kW)`` as in torch."""
+    """Transposed 2-D convolution (the gradient of ``conv2d`` with respect to its input).
+
+    Args:
+        x: input of shape ``(N, C_in, H, W)``.
+        w: weight of shape ``(C_in, C_out, kH, kW)``, as in ``torch.nn.functional.conv_transpose2d``.
+        b: optional bias of shape ``(C_out,)``.
+        stride, padding, output_padding: ints or pairs; ``output_padding`` must be smaller than
+            ``stride``.
+
+    Returns:
+        Tensor of shape ``(N, C_out, (H - 1) stride - 2 padding + kH + output_padding, ...)``.
+    """
     stride, padding, output_padding = _conv_t_args("conv_transpose2d", x, w, b, stride, padding, output_padding)
     return ConvTranspose2dFunction.call(x, w, b, stride, padding, output_padding)
 
@@ -259,7 +293,18 @@ class MaxPool2dFunction(ManualFunction):
 
 
 def max_pool2d(x: torch.Tensor, kernel_size=2, stride=None, padding=0) -> torch.Tensor:
-    """2-D max-pooling (stride defaults to the kernel size)."""
+    """2-D max pooling.
+
+    Args:
+        x: input of shape ``(N, C, H, W)``.
+        kernel_size: an int or a pair.
+        stride: an int or a pair (default: ``kernel_size``).
+        padding: an int or a pair (padded with -inf).
+
+    Returns:
+        Tensor of shape ``(N, C, H_out, W_out)``. The backward routes each gradient to the argmax of
+        its window (summed where windows overlap).
+    """
     check_tensor("max_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
     kernel = pair("max_pool2d", "kernel_size", kernel_size)
     stride = kernel if stride is None else pair("max_pool2d", "stride", stride)
@@ -306,7 +351,18 @@ class InterpolateFunction(ManualFunction):
 
 def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "bilinear",
                 align_corners: bool = False) -> torch.Tensor:
-    """Resize (N, C, H, W) to ``size`` or by ``scale_factor`` with bilinear or bicubic interpolation."""
+    """Resize images by bilinear or bicubic interpolation (torch's coordinate map).
+
+    Args:
+        x: input of shape ``(N, C, H, W)``.
+        size: the output size, an int or a pair; or
+        scale_factor: a number or a pair (give exactly one of ``size`` and ``scale_factor``).
+        mode: ``"bilinear"`` or ``"bicubic"`` (Keys' cubic kernel, a = -0.75).
+        align_corners: as in ``torch.nn.functional.interpolate``.
+
+    Returns:
+        Tensor of shape ``(N, C, H_out, W_out)``.
+    """
     check_tensor("interpolate", "x", x, ndim=4, shape_hint="(N, C, H, W)")
     check_choice("interpolate", "mode", mode, _UPSAMPLE)
     if (size is None) == (scale_factor is None):
@@ -344,7 +400,11 @@ class ReshapeFunction(ManualFunction):
 
 
 def reshape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
-    """Reshape with a manual backward (``-1`` allowed once, as in torch)."""
+    """Reshape ``x`` to ``shape`` (``-1`` allowed once, as in torch).
+
+    Returns:
+        Tensor of the new shape; the backward reshapes the gradient back.
+    """
     check_tensor("reshape", "x", x, floating=True)
     shape = tuple([int(s) for s in shape])     # list comprehensions, not generators: torch.compile traces them
     known = math.prod([s for s in shape if s != -1])
@@ -356,7 +416,8 @@ def reshape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
 
 
 def flatten(x: torch.Tensor, start_dim: int = 1) -> torch.Tensor:
-    """Flatten all dimensions from ``start_dim`` on (default keeps the batch dimension)."""
+    """Flatten every dimension from ``start_dim`` on: ``(N, C, H, W)`` -> ``(N, C H W)`` by default.
+    """
     check_tensor("flatten", "x", x)
     return reshape(x, tuple(x.shape[:start_dim]) + (-1,))
 
@@ -383,7 +444,15 @@ class ConcatFunction(ManualFunction):
 
 
 def concat(xs: Sequence[torch.Tensor], dim: int = 1) -> torch.Tensor:
-    """Concatenate tensors along ``dim`` (skip connections); all other dimensions must match."""
+    """Concatenate tensors along ``dim`` (skip connections).
+
+    Args:
+        xs: a sequence of tensors whose shapes agree except along ``dim``.
+        dim: the dimension to join (default 1, channels).
+
+    Returns:
+        The joined tensor; the backward splits the gradient into the inputs' pieces.
+    """
     xs = list(xs)
     if not xs:
         raise ValueError("concat: needs at least one tensor")
@@ -429,7 +498,10 @@ def gap_backward(g, in_shape):
 
 
 def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
-    """Average over the spatial dimensions: (N, C, H, W) -> (N, C)."""
+    """Average over the spatial dimensions: ``(N, C, H, W)`` -> ``(N, C)``.
+
+    Backward: dL/dx[n, c, h, w] = g[n, c] / (H W).
+    """
     check_tensor("global_avg_pool2d", "x", x, ndim=4, shape_hint="(N, C, H, W)")
     return GlobalAvgPool2dFunction.call(x)
 
@@ -458,8 +530,15 @@ class AddFunction(ManualFunction):
 
 
 def add(*xs: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tensor:
-    """Weighted sum ``sum_i weights[i] * xs[i]`` of same-shape tensors (default weights 1), so that a
-    loss made of several terms stays inside the project's own backward nodes."""
+    """Weighted sum ``sum_i weights[i] * xs[i]`` of same-shape tensors (loss terms).
+
+    Args:
+        xs: tensors of one shape (scalars for loss terms).
+        weights: one number per tensor (default: all 1).
+
+    Returns:
+        Tensor of the inputs' shape, as one autograd node (so a model's graph stays manual).
+    """
     if not xs:
         raise ValueError("add: needs at least one tensor")
     for i, x in enumerate(xs):

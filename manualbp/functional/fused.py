@@ -142,8 +142,17 @@ def _check_act(op: str, activation: str, alpha) -> float:
 
 def linear_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, activation: str = "relu",
                alpha: float = 1.0) -> torch.Tensor:
-    """``activation(linear(x, w, b))`` in one Function (activation: relu, elu, tanh, sigmoid; ``alpha``
-    is ELU's)."""
+    """``activation(linear(x, w, b))`` as one Function (the pre-activation is not stored).
+
+    Args:
+        x, w, b: as in ``linear``.
+        activation: ``"relu"``, ``"elu"``, ``"tanh"`` or ``"sigmoid"`` (derivatives computed from the
+            output).
+        alpha: ELU's alpha.
+
+    Returns:
+        Tensor of shape ``(*, out_features)``, bit-identical to the two ops run separately.
+    """
     if not _linear_args_ok(x, w, b):
         _check_linear("linear_act", x, w, b)
     return LinearActFunction.call(x, w, b, activation, _check_act("linear_act", activation, alpha))
@@ -151,14 +160,30 @@ def linear_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, 
 
 def conv2d_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1, padding="same",
                activation: str = "relu", alpha: float = 1.0) -> torch.Tensor:
-    """``activation(conv2d(x, w, b, stride, padding))`` in one Function."""
+    """``activation(conv2d(x, w, b, stride, padding))`` as one Function.
+
+    Args:
+        x, w, b, stride, padding: as in ``conv2d``.
+        activation, alpha: as in ``linear_act``.
+
+    Returns:
+        Tensor of shape ``(N, C_out, H_out, W_out)``, bit-identical to the two ops run separately.
+    """
     stride, padding = _conv_args("conv2d_act", x, w, b, stride, padding)
     return Conv2dActFunction.call(x, w, b, stride, padding, activation, _check_act("conv2d_act", activation, alpha))
 
 
 def conv_transpose2d_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1, padding=0,
                          output_padding=0, activation: str = "relu", alpha: float = 1.0) -> torch.Tensor:
-    """``activation(conv_transpose2d(x, w, b, stride, padding, output_padding))`` in one Function."""
+    """``activation(conv_transpose2d(x, w, b, stride, padding, output_padding))`` as one Function.
+
+    Args:
+        x, w, b, stride, padding, output_padding: as in ``conv_transpose2d``.
+        activation, alpha: as in ``linear_act``.
+
+    Returns:
+        The transposed convolution's output shape, bit-identical to the two ops run separately.
+    """
     stride, padding, output_padding = _conv_t_args("conv_transpose2d_act", x, w, b, stride, padding, output_padding)
     return ConvTranspose2dActFunction.call(x, w, b, stride, padding, output_padding, activation,
                                            _check_act("conv_transpose2d_act", activation, alpha))

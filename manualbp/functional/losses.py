@@ -78,11 +78,19 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
 
 def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
                           reduction: str = "mean") -> torch.Tensor:
-    """Softmax followed by cross-entropy.
+    """Softmax followed by cross-entropy, from logits.
 
-    ``target`` is either class indices of shape (N,) (integer dtype) or a probability /
-    one-hot matrix of the logits' shape (N, C); a floating target that requires grad gets the
-    gradient -log softmax(z) (scaled by 1/N for "mean").
+    Args:
+        logits: scores of shape ``(N, C)``.
+        target: class indices of shape ``(N,)`` (an integer dtype), or probabilities / one-hot rows
+            of shape ``(N, C)`` (a floating dtype; if it requires grad it gets the gradient
+            ``-log softmax(logits)``, scaled by 1 / N for ``"mean"``).
+        reduction: ``"mean"`` (over the N rows) or ``"sum"``.
+
+    Returns:
+        A scalar tensor. The log-softmax subtracts the row-wise maximum, so large logits stay finite.
+
+    Backward: dL/dlogits = (softmax(logits) sum_c t - t) g / N (N for ``"mean"`` only).
     """
     if (isinstance(logits, torch.Tensor) and isinstance(target, torch.Tensor) and logits.dim() == 2
             and target.dim() == 1 and target.dtype == torch.int64 and target.shape[0] == logits.shape[0]
@@ -152,7 +160,15 @@ class MSEFunction(ManualFunction):
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Mean (or summed) squared error."""
+    """Squared error ``(pred - target)^2``, averaged (``"mean"``) or summed (``"sum"``) over every element.
+
+    Args:
+        pred, target: tensors of one shape (``target`` may require grad).
+        reduction: ``"mean"`` or ``"sum"``.
+
+    Returns:
+        A scalar tensor.
+    """
     check_tensor("mse", "pred", pred)
     check_tensor("mse", "target", target)
     check_choice("mse", "reduction", reduction, _REDUCTIONS)
@@ -193,7 +209,16 @@ class BinaryCrossEntropyFunction(ManualFunction):
 
 
 def binary_cross_entropy(p: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Binary cross-entropy on probabilities ``p`` in [0, 1] (e.g. a sigmoid output)."""
+    """Binary cross-entropy ``-(t log p + (1 - t) log(1 - p))`` on probabilities.
+
+    Args:
+        p: probabilities in [0, 1] (a sigmoid output), any shape.
+        target: targets in [0, 1] of ``p``'s shape (may require grad).
+        reduction: ``"mean"`` or ``"sum"`` over every element.
+
+    Returns:
+        A scalar tensor. The logarithms are clamped at -100, as torch's.
+    """
     check_tensor("binary_cross_entropy", "p", p)
     check_tensor("binary_cross_entropy", "target", target)
     check_choice("binary_cross_entropy", "reduction", reduction, _REDUCTIONS)

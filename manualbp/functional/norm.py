@@ -33,7 +33,15 @@ class CenterFunction(ManualFunction):
 
 
 def center(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
-    """Subtract the mean over ``dim`` (0: over the batch, per dimension; 1: per example)."""
+    """Subtract the mean over ``dim``: ``x - mean(x, dim)``.
+
+    Args:
+        x: input tensor.
+        dim: 0 centres each dimension over the batch; 1 centres each example.
+
+    Returns:
+        Tensor of ``x``'s shape. Backward: g - mean(g, dim).
+    """
     check_tensor("center", "x", x)
     dim = _check_dim("center", x, dim)
     return CenterFunction.call(x, dim)
@@ -68,7 +76,16 @@ class StandardizeFunction(ManualFunction):
 
 
 def standardize(x: torch.Tensor, eps: float = 1e-5, dim: int = 0) -> torch.Tensor:
-    """Zero mean, unit (biased) variance over ``dim``."""
+    """Zero mean and unit (biased) variance over ``dim``: ``(x - mean) / sqrt(var + eps)``.
+
+    Args:
+        x: input tensor.
+        eps: added to the variance.
+        dim: the dimension the statistics run over (0: over the batch).
+
+    Returns:
+        Tensor of ``x``'s shape.
+    """
     check_tensor("standardize", "x", x)
     check_positive("standardize", "eps", eps)
     dim = _check_dim("standardize", x, dim)
@@ -145,10 +162,23 @@ def _check_batch_norm(x, running_mean, running_var, training, momentum, eps) -> 
 
 def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: torch.Tensor | None,
                training: bool = True, momentum: float = 0.1, eps: float = 1e-5) -> torch.Tensor:
-    """Batch norm without affine parameters for (N, C) or (N, C, H, W) inputs.
+    """Batch norm without affine parameters.
 
-    ``momentum`` follows torch's convention (weight of the new batch: TensorFlow's decay 0.9 is
-    momentum 0.1 in this op). ``running_mean``/``running_var`` may be None in training mode only.
+    Training: ``y = (x - mean_B) / sqrt(var_B + eps)`` with the batch's statistics over every
+    dimension but 1; the running statistics are updated in place as torch does
+    (``running = (1 - momentum) running + momentum batch``, unbiased variance). Eval:
+    ``y = (x - running_mean) / sqrt(running_var + eps)``.
+
+    Args:
+        x: input of shape ``(N, C)`` or ``(N, C, H, W)``.
+        running_mean, running_var: buffers of shape ``(C,)`` with ``x``'s dtype and device, updated
+            in place in training mode; None is allowed in training mode only.
+        training: use the batch's statistics (and update the running ones).
+        momentum: the weight of the new batch, torch's convention (TensorFlow's decay 0.9 is 0.1).
+        eps: added to the variance.
+
+    Returns:
+        Tensor of ``x``'s shape.
     """
     _check_batch_norm(x, running_mean, running_var, training, momentum, eps)
     return BatchNormFunction.call(x, running_mean, running_var, bool(training), float(momentum),

@@ -190,7 +190,17 @@ class RegularizeFunction(ManualFunction):
 
 
 def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool = False) -> torch.Tensor:
-    """lam * sum R(w) for a regularizer ``name`` of ``REGULARIZERS`` ("none" gives 0)."""
+    """A weight penalty: ``lam * sum R(w)`` for the regularizer ``name``.
+
+    Args:
+        w: a weight tensor, any shape.
+        name: a key of ``REGULARIZERS`` (``l1``, ``l2``, ``neg_tanh``, ...), or ``"none"`` (gives 0).
+        lam: the weight, a number >= 0.
+        article_grad: for ``log_sq``, the article's coded derivative 2 / (w + eps) instead of 2 / w.
+
+    Returns:
+        A scalar tensor. Backward: lam R'(w) g, with R' from ``REGULARIZERS``.
+    """
     check_tensor("regularize", "w", w)
     if name != "none" and name not in REGULARIZERS:
         raise ValueError(f"regularize: unknown regularizer {name!r}; choose one of "

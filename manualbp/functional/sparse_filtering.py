@@ -61,7 +61,20 @@ class SparseFilteringFunction(ManualFunction):
 
 
 def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft_abs") -> torch.Tensor:
-    """Sparse-filtering cost of features ``z`` (N examples, K features); returns a scalar."""
+    """The sparse-filtering cost of a feature batch (Ngiam et al., 2011).
+
+    f = activation(z); each feature (column) is normalised to unit l2 norm over the examples, then
+    each example (row) to unit l2 norm over the features; the cost is the sum of the result (its l1
+    norm, the normalised features being non-negative for ``soft_abs``).
+
+    Args:
+        z: features of shape ``(N, K)`` (N examples, K features).
+        eps: added inside each norm and to the soft absolute value.
+        activation: ``"soft_abs"`` (sqrt(z^2 + eps)) or ``"elu"``.
+
+    Returns:
+        A scalar tensor.
+    """
     check_tensor("sparse_filtering", "z", z, ndim=2, shape_hint="(N examples, K features)")
     check_positive("sparse_filtering", "eps", eps)
     check_choice("sparse_filtering", "activation", activation, SPARSE_ACTIVATIONS)

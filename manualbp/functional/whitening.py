@@ -108,14 +108,33 @@ def _check_zca_settings(eps, mode, backend, grad) -> None:
 
 def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: str = "eigh",
                grad: str = "exact", return_matrix: bool = False):
-    """ZCA-whiten a batch ``x`` of shape (N, D) (no centering; see ``decorrelated_batch_norm``).
+    """ZCA whitening of a batch: ``y = A (A^T A / n + eps I)^{-1/2}`` (no centring; see
+    ``decorrelated_batch_norm``).
 
-    mode: "dim" (D x D covariance X^T X / N) or "example" (N x N covariance X X^T / D, the
-    article's whitening of X^T). backend: "eigh" or "svd" for the eigendecomposition.
-    grad: "exact" (default) or "article", the article's backward with the eigenvalue term zeroed,
-    which is not the true gradient and is kept only for comparison.
-    return_matrix: also return the whitening matrix U = (S + eps I)^{-1/2} (a constant, no gradient),
-    e.g. for a running estimate.
+    Args:
+        x: input of shape ``(N, D)``.
+        eps: added to the covariance's diagonal (eps > 0).
+        mode: ``"dim"``: A = x, a D x D covariance over the batch (each dimension whitened);
+            ``"example"``: A = x^T, an N x N covariance (each example whitened; the article's
+            whitening of X^T).
+        backend: ``"eigh"`` or ``"svd"`` for the eigendecomposition of the covariance.
+        grad: ``"exact"`` (default): the gradient, with the Daleckii-Krein kernel
+            K_ij = -1 / (s_i s_j (s_i + s_j)), s = sqrt(lambda + eps), finite for repeated eigenvalues
+            and rank-deficient batches; ``"article"``: that backward with the eigenvalue term zeroed
+            (not a gradient; kept for comparison: gradcheck fails for it).
+        return_matrix: also return the whitening matrix U = (S + eps I)^{-1/2} (a constant without
+            gradient, e.g. for a running estimate).
+
+    Returns:
+        ``y`` of shape ``(N, D)``, or ``(y, U)`` with ``return_matrix`` (U: D x D for ``"dim"``,
+        N x N for ``"example"``).
+
+    Example::
+
+        >>> x = torch.randn(100, 16, requires_grad=True)
+        >>> y = zca_whiten(x, eps=1e-3)
+        >>> torch.allclose(y.T @ y / 100, torch.eye(16), atol=1e-2)
+        True
     """
     check_tensor("zca_whiten", "x", x, ndim=2, shape_hint="(N, D)")
     _check_zca_settings(eps, mode, backend, grad)
@@ -213,12 +232,21 @@ def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None =
                             running_whitening: torch.Tensor | None = None, training: bool = True,
                             momentum: float = 0.1, eps: float = 1e-5, backend: str = "eigh",
                             group_size: int | None = None) -> torch.Tensor:
-    """Decorrelated batch norm (Huang et al., CVPR 2018) of (N, D): centre, then ZCA-whiten each group
-    of ``group_size`` consecutive dimensions with its own covariance (None: one group of all D).
+    """Decorrelated batch norm (Huang et al., CVPR 2018): centre, then ZCA-whiten each group of
+    ``group_size`` consecutive dimensions with its own covariance.
 
-    Whitening needs batches larger than the group (N > group_size), which is why the paper whitens
-    in groups. The running statistics (mean (D,), whitening matrices (D / group_size, g, g)) are
-    updated in place in training mode with torch's momentum convention and used in eval mode.
+    Args:
+        x: input of shape ``(N, D)``; training needs N >= 2 (and N > group_size for a full-rank
+            covariance, which is why the paper whitens in groups).
+        running_mean: buffer ``(D,)``, running_whitening: buffer ``(D / g, g, g)``; both updated in
+            place in training mode (torch's momentum convention) and used in eval mode; None (both)
+            in training mode only.
+        training, momentum, eps: as in ``batch_norm`` (eps on the covariance's diagonal).
+        backend: ``"eigh"`` or ``"svd"``.
+        group_size: g, a divisor of D (None: one group of all D).
+
+    Returns:
+        Tensor of shape ``(N, D)``.
     """
     _check_whitening_input("decorrelated_batch_norm", x, eps, momentum, training)
     check_choice("decorrelated_batch_norm", "backend", backend, BACKENDS)
@@ -314,8 +342,19 @@ class IterNormFunction(ManualFunction):
 def iter_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
               running_whitening: torch.Tensor | None = None, training: bool = True,
               momentum: float = 0.1, eps: float = 1e-5, iterations: int = 5) -> torch.Tensor:
-    """IterNorm whitening of (N, D): centre, then approximate (S + eps I)^{-1/2} by ``iterations``
-    Newton-Schulz steps on the trace-normalised covariance (matmuls only, GPU friendly)."""
+    """IterNorm (Huang et al., CVPR 2019): centre, then approximate (S + eps I)^{-1/2} by
+    ``iterations`` Newton-Schulz steps on the trace-normalised covariance (matmuls only).
+
+    Args:
+        x: input of shape ``(N, D)``, N >= 2 in training mode.
+        running_mean: buffer ``(D,)``, running_whitening: buffer ``(D, D)``; as in
+            ``decorrelated_batch_norm``.
+        training, momentum, eps: as in ``batch_norm``.
+        iterations: T >= 1, the Newton-Schulz steps.
+
+    Returns:
+        Tensor of shape ``(N, D)``. The backward differentiates through the T iterations.
+    """
     _check_whitening_input("iter_norm", x, eps, momentum, training)
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iter_norm: iterations must be an int >= 1, got {iterations!r}")

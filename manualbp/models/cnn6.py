@@ -10,6 +10,18 @@ from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, layer_ac
 
 
 class CNN6(nn.Module):
+    """Six 3x3 convolutions without bias, ReLU after each, optional batch norm after the ReLU of
+    layers 1-5, global average pooling; returns logits.
+
+    Args:
+        in_channels: input channels (3 for RGB).
+        channels, strides: one entry per layer (default 16 x 5 then 10; strides 2, 2, 2, 2, 1, 1).
+        batch_norm: batch norm (no affine) after the ReLU of every layer but the last.
+        init_std: weights N(0, init_std).
+        bn_eps, bn_momentum: the batch norms' settings (momentum in torch's convention).
+
+    Input ``(N, in_channels, H, W)``; output ``(N, channels[-1])``."""
+
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 16, 16, 16, 16, 10),
                  strides: Sequence[int] = (2, 2, 2, 2, 1, 1), batch_norm: bool = False, init_std: float = 0.05,
                  bn_eps: float = 1e-8, bn_momentum: float = 0.1):

@@ -17,6 +17,20 @@ from manualbp.nn import Activation, Conv2d, ConvTranspose2d, Interpolate, Linear
 
 
 class SegmentationAE(nn.Module):
+    """The segmentation auto-encoder of the sparse-filtering experiment (see the module docstring).
+
+    Args:
+        in_channels: input channels.
+        size: the square input side, a multiple of 16.
+        channels: channels of every encoder block.
+        code: the code's size, a perfect square (reshaped to a grid for the decoder).
+        sparse_activation: None, ``"soft_abs"`` or ``"elu"``: the activation of the
+            sparse-filtering cost on the code (``sparse_cost``).
+        sparse_eps: that cost's eps.
+
+    ``forward(x)`` with x ``(N, in_channels, size, size)`` returns (mask probabilities
+    ``(N, 1, size, size)``, code ``(N, code)``)."""
+
     def __init__(self, in_channels: int = 3, size: int = 96, channels: int = 11, code: int = 25,
                  sparse_activation: str | None = None, sparse_eps: float = 1e-8):
         super().__init__()

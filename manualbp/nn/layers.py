@@ -16,6 +16,15 @@ import manualbp.functional as MF
 
 
 class Linear(nn.Module):
+    """Fully connected layer over ``manualbp.functional.linear``: ``(*, in_features)`` ->
+    ``(*, out_features)``.
+
+    Args:
+        in_features, out_features: sizes.
+        bias: learn a bias.
+        init_std: None: torch's default initialisation (Kaiming-uniform, a = sqrt(5)); a number:
+            weights N(0, init_std) and a zero bias."""
+
     def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
@@ -48,6 +57,14 @@ class Linear(nn.Module):
 
 
 class Conv2d(nn.Module):
+    """2-D convolution over ``manualbp.functional.conv2d``: ``(N, C_in, H, W)`` -> ``(N, C_out, H_out, W_out)``.
+
+    Args:
+        in_channels, out_channels, kernel_size: sizes (the kernel an int or a pair).
+        stride, padding: as in ``manualbp.functional.conv2d`` (padding ``"same"`` by default).
+        bias: learn a bias (zeros at first).
+        init_std: None: Kaiming-uniform (a = sqrt(5)); a number: weights N(0, init_std)."""
+
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding="same", bias=True,
                  init_std: float | None = None):
         super().__init__()
@@ -75,6 +92,9 @@ class Conv2d(nn.Module):
 
 
 class ConvTranspose2d(nn.Module):
+    """Transposed 2-D convolution over ``manualbp.functional.conv_transpose2d`` (weight
+    ``(C_in, C_out, kH, kW)``); the defaults (stride 2, padding 1, output_padding 1) double H and W."""
+
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=2, padding=1, output_padding=1,
                  bias=True):
         super().__init__()
@@ -96,6 +116,8 @@ class ConvTranspose2d(nn.Module):
 
 
 class MaxPool2d(nn.Module):
+    """2-D max pooling over ``manualbp.functional.max_pool2d`` (stride defaults to the kernel size)."""
+
     def __init__(self, kernel_size=2, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -105,6 +127,9 @@ class MaxPool2d(nn.Module):
 
 
 class Interpolate(nn.Module):
+    """Bilinear or bicubic resizing over ``manualbp.functional.interpolate`` (give ``size`` or
+    ``scale_factor``)."""
+
     def __init__(self, size=None, scale_factor=None, mode="bilinear", align_corners=False):
         super().__init__()
         self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
@@ -114,11 +139,15 @@ class Interpolate(nn.Module):
 
 
 class Flatten(nn.Module):
+    """``(N, ...)`` -> ``(N, -1)`` over ``manualbp.functional.flatten``."""
+
     def forward(self, x):
         return MF.flatten(x)
 
 
 class Reshape(nn.Module):
+    """``(N, ...)`` -> ``(N, *shape)`` over ``manualbp.functional.reshape``."""
+
     def __init__(self, *shape):
         super().__init__()
         self.shape = shape
@@ -128,6 +157,8 @@ class Reshape(nn.Module):
 
 
 class GlobalAvgPool2d(nn.Module):
+    """``(N, C, H, W)`` -> ``(N, C)``: the spatial mean, over ``manualbp.functional.global_avg_pool2d``."""
+
     def forward(self, x):
         return MF.global_avg_pool2d(x)
 

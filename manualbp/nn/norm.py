@@ -10,6 +10,8 @@ from manualbp.functional._checks import check_kwargs
 
 
 class Center(nn.Module):
+    """Subtract the mean over ``dim`` (``manualbp.functional.center``; 0: over the batch)."""
+
     def __init__(self, dim: int = 0):
         super().__init__()
         self.dim = dim
@@ -19,6 +21,8 @@ class Center(nn.Module):
 
 
 class Standardize(nn.Module):
+    """Zero mean, unit variance over ``dim`` (``manualbp.functional.standardize``)."""
+
     def __init__(self, eps: float = 1e-5, dim: int = 0):
         super().__init__()
         self.eps, self.dim = eps, dim
@@ -93,6 +97,9 @@ class DecorrelatedBatchNorm(nn.Module):
 
 
 class IterNorm(nn.Module):
+    """IterNorm over ``manualbp.functional.iter_norm`` for ``(N, num_features)``, with running
+    mean and whitening matrix as buffers (used in eval mode)."""
+
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, iterations: int = 5):
         super().__init__()
         self.eps, self.momentum, self.iterations = eps, momentum, iterations

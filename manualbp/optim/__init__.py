@@ -12,6 +12,18 @@ from manualbp.functional._checks import check_kwargs
 
 
 def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
+    """An optimizer by name over ``params``.
+
+    Args:
+        name: a ``torch.optim`` class name (``"Adam"``, ``"SGD"``, ...), ``"tf1.<Name>"`` for the
+            TensorFlow-1 optimizers (``manualbp.optim.tf1``, TF1's argument names), or
+            ``"package.module:Class"``.
+        params: the parameters (or parameter groups).
+        kwargs: the class's arguments; unknown ones are refused with the list of known ones.
+
+    Returns:
+        The optimizer. Raises ``ValueError`` for an unknown name or argument.
+    """
     if name.startswith("tf1."):
         from . import tf1
         cls = tf1.OPTIMIZERS.get(name[4:])

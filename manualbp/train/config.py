@@ -41,7 +41,7 @@ PHASE_KEYS = {"name": None, "epochs": 1, "objective": None, "train": "all", "opt
 
 
 class ConfigError(ValueError):
-    pass
+    """A configuration that cannot run: an unknown key or setting, a value of the wrong kind."""
 
 
 def merge(base: dict, update: dict, path: str = "") -> dict:

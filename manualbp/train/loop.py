@@ -33,10 +33,12 @@ from .tasks import make_task
 
 
 class NonFiniteLoss(RuntimeError):
-    pass
+    """The loss became NaN or Inf: the run stopped, its last good checkpoint kept."""
 
 
 def pick_device(name: str) -> torch.device:
+    """``"auto"`` (CUDA when present, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` as a
+    ``torch.device``; a CUDA device that is not there is an error that says so."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():

@@ -25,7 +25,7 @@ from .config import canonical, differences
 
 
 class RunDirError(RuntimeError):
-    pass
+    """A run folder that cannot be used: a different config, an unreadable checkpoint or config."""
 
 
 class RunDirHeld(RunDirError):
@@ -107,6 +107,9 @@ def atomic_torch_save(obj, path: Path) -> None:
 
 
 class RunDir:
+    """A run folder: the paths of its files and the operations on them (config check, hold,
+    checkpoints, metrics, the DONE marker). ``RunDir(path).finished()`` tells whether a run completed."""
+
     def __init__(self, path):
         self.path = Path(path)
         self.config = self.path / "config.json"
