@@ -22,46 +22,46 @@ tensorboard:  ## serve runs/ (every run's events, and each sweep's report figure
 	$(PYTHON) -m tensorboard.main --logdir runs
 
 WORKERS ?= 1
-zca:  ## experiment 2, quick preset: every whitening variant x 2 seeds, a few minutes on a CPU
+zca:  ## zca, quick preset: every whitening variant x 2 seeds, a few minutes on a CPU
 	$(PYTHON) scripts/sweep.py zca --preset quick --seeds 0,1 --workers $(WORKERS) $(ARGS)
 
-zca-full:  ## experiment 2, the paper's configuration: 15 epochs on all of Fashion-MNIST, 3 seeds
+zca-full:  ## zca, the full preset: 15 epochs on all of Fashion-MNIST, every variant x 10 seeds (100 runs)
 	$(PYTHON) scripts/sweep.py zca --preset full --workers $(WORKERS) $(ARGS)
 
-weights-pov:  ## experiment 1, quick preset: 13 regularizers (+ batch 20) x BN on/off x 2 episodes on a CIFAR-10 subset
+weights-pov:  ## weights-pov, quick preset: 13 regularizers (+ batch 20) x BN on/off x 2 episodes on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py weights-pov --preset quick --workers $(WORKERS) $(ARGS)
 
-weights-pov-cifar15:  ## experiment 1 as run for the README: CIFAR-10 10k/5k subsets, 15 epochs, 3 episodes
+weights-pov-cifar15:  ## weights-pov as reported in docs/experiments/weights-pov.md: CIFAR-10 10k/5k subsets, 15 epochs, 3 episodes
 	$(PYTHON) scripts/sweep.py weights-pov --preset cifar15 --workers $(WORKERS) $(ARGS)
 
-weights-pov-full:  ## experiment 1, the article's configuration: STL-10 and CIFAR-10, 10 episodes
+weights-pov-full:  ## weights-pov, the article's configuration: STL-10 and CIFAR-10, 10 episodes
 	$(PYTHON) scripts/sweep.py weights-pov --preset full --workers $(WORKERS) $(ARGS)
 
-gradient-pov:  ## experiment 5, quick preset: 11 regularizers x 3 seeds, probes every epoch, on a CIFAR-10 subset
+gradient-pov:  ## gradient-pov, quick preset: 11 regularizers x 3 seeds, probes every epoch, on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py gradient-pov --preset quick --workers $(WORKERS) $(ARGS)
 
-gradient-pov-cifar15:  ## experiment 5 as run for the README: CIFAR-10 5k/5k subsets, batch 20, 15 epochs, 3 seeds
+gradient-pov-cifar15:  ## gradient-pov as reported in docs/experiments/gradient-pov.md: CIFAR-10 5k/5k subsets, batch 20, 15 epochs, 3 seeds
 	$(PYTHON) scripts/sweep.py gradient-pov --preset cifar15 --workers $(WORKERS) $(ARGS)
 
-gradient-pov-full:  ## experiment 5, the article's configuration: STL-10, batch 20, 150 epochs
+gradient-pov-full:  ## gradient-pov, the article's configuration: STL-10, batch 20, 150 epochs
 	$(PYTHON) scripts/sweep.py gradient-pov --preset full --workers $(WORKERS) $(ARGS)
 
-sparse-filtering:  ## experiment 4, quick preset: five auto-encoders x 3 seeds on Penn-Fudan, 3 (+3) epochs
+sparse-filtering:  ## sparse-filtering, quick preset: five auto-encoders x 3 seeds on Penn-Fudan, 3 (+3) epochs
 	$(PYTHON) scripts/sweep.py sparse-filtering --preset quick --workers $(WORKERS) $(ARGS)
 
-sparse-filtering-penn:  ## experiment 4 as run for the README: 200 sparse-filtering epochs, 50 end to end
+sparse-filtering-penn:  ## sparse-filtering as reported in docs/experiments/sparse-filtering.md: 200 sparse-filtering epochs, 50 end to end
 	$(PYTHON) scripts/sweep.py sparse-filtering --preset penn --workers $(WORKERS) $(ARGS)
 
-sparse-filtering-full:  ## experiment 4, the article's schedule: 200 sparse-filtering epochs, then 100 end to end
+sparse-filtering-full:  ## sparse-filtering, the article's schedule: 200 sparse-filtering epochs, then 100 end to end
 	$(PYTHON) scripts/sweep.py sparse-filtering --preset full --workers $(WORKERS) $(ARGS)
 
-optimizers:  ## experiment 3, quick preset: 17 cases x 4 trials, one run each, widths / 4, 5 epochs on 5k MNIST images
+optimizers:  ## optimizers, quick preset: 17 cases x 4 trials, one run each, widths / 4, 5 epochs on 5k MNIST images
 	$(PYTHON) scripts/sweep.py optimizers --preset quick --workers $(WORKERS) $(ARGS)
 
-optimizers-real:  ## experiment 3 as run for the README: all of MNIST, 17 cases x 4 trials x 3 runs, 30 epochs (GPU)
+optimizers-real:  ## optimizers as reported in docs/experiments/optimizers.md: all of MNIST, 17 cases x 4 trials x 3 runs, 30 epochs (GPU)
 	$(PYTHON) scripts/sweep.py optimizers --preset real --workers $(WORKERS) $(ARGS)
 
-optimizers-full:  ## experiment 3, the article's configuration: batch 1000, 801 epochs, 10 runs per trial
+optimizers-full:  ## optimizers, the article's configuration: batch 1000, 801 epochs, 10 runs per trial
 	$(PYTHON) scripts/sweep.py optimizers --preset full --workers $(WORKERS) $(ARGS)
 
 bench:  ## manual backward against autograd (ops, model steps, whitening back ends); JSON in runs/bench/

@@ -508,7 +508,7 @@ def table(rows, cols, heads) -> str:
 
 
 def markdown(rows, machine, repeats) -> str:
-    """The results as Markdown tables (for the README)."""
+    """The results as Markdown tables (for docs/performance.md)."""
     lines = [f"Machine: {machine['cpu']}, {machine['threads']} threads, torch {machine['torch']}"
              + (f", {machine['cuda']}" if machine["cuda"] else "") + f"; malloc: {machine.get('allocator', 'default')}"
              + f"; medians of {repeats} interleaved repeats."]

@@ -1,8 +1,8 @@
-"""Experiments as data: each module of this package is one experiment (``weights_pov.py`` is ``weights-pov``) and
-defines PRESETS (configs: a fast "quick" default and the paper's "full" configuration), GRID (the
+"""Experiments as data: each module of this package is one experiment (``weights_pov.py`` is
+``weights-pov``) and defines PRESETS (configs: a fast "quick" default and the paper's "full" configuration), GRID (the
 sweep's axes) and optionally ``report(sweep_dir, runs)``, which writes the experiment's figures and
 tables from finished runs. Adding an experiment is adding a module (plus its Makefile target and
-README section); nothing else lists them."""
+page in docs/experiments/); nothing else lists them."""
 from __future__ import annotations
 
 import importlib
