@@ -73,6 +73,10 @@ def test_a_different_config_in_the_same_folder_is_refused(data, tmp_path):
     train(small_cfg(data, epochs=1), tmp_path / "r", log=quiet)
     with pytest.raises(RunDirError, match=r"different config \(optim.lr: 0.003 -> 0.01\).*another --run-dir"):
         train(small_cfg(data, epochs=1, optim={"lr": 0.01}), tmp_path / "r", log=quiet)
+    # a display-only setting (the progress bar) is not a different run: the finished run is found
+    said = []
+    train(small_cfg(data, epochs=1, log={"progress": True, "progress_every": 7}), tmp_path / "r", log=said.append)
+    assert "finished already" in said[0]
 
 
 def _cli(run_dir, data, faults=None, extra=(), popen=False):

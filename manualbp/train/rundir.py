@@ -106,6 +106,19 @@ def atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# settings that change what a run shows on the terminal, not what it computes
+DISPLAY_ONLY = (("log", "progress"), ("log", "progress_every"))
+
+
+def _results_config(cfg: dict) -> dict:
+    """``cfg`` without its display-only settings (a run started with a progress bar resumes without one)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+    for section, key in DISPLAY_ONLY:
+        if isinstance(out.get(section), dict):
+            out[section].pop(key, None)
+    return out
+
+
 class RunDir:
     """A run folder: the paths of its files and the operations on them (config check, hold,
     checkpoints, metrics, the DONE marker). ``RunDir(path).finished()`` tells whether a run completed."""
@@ -198,8 +211,8 @@ class RunDir:
         except json.JSONDecodeError:
             raise RunDirError(f"{self.config} is not valid JSON; delete the run folder {self.path} to start "
                               "over") from None
-        if canonical(old) != canonical(cfg):
-            diff = "; ".join(differences(old, cfg)[:8])
+        if canonical(_results_config(old)) != canonical(_results_config(cfg)):
+            diff = "; ".join(differences(_results_config(old), _results_config(cfg))[:8])
             raise RunDirError(f"run folder {self.path} holds a run with a different config ({diff}); choose another "
                               "--run-dir, or delete that folder to start over")
 
