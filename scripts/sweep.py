@@ -114,8 +114,12 @@ def main(argv=None) -> int:
         print(f"{len(failed)} of {len(results)} runs failed", file=sys.stderr)
     if hasattr(exp, "report") and not args.no_report and not args.run:
         done = [s for s, r in zip(specs, results) if r[2] is not None]
-        for line in exp.report(sweep_dir, done):
-            print(line)
+        try:
+            for line in exp.report(sweep_dir, done):
+                print(line)
+        except (DataError, ValueError, OSError) as e:   # e.g. the data the report reads is gone
+            print(f"error: the report failed: {e}", file=sys.stderr)
+            return max(2, min(len(failed), 100))
     return min(len(failed), 100)
 
 
