@@ -171,7 +171,7 @@ def test_tensor_stats_match_scipy():
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ConfigError, match=r"unknown config key 'data.nmae'; known keys here: download, name"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'data.nmae'; known keys in this section: download"):
         resolve({"data": {"nmae": "mnist"}})
     with pytest.raises(ConfigError, match="batch_size must be a positive integer, got -5"):
         resolve({}, parse_overrides(["batch_size=-5"]))
