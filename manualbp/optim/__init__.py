@@ -1,4 +1,5 @@
-"""Optimizers by name: any ``torch.optim`` class, ``"tf1.<Name>"`` for the TensorFlow-1 optimizers of
+"""Optimizers by name: any ``torch.optim`` class, the project's own (``ConstantBiasAdam``, the
+articles' hand-written Adam), ``"tf1.<Name>"`` for the TensorFlow-1 optimizers of
 ``manualbp.optim.tf1`` (e.g. ``tf1.Ftrl``), or ``"package.module:Class"`` for any other
 ``torch.optim.Optimizer``."""
 from __future__ import annotations
@@ -10,12 +11,17 @@ import torch
 
 from manualbp.functional._checks import check_kwargs
 
+from .adamc import ConstantBiasAdam
+
+OWN = {"ConstantBiasAdam": ConstantBiasAdam}   # the project's optimizers, by name
+
 
 def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
     """An optimizer by name over ``params``.
 
     Args:
-        name: a ``torch.optim`` class name (``"Adam"``, ``"SGD"``, ...), ``"tf1.<Name>"`` for the
+        name: a ``torch.optim`` class name (``"Adam"``, ``"SGD"``, ...), ``"ConstantBiasAdam"``,
+            ``"tf1.<Name>"`` for the
             TensorFlow-1 optimizers (``manualbp.optim.tf1``, TF1's argument names), or
             ``"package.module:Class"``.
         params: the parameters (or parameter groups).
@@ -30,6 +36,8 @@ def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
         if cls is None:
             raise ValueError(f"optim.name {name!r}: no such TensorFlow-1 optimizer; choose one of "
                              f"{['tf1.' + n for n in tf1.OPTIMIZERS]}")
+    elif name in OWN:
+        cls = OWN[name]
     elif ":" in name:
         mod, _, attr = name.partition(":")
         try:
@@ -42,8 +50,8 @@ def make_optimizer(name: str, params, **kwargs) -> torch.optim.Optimizer:
             base = torch.optim.Optimizer
             known = sorted(n for n, c in vars(torch.optim).items()
                            if inspect.isclass(c) and issubclass(c, base) and c is not base)
-            raise ValueError(f"optim.name {name!r} is not a torch.optim optimizer; choose one of {known} "
-                             "or give 'module:Class'")
+            raise ValueError(f"optim.name {name!r} is not a torch.optim optimizer; choose one of {known}, "
+                             f"{sorted(OWN)}, a tf1.* optimizer, or give 'module:Class'")
     return _construct("optim", cls, params, kwargs)
 
 
