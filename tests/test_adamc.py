@@ -33,13 +33,14 @@ def test_update_equals_the_equations(lr, betas, eps):
 def test_differs_from_textbook_adam_as_the_constant_corrections_say():
     """The first step of both is lr sign(g) (up to eps); after many steps of a constant gradient
     textbook Adam's step tends to lr and this one's to lr sqrt(1 - b2) / (1 - b1) = 0.316 lr."""
-    w1, w2 = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True)
+    w1 = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    w2 = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     a, b = ConstantBiasAdam([w1], lr=1.0), torch.optim.Adam([w2], lr=1.0)
     steps1, steps2 = [], []
     for _ in range(12000):
         for w, o, s in ((w1, a, steps1), (w2, b, steps2)):
             before = w.detach().clone()
-            w.grad = torch.ones(1)
+            w.grad = torch.ones(1, dtype=torch.float64)
             o.step()
             s.append((before - w.detach()).item())
     assert steps1[0] == pytest.approx(1.0, rel=1e-6) and steps2[0] == pytest.approx(1.0, rel=1e-6)
