@@ -20,7 +20,7 @@ from ._function import ManualFunction, once_differentiable
 
 BACKENDS = ("eigh", "svd")
 ZCA_MODES = ("dim", "example")
-ZCA_GRADS = ("exact", "article")
+ZCA_GRADS = ("exact", "no_eigenvalue_term", "article")
 
 
 def _inv_sqrt_psd(S: torch.Tensor, eps: float, backend: str):
@@ -39,22 +39,49 @@ def _inv_sqrt_psd(S: torch.Tensor, eps: float, backend: str):
     return (E / s[..., None, :]) @ E.mT, E, s
 
 
-def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, article_grad: bool = False):
+def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, no_eigenvalue_term: bool = False):
     """dL/dS for U = E diag(1/s) E^T given dL/dU (the Daleckii-Krein formula above).
 
-    ``article_grad`` zeroes the eigenvalue term (the diagonal of K), as the article's code did; the
-    result is then not the gradient (gradcheck fails), kept only to show the difference.
+    ``no_eigenvalue_term`` zeroes the diagonal of K (the eigenvalue term); the result is then not
+    the gradient (gradcheck fails; within a few percent of it), kept as a named variant.
     """
     K = -1.0 / (s[..., :, None] * s[..., None, :] * (s[..., :, None] + s[..., None, :]))
-    if article_grad:
+    if no_eigenvalue_term:
         K = K * (1 - torch.eye(K.shape[-1], dtype=K.dtype, device=K.device))
     return E @ (K * (E.mT @ gU @ E)) @ E.mT
 
 
-def _whiten_backward(A, G, U, E, s, article_grad=False):
+def _sign_convention(E: torch.Tensor) -> torch.Tensor:
+    """Each eigenvector (column) with its entry of largest magnitude positive (the first such entry on
+    ties). The article's backward depends on the signs, which eigensolvers choose arbitrarily."""
+    idx = E.abs().argmax(dim=-2, keepdim=True)          # argmax returns the first maximum
+    sign = torch.sign(torch.gather(E, -2, idx))
+    return E * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+
+def _article_backward(A, G, U, E, s, eps):
+    # The article's script, as coded (not a gradient; it depends on the eigenvectors' signs):
+    #   dU = A^T G ;  dE = dU E L + E L dU  (L = diag(1 / s), s = sqrt(lam + eps))
+    #   K_ij = 1 / (lam_j - lam_i) for i != j, K_ii = 0  (raw eigenvalues, no eps)
+    #   dS = E (K^T o (E^T dE)) E^T  (the eigenvalue term dropped, no symmetrisation)
+    #   dA = G U^T + (2 / n) A dS
+    lam = s * s - eps
+    EL = E / s[..., None, :]
+    dU = A.mT @ G
+    dE = dU @ EL + EL @ dU
+    diff = lam[..., None, :] - lam[..., :, None]        # [i, j] = lam_j - lam_i
+    eye = torch.eye(diff.shape[-1], dtype=torch.bool, device=diff.device)
+    K = torch.where(eye, torch.zeros_like(diff), 1.0 / torch.where(eye, torch.ones_like(diff), diff))
+    dS = E @ (K.mT * (E.mT @ dE)) @ E.mT
+    return G @ U.mT + (2.0 / A.shape[-2]) * (A @ dS)
+
+
+def _whiten_backward(A, G, U, E, s, grad="exact", eps=None):
     # Y = A U with U = (A^T A / n + eps I)^{-1/2}:
     # dL/dA = G U^T + A (dS + dS^T) / n,  dS = dL/dS from _inv_sqrt_backward(A^T G)
-    dS = _inv_sqrt_backward(A.mT @ G, E, s, article_grad)
+    if grad == "article":
+        return _article_backward(A, G, U, E, s, eps)
+    dS = _inv_sqrt_backward(A.mT @ G, E, s, grad == "no_eigenvalue_term")
     return G @ U.mT + A @ (dS + dS.mT) / A.shape[-2]
 
 
@@ -71,6 +98,8 @@ class ZCAWhitenFunction(ManualFunction):
     def forward(x, eps, mode, backend, grad):
         A = x if mode == "dim" else x.mT
         U, E, s = _inv_sqrt_psd(A.mT @ A / A.shape[-2], eps, backend)
+        if grad == "article":
+            E = _sign_convention(E)
         Y = A @ U
         return (Y if mode == "dim" else Y.mT), U, E, s
 
@@ -81,7 +110,7 @@ class ZCAWhitenFunction(ManualFunction):
         ctx.mark_non_differentiable(U, E, s)
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of U, E, s
         ctx.save_for_backward(x, U, E, s)
-        ctx.conf = (mode, grad)
+        ctx.conf = (mode, grad, eps)
 
     @staticmethod
     @once_differentiable   # its backward saves outputs as constants: not differentiable again
@@ -89,13 +118,13 @@ class ZCAWhitenFunction(ManualFunction):
         # see _whiten_backward: dL/dA = G U + A (dS + dS^T) / n with the Daleckii-Krein dS;
         # mode "example" applies it to A = x^T, G = g^T and transposes back
         x, U, E, s = ctx.saved_tensors
-        mode, grad = ctx.conf
+        mode, grad, eps = ctx.conf
         if g is None or not ctx.needs_input_grad[0]:
             return (None,) * 5
         if mode == "dim":
-            gx = _whiten_backward(x, g, U, E, s, grad == "article")
+            gx = _whiten_backward(x, g, U, E, s, grad, eps)
         else:
-            gx = _whiten_backward(x.mT, g.mT, U, E, s, grad == "article").mT
+            gx = _whiten_backward(x.mT, g.mT, U, E, s, grad, eps).mT
         return gx, None, None, None, None
 
 
@@ -120,8 +149,11 @@ def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: s
         backend: ``"eigh"`` or ``"svd"`` for the eigendecomposition of the covariance.
         grad: ``"exact"`` (default): the gradient, with the Daleckii-Krein kernel
             K_ij = -1 / (s_i s_j (s_i + s_j)), s = sqrt(lambda + eps), finite for repeated eigenvalues
-            and rank-deficient batches; ``"article"``: that backward with the eigenvalue term zeroed
-            (not a gradient; kept for comparison: gradcheck fails for it).
+            and rank-deficient batches; ``"no_eigenvalue_term"``: that backward with the diagonal of
+            K zeroed (not a gradient, within a few percent of it); ``"article"``: the backward of the
+            article's script (dE = dU E L + E L dU, K_ij = 1 / (lam_j - lam_i), no symmetrisation;
+            eigenvectors signed so that each one's largest entry is positive), far from the
+            gradient. Both are kept for comparison: gradcheck fails for them.
         return_matrix: also return the whitening matrix U = (S + eps I)^{-1/2} (a constant without
             gradient, e.g. for a running estimate).
 

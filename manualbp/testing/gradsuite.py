@@ -57,6 +57,10 @@ def run_gradcheck(info: OpInfo, sample: Sample) -> None:
     """torch.autograd.gradcheck in float64 on the sample's device (and check_batched_grad where the
     entry allows)."""
     fn, inputs = _as_function(info, sample)
+    if not info.gradient:   # a named backward that is not the gradient: gradcheck must see that
+        ok = torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=False)
+        assert not ok, f"{info.name} [{sample.desc}]: gradcheck passed, but this backward is not meant to be a gradient"
+        return
     ok = torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3,
                                   check_batched_grad=info.batched_grad, raise_exception=True)
     assert ok

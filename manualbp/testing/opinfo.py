@@ -33,6 +33,8 @@ class OpInfo:
     samples: Callable[[torch.dtype, torch.device], list]
     batched_grad: bool = True           # run gradcheck's check_batched_grad (vmap over the backward)
     gradgrad: bool = True               # backward differentiable again (gradgradcheck); else once_differentiable
+    gradient: bool = True               # False: the backward is a named variant that is not the gradient
+                                        # (gradcheck must FAIL for it; the reference checks it instead)
     tol32: tuple = (1e-4, 1e-5)         # (rtol, atol) against the reference in float32
     tol64: tuple = (1e-7, 1e-9)         # ... in float64
 
@@ -310,6 +312,22 @@ def _zca_samples(mode):
     return samples
 
 
+def _zca_variant_samples(grad):
+    """Samples with well-separated eigenvalues (the article's K divides by their differences)."""
+    def samples(dtype, device):
+        g = _gen(23)
+        out = []
+        for mode, shape, eps in (("dim", (9, 4), 1e-2), ("example", (4, 7), 1e-1), ("example", (5, 6), 0.06)):
+            a = torch.randn(*shape, generator=g, dtype=torch.float64)
+            # scale the columns (dim) or rows (example) apart so that the covariance's spectrum is spread
+            scale = torch.linspace(0.5, 2.5, shape[1] if mode == "dim" else shape[0], dtype=torch.float64)
+            a = a * scale if mode == "dim" else a * scale[:, None]
+            out.append(Sample((a.to(dtype=dtype, device=device).requires_grad_(),), dict(eps=eps, mode=mode, grad=grad),
+                              f"{mode} {shape[0]}x{shape[1]}, eps {eps}"))
+        return out
+    return samples
+
+
 def _running(d, dtype, device, gen, eval_mode, groups=None):
     """Running mean (d,) and whitening matrix (d, d), or (groups, d / groups, d / groups) when grouped."""
     g = d if groups is None else d // groups
@@ -454,6 +472,11 @@ def _build() -> list[OpInfo]:
                tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
         OpInfo("zca_whiten[example]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("example"),
                tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
+        OpInfo("zca_whiten[no_eigenvalue_term]", "whitening", M.zca_whiten, E.zca_article,
+               _zca_variant_samples("no_eigenvalue_term"), tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False,
+               gradient=False, batched_grad=False),
+        OpInfo("zca_whiten[article]", "whitening", M.zca_whiten, E.zca_article, _zca_variant_samples("article"),
+               tol32=(5e-3, 5e-4), tol64=(1e-6, 1e-8), gradgrad=False, gradient=False, batched_grad=False),
         OpInfo("decorrelated_batch_norm[eigh]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
                _dbn_samples(dict(backend="eigh"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8),
                gradgrad=False),

@@ -191,3 +191,67 @@ def interpolate(x, size=None, scale_factor=None, mode="bilinear", align_corners=
     mh = _interp_matrix(h, oh, mode, align_corners, sh).to(dtype=x.dtype, device=x.device)
     mw = _interp_matrix(w, ow, mode, align_corners, sw).to(dtype=x.dtype, device=x.device)
     return mh @ x @ mw.T
+
+
+# ---------------------------------------------------------------- ZCA backwards that are not gradients
+
+def _zca_forward(A, eps):
+    """S = A^T A / n = E diag(lam) E^T (eigenvectors signed: largest-magnitude entry positive, the
+    first on ties), U = E diag((lam + eps)^-1/2) E^T, Y = A U; written with loops over columns."""
+    n, d = A.shape
+    S = A.T @ A / n
+    lam, E = torch.linalg.eigh(S)
+    E = E.clone()
+    for j in range(d):
+        col = E[:, j]
+        k = int(torch.argmax(col.abs()))
+        if col[k] < 0:
+            E[:, j] = -col
+    L = torch.diag(1.0 / torch.sqrt(lam.clamp_min(0) + eps))
+    U = E @ L @ E.T
+    return A @ U, U, E, L, lam.clamp_min(0)
+
+
+class _ZCAArticle(torch.autograd.Function):
+    """ZCA per ``mode`` whose backward is the article's script, written out entry by entry:
+    dU = A^T G, dE = dU E L + E L dU, K_ij = 1 / (lam_j - lam_i) (i != j), K_ii = 0,
+    dS = E (K^T o (E^T dE)) E^T, dA = G U^T + (2 / n) A dS."""
+
+    @staticmethod
+    def forward(ctx, x, eps, mode, which):
+        A = x if mode == "dim" else x.T
+        Y, U, E, L, lam = _zca_forward(A, eps)
+        ctx.save_for_backward(A, U, E, L, lam)
+        ctx.mode, ctx.which, ctx.eps = mode, which, eps
+        return Y if mode == "dim" else Y.T
+
+    @staticmethod
+    def backward(ctx, g):
+        A, U, E, L, lam = ctx.saved_tensors
+        G = g if ctx.mode == "dim" else g.T
+        n, d = A.shape
+        dU = A.T @ G
+        if ctx.which == "article":
+            dE = dU @ E @ L + E @ L @ dU
+            K = torch.zeros(d, d, dtype=A.dtype)
+            for i in range(d):
+                for j in range(d):
+                    if i != j:
+                        K[i, j] = 1.0 / (lam[j] - lam[i])
+            dS = E @ (K.T * (E.T @ dE)) @ E.T
+            dA = G @ U.T + (2.0 / n) * A @ dS
+        else:   # "no_eigenvalue_term": the divided differences of f(l) = (l + eps)^-1/2 off the diagonal only
+            f = torch.diagonal(L)
+            K = torch.zeros(d, d, dtype=A.dtype)
+            for i in range(d):
+                for j in range(d):
+                    if i != j:
+                        K[i, j] = (f[i] - f[j]) / (lam[i] - lam[j])
+            dS = E @ (K * (E.T @ dU @ E)) @ E.T
+            dA = G @ U.T + A @ (dS + dS.T) / n
+        return (dA if ctx.mode == "dim" else dA.T), None, None, None
+
+
+def zca_article(x, eps=1e-5, mode="dim", backend="eigh", grad="article"):
+    """The ZCA forward with the backward of ``grad`` ("article" or "no_eigenvalue_term")."""
+    return _ZCAArticle.apply(x, eps, mode, grad)
