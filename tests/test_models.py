@@ -160,3 +160,16 @@ def test_eval_forward_then_training_forward_then_eval_backward(name):
     for (pn, p), (_, q) in zip(model.named_parameters(), ref.named_parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-12, atol=1e-14, msg=lambda m: f"{name}: {pn}\n{m}")
     assert any(not torch.equal(b, c) for b, c in zip(model.buffers(), ref.buffers(), strict=True))
+
+
+def test_normal_initialisation_of_weights_and_biases():
+    """MLP(init_std=s, bias_init_std=b): weights N(0, s^2), biases N(0, b^2) (the zca article's draw),
+    measured on a large layer; with init_std alone the biases start at zero."""
+    torch.manual_seed(0)
+    m = MLP([784, 676, 10], init_std=0.008, bias_init_std=1e-4)
+    w, b = m.layers[0].weight.detach(), m.layers[0].bias.detach()
+    assert abs(w.std().item() - 0.008) < 0.008 * 0.01 and abs(w.mean().item()) < 1e-4
+    assert abs(b.std().item() - 1e-4) < 1e-4 * 0.1
+    assert torch.equal(MLP([5, 3], init_std=0.1).layers[0].bias, torch.zeros(3))
+    with pytest.raises(ValueError, match="bias_init_std must be None or a number >= 0"):
+        MLP([5, 3], bias_init_std=-1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_positive, check_tensor
-from ._function import ManualFunction
+from ._function import ManualFunction, once_differentiable
 
 aten = torch.ops.aten
 
@@ -119,6 +119,48 @@ class SoftAbsFunction(ManualFunction):
         return g * x / y, None
 
 
+class LeakyReLUFunction(ManualFunction):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, slope):
+        return torch.where(x > 0, x, x * slope)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+        ctx.slope = inputs[1]
+
+    @staticmethod
+    def backward(ctx, g):
+        # y = x (x > 0), slope x (x <= 0) ; dL/dx = g (x > 0), slope g (x <= 0)
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, g, g * ctx.slope), None
+
+
+class TanhSigmoidDerivativeFunction(ManualFunction):
+    """tanh forward with the zca article's coded derivative 1 - sigmoid(x)^2: NOT the gradient of
+    tanh (whose derivative is 1 - tanh(x)^2); a named variant, never a default."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x):
+        return torch.tanh(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0])
+
+    @staticmethod
+    @once_differentiable   # not a gradient: differentiating it again means nothing
+    def backward(ctx, g):
+        # the article's code: dL/dx = g (1 - sigmoid(x)^2)   (tanh's own derivative is 1 - tanh(x)^2)
+        (x,) = ctx.saved_tensors
+        sg = torch.sigmoid(x)
+        return g * (1 - sg * sg)
+
+
 def relu(x: torch.Tensor) -> torch.Tensor:
     """ReLU: ``max(x, 0)``, element-wise. Backward: g [y > 0].
     """
@@ -167,5 +209,35 @@ def soft_abs(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     return SoftAbsFunction.call(x, float(eps))
 
 
+def leaky_relu(x: torch.Tensor, slope: float = 0.01) -> torch.Tensor:
+    """Leaky ReLU: ``x`` for x > 0, ``slope x`` otherwise, element-wise (the zca article's output
+    layers use slope 0.01).
+
+    Args:
+        x: input tensor.
+        slope: the slope for x <= 0, a number >= 0.
+
+    Returns:
+        Tensor of ``x``'s shape. Backward: g for x > 0, slope g otherwise.
+    """
+    check_tensor("leaky_relu", "x", x)
+    if not isinstance(slope, (int, float)) or isinstance(slope, bool) or slope < 0:
+        raise ValueError(f"leaky_relu: slope must be a number >= 0, got {slope!r}")
+    return LeakyReLUFunction.call(x, float(slope))
+
+
+def tanh_sigmoid_derivative(x: torch.Tensor) -> torch.Tensor:
+    """``tanh(x)`` whose backward is the zca article's coded derivative ``1 - sigmoid(x)^2``.
+
+    Not a gradient (gradcheck fails for it): a named variant that reproduces the article's code,
+    never a default. Use ``tanh`` for the true derivative ``1 - tanh(x)^2``.
+
+    Returns:
+        Tensor of ``x``'s shape.
+    """
+    check_tensor("tanh_sigmoid_derivative", "x", x)
+    return TanhSigmoidDerivativeFunction.call(x)
+
+
 ACTIVATIONS = {"relu": relu, "elu": elu, "tanh": tanh, "arctan": arctan, "sigmoid": sigmoid,
-               "soft_abs": soft_abs}
+               "soft_abs": soft_abs, "leaky_relu": leaky_relu, "tanh_sigmoid_derivative": tanh_sigmoid_derivative}

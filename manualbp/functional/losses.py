@@ -159,6 +159,49 @@ class MSEFunction(ManualFunction):
                 -d if ctx.needs_input_grad[1] else None, None)
 
 
+class SumSquaredErrorFunction(ManualFunction):
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(pred, target):
+        d = pred - target
+        return 0.5 * (d * d).sum() / pred.shape[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, g):
+        # L = (1 / N) sum_n 0.5 sum_k (p_nk - t_nk)^2 ; dL/dp = g (p - t) / N ; dL/dt = -dL/dp
+        pred, target = ctx.saved_tensors
+        d = (pred - target) * (g / pred.shape[0])
+        return (d if ctx.needs_input_grad[0] else None, -d if ctx.needs_input_grad[1] else None)
+
+
+def sum_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The zca article's loss: ``0.5 sum_k (pred_k - target_k)^2`` per example, averaged over the batch.
+
+    Args:
+        pred: outputs of shape ``(N, ...)`` (the article's: the output layer's activations).
+        target: of ``pred``'s shape (one-hot rows for classification; may require grad).
+
+    Returns:
+        A scalar tensor. Backward: dL/dpred = g (pred - target) / N, the gradient the article's code
+        fed to its output layer (y - t) for g = N.
+    """
+    check_tensor("sum_squared_error", "pred", pred)
+    check_tensor("sum_squared_error", "target", target)
+    if pred.dim() < 1 or pred.shape[0] < 1:
+        raise ValueError(f"sum_squared_error: pred must have a batch dimension with at least one example, got "
+                         f"shape {tuple(pred.shape)}")
+    if pred.shape != target.shape:
+        raise ValueError(f"sum_squared_error: pred has shape {tuple(pred.shape)} but target {tuple(target.shape)}; "
+                         "give targets of the outputs' shape (one-hot rows for classes)")
+    check_same_dtype_device("sum_squared_error", pred=pred, target=target)
+    return SumSquaredErrorFunction.call(pred, target)
+
+
 def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Squared error ``(pred - target)^2``, averaged (``"mean"``) or summed (``"sum"``) over every element.
 

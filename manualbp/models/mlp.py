@@ -17,11 +17,15 @@ class MLP(nn.Module):
     ``manualbp.nn.NORMS``) is applied to the input of layer ``norm_at`` (0 = on the input).
     ``dilation`` ({"case": 1-6, "P": ..., "D": ...}, see ``manualbp.functional.dilated``) trains with
     dilated back-propagation: a tap on the input of every layer from the second on; the loop calls
-    ``set_epoch`` so the rate follows r_t = P / (1 + D t)."""
+    ``set_epoch`` so the rate follows r_t = P / (1 + D t). ``init_std`` / ``bias_init_std``: weights
+    and biases drawn from N(0, std) (None: torch's default initialisation; with ``init_std`` alone
+    the biases start at 0). ``activation``: any name of ``manualbp.functional.ACTIVATIONS``
+    (``leaky_relu`` and ``tanh_sigmoid_derivative`` included)."""
 
     def __init__(self, widths: Sequence[int], activation: str = "relu", bias: bool = True,
                  norm: str = "none", norm_at: int = 0, norm_kwargs: dict | None = None,
-                 final_activation: bool = False, init_std: float | None = None, dilation: dict | None = None):
+                 final_activation: bool = False, init_std: float | None = None, dilation: dict | None = None,
+                 bias_init_std: float | None = None):
         super().__init__()
         widths = list(widths)
         if len(widths) < 2 or any(not isinstance(w, int) or w < 1 for w in widths):
@@ -29,7 +33,8 @@ class MLP(nn.Module):
         if not 0 <= norm_at < len(widths) - 1:
             raise ValueError(f"MLP: norm_at must lie in [0, {len(widths) - 2}] (the input of a layer), got {norm_at}")
         self.widths, self.norm_at, self.final_activation = widths, norm_at, final_activation
-        self.layers = nn.ModuleList(Linear(a, b, bias, init_std) for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(Linear(a, b, bias, init_std, bias_init_std)
+                                    for a, b in zip(widths[:-1], widths[1:]))
         n_act = len(self.layers) if final_activation else len(self.layers) - 1
         self.acts = nn.ModuleList(Activation(activation) for _ in range(n_act))
         self.norm = make_norm(norm, widths[norm_at], **(norm_kwargs or {}))

@@ -23,14 +23,19 @@ class Linear(nn.Module):
         in_features, out_features: sizes.
         bias: learn a bias.
         init_std: None: torch's default initialisation (Kaiming-uniform, a = sqrt(5)); a number:
-            weights N(0, init_std) and a zero bias."""
+            weights N(0, init_std) and a zero bias.
+        bias_init_std: a number: the bias N(0, bias_init_std) (the zca article's N(0, 0.0001^2))."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float | None = None):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float | None = None,
+                 bias_init_std: float | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.bias = nn.Parameter(torch.empty(out_features)) if bias else None
-        self.init_std = init_std
+        for name, v in (("init_std", init_std), ("bias_init_std", bias_init_std)):
+            if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0):
+                raise ValueError(f"Linear: {name} must be None or a number >= 0, got {v!r}")
+        self.init_std, self.bias_init_std = init_std, bias_init_std
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -39,8 +44,13 @@ class Linear(nn.Module):
         else:
             nn.init.normal_(self.weight, 0.0, self.init_std)
         if self.bias is not None:
-            bound = 1 / math.sqrt(self.in_features)
-            nn.init.uniform_(self.bias, -bound, bound) if self.init_std is None else nn.init.zeros_(self.bias)
+            if self.bias_init_std is not None:
+                nn.init.normal_(self.bias, 0.0, self.bias_init_std)
+            elif self.init_std is None:
+                bound = 1 / math.sqrt(self.in_features)
+                nn.init.uniform_(self.bias, -bound, bound)
+            else:
+                nn.init.zeros_(self.bias)
 
     def forward(self, x):
         return MF.linear(x, self.weight, self.bias)

@@ -255,6 +255,15 @@ def _mse_samples(dtype, device):
                                                                    "pred and target, sum")]
 
 
+def _mse_samples_plain(dtype, device):
+    """The mse samples without a reduction argument (one-hot-like targets and a target with gradient)."""
+    g = _gen(24)
+    t = lambda *s, grad=True: _t(*s, dtype=dtype, device=device, gen=g, grad=grad)  # noqa: E731
+    onehot = torch.eye(4, dtype=dtype, device=device)[torch.tensor([0, 3, 1])]
+    return [Sample((t(3, 4), onehot), desc="one-hot targets"), Sample((t(2, 5), t(2, 5)), desc="target with gradient"),
+            Sample((t(1, 3), t(1, 3, grad=False)), desc="batch 1")]
+
+
 def _bce_samples(dtype, device):
     g = _gen(9)
     p = torch.rand(4, 3, generator=g, dtype=torch.float64).mul(0.8).add(0.1).to(dtype=dtype, device=device)
@@ -460,6 +469,12 @@ def _build() -> list[OpInfo]:
         OpInfo("sigmoid", "activations", M.sigmoid, E.sigmoid, _unary_samples),
         OpInfo("soft_abs", "activations", M.soft_abs, lambda x, eps=1e-8: torch.sqrt(x ** 2 + eps),
                lambda dt, dev: [Sample(s.args, dict(eps=1e-3), s.desc) for s in _unary_samples(dt, dev)]),
+        OpInfo("leaky_relu", "activations", M.leaky_relu, E.leaky_relu,
+               lambda dt, dev: [Sample(s.args, {}, s.desc) for s in _unary_samples(dt, dev)]
+               + [Sample(s.args, dict(slope=0.2), s.desc + ", slope 0.2") for s in _unary_samples(dt, dev)]),
+        OpInfo("tanh_sigmoid_derivative", "activations", M.tanh_sigmoid_derivative, E.tanh_sigmoid_derivative,
+               _unary_samples, gradient=False, batched_grad=False, gradgrad=False),
+        OpInfo("sum_squared_error", "losses", M.sum_squared_error, E.sum_squared_error, _mse_samples_plain),
         OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, E.softmax_cross_entropy, _ce_samples,
                gradgrad=False),
         OpInfo("mse", "losses", M.mse, E.mse, _mse_samples),

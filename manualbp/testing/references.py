@@ -255,3 +255,32 @@ class _ZCAArticle(torch.autograd.Function):
 def zca_article(x, eps=1e-5, mode="dim", backend="eigh", grad="article"):
     """The ZCA forward with the backward of ``grad`` ("article" or "no_eigenvalue_term")."""
     return _ZCAArticle.apply(x, eps, mode, grad)
+
+
+# ---------------------------------------------------------------- the zca article's other ops
+
+def leaky_relu(x, slope=0.01):
+    return torch.where(x > 0, x, slope * x)
+
+
+def sum_squared_error(pred, target):
+    return 0.5 * ((pred - target) ** 2).sum() / pred.shape[0]
+
+
+class _TanhSigmoidDerivative(torch.autograd.Function):
+    """tanh written from exponentials, whose backward is the article's 1 - sigmoid(x)^2."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return 1 - 2 / (torch.exp(2 * x) + 1)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        s = 1 / (1 + torch.exp(-x))
+        return g * (1 - s ** 2)
+
+
+def tanh_sigmoid_derivative(x):
+    return _TanhSigmoidDerivative.apply(x)
