@@ -106,3 +106,21 @@ def test_nonsense_settings_are_refused_by_name(override, message, tmp_path):
         cfg = resolve(preset("weights-pov", "quick"), parse_overrides([override]))
         build_model(cfg["model"])
 
+
+
+def test_softmax_binary_cross_entropy_is_the_articles_summed_cost():
+    """-sum t log p + (1 - t) log(1 - p) over classes and examples, p = softmax: against the formula
+    with torch's own ops (sum and mean), and its gradient against autograd on that formula."""
+    torch.manual_seed(0)
+    z = torch.randn(6, 4, dtype=torch.float64, requires_grad=True)
+    t = torch.eye(4, dtype=torch.float64)[torch.tensor([0, 1, 2, 3, 0, 1])]
+    p = torch.softmax(z, 1)
+    want = -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).sum()
+    got = MF.softmax_binary_cross_entropy(z, t)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    torch.testing.assert_close(MF.softmax_binary_cross_entropy(z, t, "mean"), want / 6, rtol=1e-12, atol=0)
+    (g1,) = torch.autograd.grad(got, z)
+    (g2,) = torch.autograd.grad(want, z)
+    torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match=r"target must have the logits' shape \(6, 4\)"):
+        MF.softmax_binary_cross_entropy(z, torch.tensor([0, 1, 2, 3, 0, 1]))

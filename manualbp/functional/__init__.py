@@ -5,7 +5,8 @@ from .activations import (ACTIVATIONS, arctan, elu, leaky_relu, relu, sigmoid, s
 from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_pool2d, interpolate, linear,
                     max_pool2d, reshape)
 from .fused import FUSED_ACTIVATIONS, conv2d_act, conv_transpose2d_act, linear_act
-from .losses import binary_cross_entropy, mse, softmax_cross_entropy, sum_squared_error
+from .losses import (binary_cross_entropy, mse, softmax_binary_cross_entropy, softmax_cross_entropy,
+                     sum_squared_error)
 from .norm import batch_norm, center, standardize
 from .regularizers import ARTICLE_LETTERS, REGULARIZERS, regularize
 from .sparse_filtering import sparse_filtering
@@ -14,11 +15,10 @@ from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 __all__ = [
     "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
     "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv2d_act",
-    "conv_transpose2d", "conv_transpose2d_act",
-    "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d", "interpolate", "iter_norm", "leaky_relu",
-    "linear", "linear_act", "max_pool2d", "mse", "regularize", "relu", "reshape", "sigmoid", "soft_abs",
-    "softmax_cross_entropy", "sparse_filtering", "standardize", "sum_squared_error", "tanh", "tanh_sigmoid_derivative",
-    "zca_whiten",
+    "conv_transpose2d", "conv_transpose2d_act", "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d",
+    "interpolate", "iter_norm", "leaky_relu", "linear", "linear_act", "max_pool2d", "mse", "regularize", "relu",
+    "reshape", "sigmoid", "soft_abs", "softmax_binary_cross_entropy", "softmax_cross_entropy", "sparse_filtering",
+    "standardize", "sum_squared_error", "tanh", "tanh_sigmoid_derivative", "zca_whiten",
 ]
 
 _MODULES = ("activations", "dense", "dilated", "fused", "losses", "norm", "regularizers", "sparse_filtering",

@@ -159,6 +159,71 @@ class MSEFunction(ManualFunction):
                 -d if ctx.needs_input_grad[1] else None, None)
 
 
+class SoftmaxBCEFunction(ManualFunction):
+    """L = -sum_{n,k} [t log p + (1 - t) log(1 - p)], p = softmax(z) row-wise (``reduction`` "sum"), or
+    that over N ("mean"): the summed binary cross-entropy of softmax outputs that the optimizers
+    article's TensorFlow cases minimised. ``apply`` returns (L, p)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(logits, target, reduction):
+        p = torch.softmax(logits, dim=1)
+        logp = torch.log(p).clamp_min(-100)
+        log1mp = torch.log1p(-p).clamp_min(-100)
+        total = -(target * logp + (1 - target) * log1mp).sum()
+        return (total / logits.shape[0] if reduction == "mean" else total), p
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, target, reduction = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(output[1], target)
+        ctx.reduction = reduction
+
+    @staticmethod
+    @once_differentiable   # its backward uses the forward's p as a constant
+    def backward(ctx, g, *_):
+        # dL/dp = -(t / p - (1 - t) / (1 - p)) (scaled by g, and 1 / N for "mean");
+        # through the softmax: dL/dz = p o (dL/dp - sum_k (dL/dp)_k p_k)  (row-wise)
+        # dL/dt = -(log p - log(1 - p))
+        p, t = ctx.saved_tensors
+        if g is None:
+            return None, None, None
+        scale = g / p.shape[0] if ctx.reduction == "mean" else g
+        gz = gt = None
+        if ctx.needs_input_grad[0]:
+            gp = -(t / p - (1 - t) / (1 - p)) * scale
+            gz = p * (gp - (gp * p).sum(1, keepdim=True))
+        if ctx.needs_input_grad[1]:
+            gt = -(torch.log(p).clamp_min(-100) - torch.log1p(-p).clamp_min(-100)) * scale
+        return gz, gt, None
+
+
+def softmax_binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Binary cross-entropy of softmax outputs, summed over classes and examples: the loss the
+    optimizers article's TensorFlow cases minimised (``-sum t log p + (1 - t) log(1 - p)`` with
+    ``p = softmax(logits)``) and every case's reported cost.
+
+    Args:
+        logits: scores of shape ``(N, C)``.
+        target: probabilities or one-hot rows of shape ``(N, C)`` (may require grad).
+        reduction: ``"sum"`` (the article's, default) or ``"mean"`` (over the N rows).
+
+    Returns:
+        A scalar tensor. The logarithms are clamped at -100.
+    """
+    check_tensor("softmax_binary_cross_entropy", "logits", logits, ndim=2, shape_hint="(N, C)")
+    check_tensor("softmax_binary_cross_entropy", "target", target)
+    check_choice("softmax_binary_cross_entropy", "reduction", reduction, _REDUCTIONS)
+    if target.shape != logits.shape:
+        raise ValueError(f"softmax_binary_cross_entropy: target must have the logits' shape {tuple(logits.shape)} "
+                         f"(one-hot rows for class indices), got {tuple(target.shape)}")
+    check_same_dtype_device("softmax_binary_cross_entropy", logits=logits, target=target)
+    return SoftmaxBCEFunction.call(logits, target, reduction)[0]
+
+
 class SumSquaredErrorFunction(ManualFunction):
     generate_vmap_rule = True
 

@@ -264,6 +264,16 @@ def _mse_samples_plain(dtype, device):
             Sample((t(1, 3), t(1, 3, grad=False)), desc="batch 1")]
 
 
+def _softmax_bce_samples(dtype, device):
+    g = _gen(25)
+    logits = _t(5, 4, dtype=dtype, device=device, gen=g, scale=2.0)
+    onehot = torch.eye(4, dtype=dtype, device=device)[torch.tensor([0, 3, 1, 1, 2])]
+    soft = torch.softmax(torch.randn(5, 4, generator=g, dtype=torch.float64), 1).to(dtype=dtype, device=device)
+    return [Sample((logits, onehot), desc="one-hot targets, sum"),
+            Sample((logits, onehot), dict(reduction="mean"), "one-hot targets, mean"),
+            Sample((logits, soft.clone().requires_grad_()), desc="soft targets that require grad")]
+
+
 def _bce_samples(dtype, device):
     g = _gen(9)
     p = torch.rand(4, 3, generator=g, dtype=torch.float64).mul(0.8).add(0.1).to(dtype=dtype, device=device)
@@ -474,6 +484,8 @@ def _build() -> list[OpInfo]:
                + [Sample(s.args, dict(slope=0.2), s.desc + ", slope 0.2") for s in _unary_samples(dt, dev)]),
         OpInfo("tanh_sigmoid_derivative", "activations", M.tanh_sigmoid_derivative, E.tanh_sigmoid_derivative,
                _unary_samples, gradient=False, batched_grad=False, gradgrad=False),
+        OpInfo("softmax_binary_cross_entropy", "losses", M.softmax_binary_cross_entropy,
+               E.softmax_binary_cross_entropy, _softmax_bce_samples, gradgrad=False),
         OpInfo("sum_squared_error", "losses", M.sum_squared_error, E.sum_squared_error, _mse_samples_plain),
         OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, E.softmax_cross_entropy, _ce_samples,
                gradgrad=False),

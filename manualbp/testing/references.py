@@ -284,3 +284,10 @@ class _TanhSigmoidDerivative(torch.autograd.Function):
 
 def tanh_sigmoid_derivative(x):
     return _TanhSigmoidDerivative.apply(x)
+
+
+def softmax_binary_cross_entropy(logits, target, reduction="sum"):
+    logp = log_softmax(logits)
+    p = torch.exp(logp)
+    total = -(target * logp + (1 - target) * torch.log(1 - p)).sum()
+    return total / logits.shape[0] if reduction == "mean" else total
