@@ -287,3 +287,39 @@ def test_a_run_on_cuda_learns_and_resumes_as_a_finished_run(data, tmp_path):
     said = []
     train(cfg, tmp_path / "r", log=said.append)
     assert "finished already" in said[0]
+
+
+def test_fixed_data_order_and_full_pass_training_metrics(data, tmp_path):
+    """data.shuffle=false: every epoch in the file's order, so runs that differ only in the seed of the
+    data order are identical; train_metrics=full_pass: the training metrics are the trained model's on
+    the whole training set (the articles' code), not the running mean over the epoch's batches."""
+    from manualbp.data import load_dataset
+    from manualbp.train.tasks import make_task
+    fixed = resolve(small_cfg(data, seed=0, init_seed=7), {"data": {"shuffle": False}})
+    a = train(fixed, tmp_path / "a", log=quiet)
+    b = train(dict(fixed, seed=1), tmp_path / "b", log=quiet)
+    assert without_time([a["final"]]) == without_time([b["final"]])
+    c = train(small_cfg(data, seed=1, init_seed=7), tmp_path / "c", log=quiet)   # shuffled: another order
+    assert without_time([c["final"]]) != without_time([a["final"]])
+    cfg = small_cfg(data, epochs=1, train_metrics="full_pass")
+    out = train(cfg, tmp_path / "f", log=quiet)
+    model = torch.load(tmp_path / "f" / "checkpoint.pt", weights_only=True)["model"]
+    task = make_task(cfg, torch.device("cpu"))
+    net = task.build_model()
+    net.load_state_dict(model)
+    ref = task.evaluate(net, load_dataset("fashion_mnist", "train", data), cfg["batch_size"])   # the eval batch
+    assert out["final"]["train_acc"] == pytest.approx(ref["acc"], abs=1e-12)
+    assert out["final"]["train_loss"] == pytest.approx(ref["loss"], rel=1e-6)
+    with pytest.raises(ConfigError, match="train_metrics must be 'running'"):
+        small_cfg(data, train_metrics="epoch")
+
+
+def test_validation_hold_out_is_the_first_training_images(data):
+    from manualbp.data import DataError, load_dataset
+    full = load_dataset("fashion_mnist", "train", data)
+    held = load_dataset("fashion_mnist", "train", data, validation=50)
+    assert torch.equal(held.x, full.x[50:]) and torch.equal(held.y, full.y[50:])
+    assert torch.equal(load_dataset("fashion_mnist", "test", data, validation=50).x,
+                       load_dataset("fashion_mnist", "test", data).x)
+    with pytest.raises(DataError, match="validation must be an int in"):
+        load_dataset("fashion_mnist", "train", data, validation=-1)

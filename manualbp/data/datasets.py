@@ -156,13 +156,26 @@ def _split_perm(n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))
 
 
-def _mnist(root, split, download, limit, size):
+def _hold_out(name, x, y, split, validation):
+    """The training split without its first ``validation`` images: TensorFlow's ``input_data`` keeps the
+    first 5,000 of the 60,000 as a validation set and trains on the last 55,000 (the articles' code)."""
+    if not isinstance(validation, int) or isinstance(validation, bool) or not 0 <= validation < x.shape[0]:
+        raise DataError(f"{name}: data.options.validation must be an int in [0, {x.shape[0] - 1}] (the first "
+                        f"training images held out; TensorFlow's input_data holds out 5000), got {validation!r}")
+    if split == "train" and validation:
+        return x[validation:], y[validation:]
+    return x, y
+
+
+def _mnist(root, split, download, limit, size, validation: int = 0):
     x, y = _load_mnist_like("MNIST", "MNIST", "MNIST", root, split, download)
+    x, y = _hold_out("MNIST", x, y, split, validation)
     return x, y, [str(i) for i in range(10)], {}
 
 
-def _fashion_mnist(root, split, download, limit, size):
+def _fashion_mnist(root, split, download, limit, size, validation: int = 0):
     x, y = _load_mnist_like("FashionMNIST", "Fashion-MNIST", "FashionMNIST", root, split, download)
+    x, y = _hold_out("Fashion-MNIST", x, y, split, validation)
     return x, y, ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                   "Ankle boot"], {}
 

@@ -18,7 +18,9 @@ BASE: dict = {
     "device": "auto",                 # auto (CUDA when present), cpu, cuda, cuda:N
     "data": {"name": "fashion_mnist", "root": None, "download": False, "train_limit": None, "test_limit": None,
              "size": 96,              # side length for penn_fudan / mall
-             "options": {}},          # a loader's own settings (penn_fudan: split_seed, n_train)
+             "shuffle": True,         # false: every epoch in the file's order (the articles' code)
+             "options": {}},          # a loader's own settings (penn_fudan: split_seed, n_train; mnist: validation)
+    "train_metrics": "running",       # running: the epoch's batches as they trained; full_pass: a pass after the epoch
     "model": {"name": "mlp"},         # name + constructor keyword arguments
     "optim": {"name": "Adam", "lr": 1e-3},  # torch.optim class name (or "module:Class") + its arguments
     "schedule": {"name": None},       # a torch.optim.lr_scheduler class name + arguments, stepped per epoch
@@ -129,7 +131,11 @@ def validate(cfg: dict) -> dict:
     pe = cfg["log"]["probe_every"]
     if not (pe == "epoch" or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
         raise ConfigError(f"log.probe_every must be 0 (off), 'epoch' or a positive step count, got {pe!r}")
-    for key, v in (("data.download", cfg["data"]["download"]), ("log.histograms", cfg["log"]["histograms"]),
+    if cfg["train_metrics"] not in ("running", "full_pass"):
+        raise ConfigError(f"train_metrics must be 'running' (over the epoch's training batches) or 'full_pass' (a "
+                          f"pass over the training set after the epoch), got {cfg['train_metrics']!r}")
+    for key, v in (("data.download", cfg["data"]["download"]), ("data.shuffle", cfg["data"]["shuffle"]),
+                   ("log.histograms", cfg["log"]["histograms"]),
                    ("log.progress", cfg["log"]["progress"])):
         if not isinstance(v, bool):
             raise ConfigError(f"{key} must be true or false, got {v!r}")

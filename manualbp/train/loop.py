@@ -296,7 +296,7 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                 from tqdm import tqdm
                 bar = tqdm(total=spe, desc=f"epoch {epoch}/{cfg['epochs']}", leave=False, dynamic_ncols=True)
             try:
-                for i, (x, y) in enumerate(train_data.batches(bs, shuffle=True,
+                for i, (x, y) in enumerate(train_data.batches(bs, shuffle=cfg["data"]["shuffle"],
                                                               generator=epoch_generator(cfg["seed"], epoch))):
                     step = (epoch - 1) * spe + i + 1
                     for hook in _STEP_HOOKS:
@@ -338,6 +338,8 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                 if bar is not None:
                     bar.close()
             tr = task.summarize(sums, seen)
+            if cfg["train_metrics"] == "full_pass":   # the articles' code: accuracy of the trained model on all of it
+                tr = task.evaluate(model, train_data, ebs)
             if not all(math.isfinite(v) for v in te.values()):
                 raise non_finite(epoch, step, "; the evaluation gave non-finite values")
             elapsed += time.perf_counter() - t0
