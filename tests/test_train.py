@@ -77,6 +77,13 @@ def test_a_different_config_in_the_same_folder_is_refused(data, tmp_path):
     said = []
     train(small_cfg(data, epochs=1, log={"progress": True, "progress_every": 7}), tmp_path / "r", log=said.append)
     assert "finished already" in said[0]
+    # a config saved before a setting existed reads as that setting's default
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    del saved["loss"], saved["data"]["shuffle"]
+    (tmp_path / "r" / "config.json").write_text(json.dumps(saved))
+    said = []
+    train(small_cfg(data, epochs=1), tmp_path / "r", log=said.append)
+    assert "finished already" in said[0]
 
 
 def _cli(run_dir, data, faults=None, extra=(), popen=False):

@@ -19,10 +19,11 @@ class MLP(nn.Module):
     dilated back-propagation: a tap on the input of every layer from the second on; the loop calls
     ``set_epoch`` so the rate follows r_t = P / (1 + D t). ``init_std`` / ``bias_init_std``: weights
     and biases drawn from N(0, std) (None: torch's default initialisation; with ``init_std`` alone
-    the biases start at 0). ``activation``: any name of ``manualbp.functional.ACTIVATIONS``
-    (``leaky_relu`` and ``tanh_sigmoid_derivative`` included)."""
+    the biases start at 0). ``activation``: a name of ``manualbp.functional.ACTIVATIONS``
+    (``leaky_relu`` and ``tanh_sigmoid_derivative`` included) for every activated layer, or a list of
+    one name per activated layer."""
 
-    def __init__(self, widths: Sequence[int], activation: str = "relu", bias: bool = True,
+    def __init__(self, widths: Sequence[int], activation: str | Sequence[str] = "relu", bias: bool = True,
                  norm: str = "none", norm_at: int = 0, norm_kwargs: dict | None = None,
                  final_activation: bool = False, init_std: float | None = None, dilation: dict | None = None,
                  bias_init_std: float | None = None):
@@ -36,7 +37,11 @@ class MLP(nn.Module):
         self.layers = nn.ModuleList(Linear(a, b, bias, init_std, bias_init_std)
                                     for a, b in zip(widths[:-1], widths[1:]))
         n_act = len(self.layers) if final_activation else len(self.layers) - 1
-        self.acts = nn.ModuleList(Activation(activation) for _ in range(n_act))
+        acts = [activation] * n_act if isinstance(activation, str) else list(activation)
+        if len(acts) != n_act:
+            raise ValueError(f"MLP: activation must be one name or a list of one per activated layer ({n_act}), "
+                             f"got {activation!r}")
+        self.acts = nn.ModuleList(Activation(a) for a in acts)
         self.norm = make_norm(norm, widths[norm_at], **(norm_kwargs or {}))
         self.dilation = make_dilation(dilation, len(self.layers))
         self.epoch = 0

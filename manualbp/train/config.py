@@ -24,6 +24,8 @@ BASE: dict = {
     "model": {"name": "mlp"},         # name + constructor keyword arguments
     "optim": {"name": "Adam", "lr": 1e-3},  # torch.optim class name (or "module:Class") + its arguments
     "schedule": {"name": None},       # a torch.optim.lr_scheduler class name + arguments, stepped per epoch
+    "loss": "softmax_cross_entropy",  # classification: softmax_cross_entropy, sum_squared_error or
+                                      # softmax_binary_cross_entropy (manualbp.train.tasks.CLASSIFICATION_LOSSES)
     "regularizer": {"name": "none", "lam": 0.0},  # lam * sum R(w) over every weight (params with >1 dim)
     "objective": None,                # terms of the task's objective (None: the task's default, data + regularizer)
     "phases": None,                   # None: one phase; or a list of PHASE_KEYS dicts, run in order
@@ -131,6 +133,10 @@ def validate(cfg: dict) -> dict:
     pe = cfg["log"]["probe_every"]
     if not (pe == "epoch" or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
         raise ConfigError(f"log.probe_every must be 0 (off), 'epoch' or a positive step count, got {pe!r}")
+    from manualbp.train.tasks import CLASSIFICATION_LOSSES
+    if cfg["loss"] not in CLASSIFICATION_LOSSES:
+        raise ConfigError(f"loss {cfg['loss']!r} is not a classification loss; choose one of "
+                          f"{sorted(CLASSIFICATION_LOSSES)}")
     if cfg["train_metrics"] not in ("running", "full_pass"):
         raise ConfigError(f"train_metrics must be 'running' (over the epoch's training batches) or 'full_pass' (a "
                           f"pass over the training set after the epoch), got {cfg['train_metrics']!r}")
@@ -209,6 +215,19 @@ def resolve(preset: dict, overrides: dict | None = None) -> dict:
                               "each phase instead (e.g. phases.0.epochs=2 phases.1.epochs=3)")
         cfg["epochs"] = total
     return validate(cfg)
+
+
+def with_defaults(cfg: dict, base: dict | None = None) -> dict:
+    """``cfg`` with every key that ``base`` (default ``BASE``) has and ``cfg`` lacks filled in from
+    ``base``: a config saved before a setting existed reads as that setting's default."""
+    base = BASE if base is None else base
+    out = copy.deepcopy(cfg)
+    for k, v in base.items():
+        if k not in out:
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict) and isinstance(out[k], dict) and k not in FREE_FORM:
+            out[k] = with_defaults(out[k], v)
+    return out
 
 
 def canonical(cfg: dict) -> str:

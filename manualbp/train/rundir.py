@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .config import canonical, differences
+from .config import canonical, differences, with_defaults
 
 
 class RunDirError(RuntimeError):
@@ -111,8 +111,9 @@ DISPLAY_ONLY = (("log", "progress"), ("log", "progress_every"))
 
 
 def _results_config(cfg: dict) -> dict:
-    """``cfg`` without its display-only settings (a run started with a progress bar resumes without one)."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+    """``cfg`` with the defaults of settings added since it was saved, and without its display-only
+    settings (a run started with a progress bar resumes without one)."""
+    out = with_defaults(cfg)
     for section, key in DISPLAY_ONLY:
         if isinstance(out.get(section), dict):
             out[section].pop(key, None)

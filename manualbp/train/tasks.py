@@ -79,8 +79,28 @@ class Task:
         return pens[0] if len(pens) == 1 else MF.add(*pens)
 
 
+def _one_hot(y, c, dtype):
+    return (y[:, None] == torch.arange(c, device=y.device)).to(dtype)
+
+
+# classification losses by name (config key ``loss``): (outputs, class indices) -> mean-over-the-batch loss
+CLASSIFICATION_LOSSES = {
+    "softmax_cross_entropy": lambda out, y: MF.softmax_cross_entropy(out, y),
+    # the zca article's: 0.5 sum_k (y_k - t_k)^2 on the output activations, one-hot t, mean over the batch
+    "sum_squared_error": lambda out, y: MF.sum_squared_error(out, _one_hot(y, out.shape[1], out.dtype)),
+    # the optimizers article's TensorFlow cost: binary cross-entropy of the softmax, summed over classes,
+    # averaged over the batch here (weight the data term by B for the sum over the batch)
+    "softmax_binary_cross_entropy": lambda out, y: MF.softmax_binary_cross_entropy(
+        out, _one_hot(y, out.shape[1], out.dtype), "mean"),
+}
+
+
 class ClassificationTask(Task):
-    """Softmax cross-entropy on class labels (+ the configured weight penalty); metrics loss and accuracy."""
+    """A classification loss on class labels (``loss``: softmax cross-entropy by default; see
+    ``CLASSIFICATION_LOSSES``) + the configured weight penalty; metrics loss and accuracy (argmax)."""
+
+    def data_loss(self, out, y):
+        return CLASSIFICATION_LOSSES[self.cfg["loss"]](out, y)
 
     def check_data(self, data):
         if data.y.dim() != 1:
@@ -90,7 +110,7 @@ class ClassificationTask(Task):
     def loss(self, model, x, y, weights: dict):
         """Returns (objective, tensor [data loss * n, correct]) without a host-device sync (n = len(y))."""
         logits = model(x)
-        data_loss = MF.softmax_cross_entropy(logits, y)
+        data_loss = self.data_loss(logits, y)
         terms = {"data": data_loss if "data" in weights else None,
                  "regularizer": self.regularizer(model) if "regularizer" in weights else None}
         n = y.shape[0]
@@ -105,7 +125,7 @@ class ClassificationTask(Task):
         for x, y in data.batches(batch_size):
             logits = model(x)
             count += y.shape[0]
-            sums += torch.stack([MF.softmax_cross_entropy(logits, y).double() * y.shape[0],
+            sums += torch.stack([self.data_loss(logits, y).double() * y.shape[0],
                                  (logits.argmax(1) == y).sum().double()])
         model.train()
         return self.summarize(sums, count)
