@@ -330,3 +330,16 @@ def test_validation_hold_out_is_the_first_training_images(data):
                        load_dataset("fashion_mnist", "test", data).x)
     with pytest.raises(DataError, match="validation must be an int in"):
         load_dataset("fashion_mnist", "train", data, validation=-1)
+
+
+def test_float64_runs_train_in_float64(data, tmp_path):
+    """dtype=float64: parameters, buffers and batches in float64 (the articles' scripts); a run
+    differs from the float32 one only by rounding."""
+    out64 = train(small_cfg(data, epochs=1, dtype="float64"), tmp_path / "d", log=quiet)
+    out32 = train(small_cfg(data, epochs=1), tmp_path / "s", log=quiet)
+    ck = torch.load(tmp_path / "d" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(v.dtype == torch.float64 for v in ck.values() if v.is_floating_point())
+    assert out64["final"]["train_loss"] == pytest.approx(out32["final"]["train_loss"], rel=1e-3)
+    assert out64["final"]["train_loss"] != out32["final"]["train_loss"]
+    with pytest.raises(ConfigError, match="dtype must be float32 or float64"):
+        small_cfg(data, dtype="half")

@@ -60,13 +60,13 @@ class TensorData:
                           extra)
 
     @staticmethod
-    def as_float(x: torch.Tensor) -> torch.Tensor:
-        return x.float().div_(255) if x.dtype == torch.uint8 else x
+    def as_float(x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return x.to(dtype).div_(255) if x.dtype == torch.uint8 else x.to(dtype)
 
     def batches(self, batch_size: int, shuffle: bool = False, generator: torch.Generator | None = None,
-                drop_last: bool = False):
-        """Yield (x float in [0, 1], y) batches (labels as int64, 0/1 masks as float); the order comes
-        from ``generator`` (CPU) when shuffling."""
+                drop_last: bool = False, dtype: torch.dtype = torch.float32):
+        """Yield (x in [0, 1] as ``dtype``, y) batches (labels as int64, 0/1 masks as ``dtype``); the
+        order comes from ``generator`` (CPU) when shuffling."""
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.x.device)
@@ -74,7 +74,7 @@ class TensorData:
         for i in range(0, stop, batch_size):
             idx = order[i:i + batch_size]
             y = self.y[idx]
-            yield self.as_float(self.x[idx]), (y.float() if y.dim() > 1 else y)   # masks are 0/1
+            yield self.as_float(self.x[idx], dtype), (y.to(dtype) if y.dim() > 1 else y)   # masks are 0/1
 
     def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
         return len(self) // batch_size if drop_last else -(-len(self) // batch_size)

@@ -33,11 +33,11 @@ _COMMON = {"batch_size": 100, "model": _MODEL, "optim": {"name": "Adam", "lr": 1
 # file's order, batch 250; 784 -> 676 tanh (its coded derivative 1 - sigmoid^2), ZCA per example with
 # eps 0.06 and the script's backward, then 676 -> 256 -> 10 with leaky ReLU (the output too); weights
 # N(0, 0.008^2), biases N(0, 0.0001^2); 0.5 sum (y - t)^2 on the output activations; Adam with
-# constant bias corrections, eps 1e-40, learning rate 1e-3 * 0.99^(t + 1) in epoch t.
+# constant bias corrections, eps 1e-40, learning rate 1e-3 * 0.99^(t + 1) in epoch t; float64.
 ARTICLE_LOG = [85.64, 87.04, 87.82, 88.25, 88.62, 88.87, 88.93, 89.13, 89.25, 89.25, 89.23, 89.41, 89.37, 89.39,
                89.51]   # the article's test accuracy after epochs 1-15 (its log), percent
 _ARTICLE = {
-    "epochs": 15, "batch_size": 250, "eval_batch_size": 250,
+    "epochs": 15, "batch_size": 250, "eval_batch_size": 250, "dtype": "float64",
     "data": {"name": "fashion_mnist", "shuffle": False, "options": {"validation": 5000}},
     "model": {"name": "mlp", "widths": [784, 676, 256, 10], "bias": True, "final_activation": True,
               "activation": ["tanh_sigmoid_derivative", "leaky_relu", "leaky_relu"],

@@ -16,6 +16,7 @@ BASE: dict = {
     "batch_size": 100,
     "eval_batch_size": None,          # None: batch_size
     "device": "auto",                 # auto (CUDA when present), cpu, cuda, cuda:N
+    "dtype": "float32",               # float32 or float64: parameters, buffers and data
     "data": {"name": "fashion_mnist", "root": None, "download": False, "train_limit": None, "test_limit": None,
              "size": 96,              # side length for penn_fudan / mall
              "shuffle": True,         # false: every epoch in the file's order (the articles' code)
@@ -137,6 +138,8 @@ def validate(cfg: dict) -> dict:
     if cfg["loss"] not in CLASSIFICATION_LOSSES:
         raise ConfigError(f"loss {cfg['loss']!r} is not a classification loss; choose one of "
                           f"{sorted(CLASSIFICATION_LOSSES)}")
+    if cfg["dtype"] not in ("float32", "float64"):
+        raise ConfigError(f"dtype must be float32 or float64, got {cfg['dtype']!r}")
     if cfg["train_metrics"] not in ("running", "full_pass"):
         raise ConfigError(f"train_metrics must be 'running' (over the epoch's training batches) or 'full_pass' (a "
                           f"pass over the training set after the epoch), got {cfg['train_metrics']!r}")

@@ -88,7 +88,8 @@ def train_episodes(cfg: dict, seeds: list[int], log=print) -> list[list[dict]]:
         if hasattr(base.model, "set_epoch"):   # the module that runs (epoch-dependent models)
             base.model.set_epoch(epoch - 1)
         base.model.train()
-        iters = [train_data.batches(bs, shuffle=cfg["data"]["shuffle"], generator=epoch_generator(s, epoch))
+        iters = [train_data.batches(bs, shuffle=cfg["data"]["shuffle"], generator=epoch_generator(s, epoch),
+                                    dtype=task.dtype)
                  for s in seeds]
         sums, objective, seen, steps = None, None, 0, 0
         for batches in zip(*iters):

@@ -111,7 +111,7 @@ def build_initial_model(cfg: dict, task, device) -> torch.nn.Module:
     """The model with its initial weights, drawn from ``init_seed`` (``seed`` when None) alone."""
     init_seed = cfg["seed"] if cfg["init_seed"] is None else cfg["init_seed"]
     torch.manual_seed(init_seed)
-    return task.build_model().to(device)
+    return task.build_model().to(device=device, dtype=getattr(torch, cfg["dtype"]))
 
 
 @dataclass
@@ -296,7 +296,7 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                 from tqdm import tqdm
                 bar = tqdm(total=spe, desc=f"epoch {epoch}/{cfg['epochs']}", leave=False, dynamic_ncols=True)
             try:
-                for i, (x, y) in enumerate(train_data.batches(bs, shuffle=cfg["data"]["shuffle"],
+                for i, (x, y) in enumerate(train_data.batches(bs, shuffle=cfg["data"]["shuffle"], dtype=task.dtype,
                                                               generator=epoch_generator(cfg["seed"], epoch))):
                     step = (epoch - 1) * spe + i + 1
                     for hook in _STEP_HOOKS:

@@ -34,6 +34,7 @@ class Task:
 
     def __init__(self, cfg: dict, device: torch.device):
         self.cfg, self.device = cfg, device
+        self.dtype = getattr(torch, cfg.get("dtype", "float32"))
 
     @classmethod
     def objective_weights(cls, objective) -> dict:
@@ -122,7 +123,7 @@ class ClassificationTask(Task):
         model.eval()
         sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         count = 0
-        for x, y in data.batches(batch_size):
+        for x, y in data.batches(batch_size, dtype=self.dtype):
             logits = model(x)
             count += y.shape[0]
             sums += torch.stack([self.data_loss(logits, y).double() * y.shape[0],
@@ -185,7 +186,7 @@ class SegmentationTask(Task):
         model.eval()
         sums = torch.zeros(5, dtype=torch.float64, device=self.device)
         count = 0
-        for x, y in data.batches(batch_size):
+        for x, y in data.batches(batch_size, dtype=self.dtype):
             p, _ = model(x)
             count += y.shape[0]
             sums += torch.cat([(MF.binary_cross_entropy(p, y) * y.shape[0]).double()[None], mask_counts(p, y)])
