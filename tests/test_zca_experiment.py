@@ -158,3 +158,14 @@ def test_article_preset_builds_the_articles_script(tmp_path):
     rows = RunDir(tmp_path / "run").read_metrics()
     assert [r["lr"] for r in rows] == pytest.approx([1e-3 * 0.99, 1e-3 * 0.99 ** 2])
     assert out["final"]["train_loss"] < rows[0]["train_loss"] * 1.5 and 0 <= out["final"]["test_acc"] <= 1
+
+
+def test_article_sweep_is_seeds_of_one_configuration_and_compares_with_the_log(tmp_path):
+    from manualbp.experiments.zca import ARTICLE_LOG, article_comparison, grid
+    specs = expand(preset("zca", "article"), grid("article"), tmp_path)
+    assert [s.name for s in specs] == [f"article-seed{i}" for i in range(10)]
+    assert all(s.config["model"]["norm_kwargs"]["grad"] == "article" for s in specs)
+    # two fake runs 0.1 and 0.3 points above the log every epoch: the mean difference is +0.20
+    runs = [{"metrics": [{"test_acc": (a + d) / 100} for a in ARTICLE_LOG]} for d in (0.1, 0.3)]
+    table = article_comparison(runs, tmp_path / "fig.png")
+    assert "| 15 | 89.51 | 89.71 | +0.20 |" in table and (tmp_path / "fig.png").stat().st_size > 5000

@@ -81,6 +81,40 @@ VARIANTS = {
 GRID = {"variant": VARIANTS, "seed": list(range(10))}
 
 
+def grid(preset: str) -> dict:
+    """The article preset is one configuration (the script's) over 10 seeds; the others every variant."""
+    if preset == "article":
+        return {"variant": {"article": {}}, "seed": list(range(10))}
+    return GRID
+
+
+def article_comparison(runs: list, path: Path | None = None, writer=None) -> str:
+    """The article preset's test accuracy per epoch against the article's log: a figure (the log, the
+    seeds' mean and min-max band) and a Markdown table of the differences per epoch (mean over seeds,
+    its 95% t-interval)."""
+    acc = np.array([[100 * r["test_acc"] for r in run["metrics"]] for run in runs])   # [seed, epoch]
+    n_ep = min(acc.shape[1], len(ARTICLE_LOG))
+    acc, log = acc[:, :n_ep], np.array(ARTICLE_LOG[:n_ep])
+    rows = []
+    for e in range(n_ep):
+        m, sd, ci, n = mean_ci(list(acc[:, e] - log[e]))
+        rows.append([e + 1, f"{log[e]:.2f}", f"{acc[:, e].mean():.2f}", f"{m:+.2f}",
+                     f"[{m - ci:+.2f}, {m + ci:+.2f}]" if n > 1 else "-"])
+    if path is not None:
+        pyplot = plt()
+        fig, ax = pyplot.subplots(figsize=(7, 4.5))
+        ep = np.arange(1, n_ep + 1)
+        ax.plot(ep, log, "k--o", ms=3, label="the article's log")
+        ax.plot(ep, acc.mean(0), color="C0", label=f"article preset, mean of {len(acc)} seeds")
+        ax.fill_between(ep, acc.min(0), acc.max(0), color="C0", alpha=0.2, label="min-max over seeds")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title("zca: the article's script (article preset) against its log")
+        ax.legend()
+        save(fig, path, writer, "zca/article_log")
+    return markdown_table(["epoch", "article's log %", "seeds' mean %", "mean - log", "95% t-interval"], rows)
+
+
 # ---------------------------------------------------------------- the independent whitening check
 
 def whitening_check(x: torch.Tensor, mode: str = "dim", eps: float = 1e-8, backend: str = "eigh") -> dict:
@@ -253,6 +287,10 @@ def report(sweep_dir: Path, specs) -> list[str]:
                      f"dimension (64 pixels) |cov - I| = {chk_d['identity_error']:.1e}, |op - numpy eigh| = "
                      f"{chk_d['numpy_difference']:.1e}")
         groups = group(runs)
+        article_table = ""
+        if cfg["preset"] == "article":
+            article_table = ("\n\n## Test accuracy per epoch against the article's log\n\n"
+                             + article_comparison(runs, sweep_dir / "article_log.png", writer))
         curves_figure(groups, sweep_dir / "curves.png", writer)
         timing = time_backends()
         eigh_svd_figure(groups, timing, sweep_dir / "eigh_vs_svd.png", writer)
@@ -275,7 +313,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
         (sweep_dir / "results.md").write_text(
             f"# zca: test accuracy after {epochs} epochs ({cfg['data']['name']})\n\n{table}\n\n"
             f"zca_whiten forward+backward per dimension, batch 100, median of 5 (CPU):\n\n{timing_table}\n\n"
-            f"{lines[0]}\n")
+            f"{lines[0]}\n{article_table}\n")
         lines += ["", table, "", f"figures and results.md in {sweep_dir}"]
     finally:
         writer.close()
