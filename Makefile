@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test lint gradcheck bench gpu-check tensorboard clean zca zca-full weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-real optimizers-full
+.PHONY: install test lint gradcheck bench gpu-check tensorboard clean zca zca-full zca-article weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-real optimizers-full
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -27,6 +27,9 @@ zca:  ## zca, quick preset: every whitening variant x 2 seeds, a few minutes on 
 
 zca-full:  ## zca, the full preset: 15 epochs on all of Fashion-MNIST, every variant x 10 seeds (100 runs)
 	$(PYTHON) scripts/sweep.py zca --preset full --workers $(WORKERS) $(ARGS)
+
+zca-article:  ## zca, the article preset: the article's own script as named options (float64) x 10 seeds
+	$(PYTHON) scripts/sweep.py zca --preset article --workers $(WORKERS) $(ARGS)
 
 weights-pov:  ## weights-pov, quick preset: 13 regularizers (+ batch 20) x BN on/off x 2 episodes on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py weights-pov --preset quick --workers $(WORKERS) $(ARGS)
