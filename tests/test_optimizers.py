@@ -296,13 +296,13 @@ def _dilated_mlp(case, epoch=0, **over):
     return model, x, y
 
 
-SPEC_TABLE = {   # SPEC, experiment 3: layer l <- g_{l+1} + r * (...), r = P / (1 + D t)
+SPEC_TABLE = {   # SPEC, experiment 3: layer l <- g_{l+1} + r * (...), r = P / (1 + D t); case 6 feeds layer 3 too
     1: ({3: ("sum", (5,)), 2: ("sum", (4,)), 1: ("sum", (3,))}, 1000, 0.08),
     2: ({3: ("sum", (5,)), 2: ("sum", (4,)), 1: ("sum", (3,))}, 1000, 0.08),
     3: ({3: ("sum", (5,)), 2: ("sum", (4, 5)), 1: ("sum", (3, 4, 5))}, 1000, 0.08),
     4: ({3: ("prod", (5,)), 2: ("prod", (4, 5)), 1: ("prod", (3, 4, 5))}, 1000, 0.08),
     5: ({3: ("sum", (5,)), 2: ("sum", (4, 5)), 1: ("sum", (3, 4, 5))}, 800, 0.064),
-    6: ({2: ("sum", (4, 5)), 1: ("prod", (3, 4, 5))}, 500, 0.04),
+    6: ({3: ("sum", (5,)), 2: ("sum", (4, 5)), 1: ("prod", (3, 4, 5))}, 500, 0.04),
 }
 
 
@@ -324,9 +324,10 @@ def test_dilated_backprop_matches_an_explicit_layer_by_layer_backward(case):
     plain = explicit_backward(Ws, x.numpy(), y.numpy(), {}, 0.0)
     for i, (layer, w, p) in enumerate(zip(model.layers, want, plain)):
         np.testing.assert_allclose(layer.weight.grad.numpy(), w, rtol=1e-10, atol=1e-13, err_msg=f"layer {i + 1}")
-    # the rules change layers 1-3 (case 6: 1-2), never 4 and 5
+    # the rules change layers 1-3, never 4 and 5 (case 6's rule has three entries, as every case's)
     changed = [not np.allclose(w, p) for w, p in zip(want, plain)]
-    assert changed == ([True, True, False, False, False] if case == 6 else [True, True, True, False, False])
+    assert changed == [True, True, True, False, False]
+    assert len(SPEC_TABLE[case][0]) == 3
 
 
 def test_dilated_rate_follows_the_epoch_and_zero_rate_is_plain_backprop():

@@ -16,7 +16,7 @@ case   layer l <- g_{l+1} + r * ...                           P          D
 3      L3: g5;  L2: g4 + g5;  L1: g3 + g4 + g5                1000       0.08
 4      L3: g5;  L2: g4 * g5;  L1: g3 * g4 * g5                1000       0.08
 5      as 3                                                   800        0.064
-6      L2: g4 + g5;  L1: g3 * g4 * g5                         500        0.04
+6      L3: g5;  L2: g4 + g5;  L1: g3 * g4 * g5                500        0.04
 =====  =====================================================  =========  ======
 
 Mechanism: an identity Function, ``dilation_tap(x, tape, k)``, sits on the input of every layer
@@ -38,7 +38,7 @@ from ._function import ManualFunction
 _R1 = {3: ("sum", (5,)), 2: ("sum", (4,)), 1: ("sum", (3,))}
 _R3 = {3: ("sum", (5,)), 2: ("sum", (4, 5)), 1: ("sum", (3, 4, 5))}
 _R4 = {3: ("prod", (5,)), 2: ("prod", (4, 5)), 1: ("prod", (3, 4, 5))}
-_R6 = {2: ("sum", (4, 5)), 1: ("prod", (3, 4, 5))}
+_R6 = {3: ("sum", (5,)), 2: ("sum", (4, 5)), 1: ("prod", (3, 4, 5))}   # the authors' code feeds layer 3 too
 CASES = {
     1: {"rules": _R1, "P": 1000.0, "D": 0.08},
     2: {"rules": _R1, "P": 1000.0, "D": 0.08},
