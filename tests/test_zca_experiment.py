@@ -169,3 +169,21 @@ def test_article_sweep_is_seeds_of_one_configuration_and_compares_with_the_log(t
     runs = [{"metrics": [{"test_acc": (a + d) / 100} for a in ARTICLE_LOG]} for d in (0.1, 0.3)]
     table = article_comparison(runs, tmp_path / "fig.png")
     assert "| 15 | 89.51 | 89.71 | +0.20 |" in table and (tmp_path / "fig.png").stat().st_size > 5000
+
+
+def test_ablation_steps_fix_one_error_at_a_time():
+    from manualbp.experiments.zca import ABLATION, ablation_table, grid
+    specs = {s.name: s.config for s in expand(preset("zca", "ablation"), grid("ablation"), Path("/tmp/x"))}
+    assert len(specs) == 5 * 5
+    art, ex, th, ad, ce = (specs[f"{k}-seed0"] for k in ABLATION)
+    assert art["model"]["norm_kwargs"] == {"eps": 0.06, "grad": "article"}
+    assert ex["model"]["norm_kwargs"] == {"eps": 0.06, "grad": "exact"} and ex["model"]["activation"][0] == \
+        "tanh_sigmoid_derivative"
+    assert th["model"]["activation"] == ["tanh", "leaky_relu", "leaky_relu"] and th["optim"]["name"] == \
+        "ConstantBiasAdam"
+    assert ad["optim"] == {"name": "Adam", "lr": pytest.approx(1e-3 * 0.99)} and ad["loss"] == "sum_squared_error"
+    assert ce["loss"] == "softmax_cross_entropy" and ce["data"]["shuffle"] is False and ce["dtype"] == "float64"
+    runs = {k: [{"config": {"seed": s}, "metrics": [{"test_acc": (89 + d + 0.1 * s) / 100}]} for s in range(3)]
+            for k, d in (("article", 0.0), ("exact_zca", 0.5))}
+    table = ablation_table(runs)
+    assert "| exact_zca | 3 | 89.60 ± 0.10 |" in table and "+0.50 [+0.50, +0.50] (n=3)" in table

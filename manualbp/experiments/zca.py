@@ -50,6 +50,7 @@ _ARTICLE = {
 
 PRESETS = {
     "article": _ARTICLE,
+    "ablation": _ARTICLE,     # the article preset, with grid("ablation")'s cumulative fixes
     "full": {**_COMMON, "epochs": 15, "data": {"name": "fashion_mnist"},
              "schedule": {"name": "CosineAnnealingLR", "T_max": 15}},
     "quick": {**_COMMON, "epochs": 3, "data": {"name": "fashion_mnist", "train_limit": 10000, "test_limit": 2000},
@@ -81,11 +82,51 @@ VARIANTS = {
 GRID = {"variant": VARIANTS, "seed": list(range(10))}
 
 
+# The ablation from the article preset: each step fixes one more of the article script's errors,
+# cumulatively (the last step's configuration still has the script's network, data and eps; the
+# project's sound configuration is the full preset)
+_EXACT = {"model": {"norm_kwargs": {"grad": "exact"}}}
+_TANH = {"model": {"norm_kwargs": {"grad": "exact"}, "activation": ["tanh", "leaky_relu", "leaky_relu"]}}
+_ADAM = {**_TANH, "optim": {"name": "Adam", "lr": 1e-3 * 0.99}}
+ABLATION = {
+    "article": {},                                        # the script, errors included
+    "exact_zca": _EXACT,                                  # + the exact ZCA backward
+    "exact_tanh": _TANH,                                  # + tanh's own derivative 1 - tanh^2
+    "textbook_adam": _ADAM,                               # + Adam with the 1 - b^t bias corrections
+    "softmax_ce": {**_ADAM, "loss": "softmax_cross_entropy"},   # + softmax cross-entropy on the outputs
+}
+
+
 def grid(preset: str) -> dict:
-    """The article preset is one configuration (the script's) over 10 seeds; the others every variant."""
+    """The article preset is one configuration (the script's) over 10 seeds; the ablation preset its
+    cumulative fixes over 5 seeds; the others every variant."""
     if preset == "article":
         return {"variant": {"article": {}}, "seed": list(range(10))}
+    if preset == "ablation":
+        return {"variant": ABLATION, "seed": list(range(5))}
     return GRID
+
+
+def ablation_table(groups: dict) -> str:
+    """Each ablation step's final test accuracy (mean ± sd, 95% t-interval) and its change from the step
+    above, paired by seed."""
+    rows, prev = [], None
+    for step in ABLATION:
+        if step not in groups:
+            continue
+        acc = {r["config"]["seed"]: 100 * r["metrics"][-1]["test_acc"] for r in groups[step]}
+        m, sd, ci, n = mean_ci(list(acc.values()))
+        change = "-"
+        if prev is not None:
+            seeds = sorted(set(acc) & set(prev))
+            if len(seeds) > 1:
+                dm, _, dci, dn = mean_ci([acc[k] - prev[k] for k in seeds])
+                change = f"{dm:+.2f} [{dm - dci:+.2f}, {dm + dci:+.2f}] (n={dn})"
+        rows.append([step, n, f"{m:.2f} ± {sd:.2f}" if n > 1 else f"{m:.2f}",
+                     f"[{m - ci:.2f}, {m + ci:.2f}]" if n > 1 else "-", change])
+        prev = acc
+    return markdown_table(["step (cumulative)", "n", "test acc % mean ± sd", "95% t-interval",
+                           "change from the step above, paired by seed"], rows)
 
 
 def article_comparison(runs: list, path: Path | None = None, writer=None) -> str:
@@ -291,6 +332,8 @@ def report(sweep_dir: Path, specs) -> list[str]:
         if cfg["preset"] == "article":
             article_table = ("\n\n## Test accuracy per epoch against the article's log\n\n"
                              + article_comparison(runs, sweep_dir / "article_log.png", writer))
+        if cfg["preset"] == "ablation":
+            article_table = "\n\n## The ablation\n\n" + ablation_table(groups)
         curves_figure(groups, sweep_dir / "curves.png", writer)
         timing = time_backends()
         eigh_svd_figure(groups, timing, sweep_dir / "eigh_vs_svd.png", writer)
