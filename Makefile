@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test lint gradcheck bench gpu-check tensorboard clean zca zca-full zca-article weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-real optimizers-full
+.PHONY: install test lint gradcheck bench gpu-check tensorboard clean zca zca-sound zca-article zca-ablation weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -25,11 +25,14 @@ WORKERS ?= 1
 zca:  ## zca, quick preset: every whitening variant x 2 seeds, a few minutes on a CPU
 	$(PYTHON) scripts/sweep.py zca --preset quick --seeds 0,1 --workers $(WORKERS) $(ARGS)
 
-zca-full:  ## zca, the full preset: 15 epochs on all of Fashion-MNIST, every variant x 10 seeds (100 runs)
-	$(PYTHON) scripts/sweep.py zca --preset full --workers $(WORKERS) $(ARGS)
+zca-sound:  ## zca, the sound preset: 15 epochs on all of Fashion-MNIST, every variant x 10 seeds (100 runs)
+	$(PYTHON) scripts/sweep.py zca --preset sound --workers $(WORKERS) $(ARGS)
 
 zca-article:  ## zca, the article preset: the article's own script as named options (float64) x 10 seeds
 	$(PYTHON) scripts/sweep.py zca --preset article --workers $(WORKERS) $(ARGS)
+
+zca-ablation:  ## zca, the ablation: from the article preset, its errors fixed one at a time, up to the sound configuration (40 runs)
+	$(PYTHON) scripts/sweep.py zca --preset ablation --workers $(WORKERS) $(ARGS)
 
 weights-pov:  ## weights-pov, quick preset: 13 regularizers (+ batch 20) x BN on/off x 2 episodes on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py weights-pov --preset quick --workers $(WORKERS) $(ARGS)
@@ -61,11 +64,23 @@ sparse-filtering-full:  ## sparse-filtering, the article's schedule: 200 sparse-
 optimizers:  ## optimizers, quick preset: 17 cases x 4 trials, one run each, widths / 4, 5 epochs on 5k MNIST images
 	$(PYTHON) scripts/sweep.py optimizers --preset quick --workers $(WORKERS) $(ARGS)
 
-optimizers-real:  ## optimizers as reported in docs/experiments/optimizers.md: all of MNIST, 17 cases x 4 trials x 3 runs, 30 epochs (GPU)
-	$(PYTHON) scripts/sweep.py optimizers --preset real --workers $(WORKERS) $(ARGS)
+optimizers-article-cpu:  ## optimizers, the article's code on a CPU budget: widths / 4, 20 epochs, 2 runs per trial (136 runs)
+	$(PYTHON) scripts/sweep.py optimizers --preset article-cpu --workers $(WORKERS) $(ARGS)
 
-optimizers-full:  ## optimizers, the article's configuration: batch 1000, 801 epochs, 10 runs per trial
-	$(PYTHON) scripts/sweep.py optimizers --preset full --workers $(WORKERS) $(ARGS)
+optimizers-sound-cpu:  ## optimizers, the sound configuration on the same budget
+	$(PYTHON) scripts/sweep.py optimizers --preset sound-cpu --workers $(WORKERS) $(ARGS)
+
+optimizers-article-gpu:  ## optimizers, the article's code at full width: 30 epochs, 3 runs per trial (GPU)
+	$(PYTHON) scripts/sweep.py optimizers --preset article-gpu --workers $(WORKERS) $(ARGS)
+
+optimizers-sound-gpu:  ## optimizers, the sound configuration at full width: 30 epochs, 3 runs per trial (GPU)
+	$(PYTHON) scripts/sweep.py optimizers --preset sound-gpu --workers $(WORKERS) $(ARGS)
+
+optimizers-article:  ## optimizers, the article's code and schedule: 801 epochs, 10 runs per trial
+	$(PYTHON) scripts/sweep.py optimizers --preset article --workers $(WORKERS) $(ARGS)
+
+optimizers-sound:  ## optimizers, the sound configuration on the article's schedule: 801 epochs, 10 runs per trial
+	$(PYTHON) scripts/sweep.py optimizers --preset sound --workers $(WORKERS) $(ARGS)
 
 bench:  ## manual backward against autograd (ops, model steps, whitening back ends); JSON in runs/bench/
 	$(PYTHON) scripts/bench.py $(ARGS)

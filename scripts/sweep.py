@@ -4,7 +4,7 @@ worker processes; finished runs are skipped, interrupted ones resume. Prints a s
 writes the experiment's report (figures, tables) into the sweep folder.
 
     python scripts/sweep.py zca                              # quick preset, one worker
-    python scripts/sweep.py zca --preset full --workers 2    # two worker processes
+    python scripts/sweep.py zca --preset sound --workers 2    # two worker processes
     python scripts/sweep.py zca --devices cuda:0,cuda:1 --workers 2   # two per GPU
     python scripts/sweep.py zca --list > runs.txt            # one command per run, for a cluster engine
     python scripts/sweep.py zca --engine ray                 # Ray tasks on a local Ray instance
@@ -63,12 +63,14 @@ def main(argv=None) -> int:
         ap.error("--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0")
     exp = get_experiment(args.experiment)
     try:   # an experiment's grid may depend on the preset (its grid(preset) function), else GRID
-        grid = dict(exp.grid(args.preset) if hasattr(exp, "grid") else exp.GRID)
+        grid = exp.grid(args.preset) if hasattr(exp, "grid") else exp.GRID
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    grid = [dict(g) for g in grid] if isinstance(grid, list) else dict(grid)   # a list of grids: their union
     if args.seeds:
-        grid["seed"] = [int(s) for s in args.seeds.split(",")]
+        for g in grid if isinstance(grid, list) else [grid]:
+            g["seed"] = [int(s) for s in args.seeds.split(",")]
     sweep_dir = Path(args.sweep_dir or ROOT / "runs" / args.experiment / args.preset)
     try:
         specs = expand(preset(args.experiment, args.preset), grid, sweep_dir, cli_overrides(args), args.only)

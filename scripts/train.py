@@ -2,7 +2,7 @@
 """Train one run of an experiment: a preset plus overrides.
 
     python scripts/train.py zca                        # the quick preset
-    python scripts/train.py zca --preset full --seed 1 --device cuda model.norm=iter_norm
+    python scripts/train.py zca --preset sound --seed 1 --device cuda model.norm=iter_norm
 
 Re-running the same command on a finished run does nothing; on an interrupted run it resumes.
 """
@@ -23,7 +23,8 @@ from manualbp.train import ConfigError, NonFiniteLoss, RunDir, RunDirError, pars
 
 def common_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("experiment", choices=sorted(EXPERIMENTS))
-    ap.add_argument("--preset", default="quick", help="quick (default, minutes on a CPU) or full (the paper's)")
+    ap.add_argument("--preset", default="quick", help="quick (default, minutes on a CPU) or another of the "
+                    "experiment's presets (sound, article, full, ...: docs/experiments/)")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
     ap.add_argument("--data-root", help="folder holding the datasets (default $MANUALBP_DATA, else ./data)")

@@ -356,7 +356,7 @@ def test_dilation_settings_are_checked():
 # ---------------------------------------------------------------- the experiment
 
 def test_grid_has_17_cases_x_4_trials_and_runs_share_initial_weights(tmp_path):
-    specs = expand(preset("optimizers", "real"), grid("real"), tmp_path)
+    specs = expand(preset("optimizers", "sound-gpu"), grid("sound-gpu"), tmp_path)
     assert len(specs) == 17 * 4 * 3 and len(CASES) == 17
     by_run: dict = {}
     for s in specs:
@@ -368,9 +368,9 @@ def test_grid_has_17_cases_x_4_trials_and_runs_share_initial_weights(tmp_path):
         assert c["optim"].get("lr", c["optim"].get("learning_rate")) == lr
         by_run.setdefault((trial, c["seed"]), set()).add(s.labels["setting"])
     assert all(len(v) == 17 for v in by_run.values())
-    full = resolve(preset("optimizers", "full"))
+    full = resolve(preset("optimizers", "sound"))
     assert (full["epochs"], full["batch_size"], full["data"]["train_limit"]) == (801, 1000, None)
-    assert len(grid("full")["seed"]) == 10
+    assert len(grid("sound")["seed"]) == 10
     assert case_config(13, 0.001, 8)["optim"] == {"name": "tf1.Ftrl", "learning_rate": 0.001}
     assert case_config(2, 0.001, 8)["grad_transforms"][0]["name"] == "gradient_noise"
     assert case_config(5, 0.001, 8)["model"]["dilation"] == {"case": 5}
@@ -388,6 +388,90 @@ def test_winners_count_ties_and_skip_non_finite():
     assert w[1]["train_acc"] == {0: 1, 3: 2}     # the tie in run s0 credits both
     assert w[1]["test_acc"] == {0: 2}
     assert sum(ARTICLE[1]["test_acc"].values()) == 100 and ARTICLE[2]["test_acc"][5] == 70
+
+
+def test_article_grid_is_the_authors_code(tmp_path):
+    """SPEC's optimizers section: the last 55,000 images in the file's order, batch 1000, 801 epochs, 10
+    runs; summed gradients (data term weighted by 1000); weights N(0, 1) drawn per case; Adam-c eps 1e-8
+    for 1, 3-6; SGD with the scalar noise for 0 and 2; TF1 cases on the summed softmax BCE; Momentum =
+    lr; the BCE reported as every case's cost; full-pass training accuracy."""
+    specs = {s.name: s.config for s in expand(preset("optimizers", "article"), grid("article"), tmp_path)}
+    assert len(specs) == 17 * 4 * 10
+    c = specs["trial2-case00-seed3"]
+    assert (c["epochs"], c["batch_size"], c["data"]["shuffle"], c["data"]["options"]) == (
+        801, 1000, False, {"validation": 5000})
+    assert c["objective"] == {"data": 1000.0} and c["metric_loss"] == "softmax_binary_cross_entropy"
+    assert c["train_metrics"] == "full_pass_accuracy" and c["model"]["init_std"] == 1.0
+    assert c["optim"] == {"name": "SGD", "lr": 0.0025} and c["loss"] == "softmax_cross_entropy"
+    assert c["grad_transforms"] == [{"name": "gradient_noise", "eta": 1e-6, "gamma": 1.1, "scalar": True,
+                                     "clock": "epoch"}]
+    assert specs["trial2-case02-seed3"]["grad_transforms"] == c["grad_transforms"]
+    for case in (1, 3, 4, 5, 6):
+        cc = specs[f"trial1-case{case:02d}-seed0"]
+        assert cc["optim"] == {"name": "ConstantBiasAdam", "lr": 0.001, "eps": 1e-8} and not cc["grad_transforms"]
+        assert cc["model"]["dilation"] == {"case": case} and cc["loss"] == "softmax_cross_entropy"
+    for case in range(7, 17):
+        cc = specs[f"trial4-case{case:02d}-seed0"]
+        assert cc["loss"] == "softmax_binary_cross_entropy" and cc["optim"]["learning_rate"] == 0.0025
+    assert specs["trial4-case11-seed0"]["optim"] == {"name": "tf1.Momentum", "learning_rate": 0.0025,
+                                                     "momentum": 0.0025}
+    # every case its own initial weights; the runs (seeds) differ too
+    seeds = {(cc["seed"] + cc["init_seed_offset"]) for n, cc in specs.items() if n.startswith("trial1-")}
+    assert len(seeds) == 17 * 10
+    cpu = resolve(preset("optimizers", "article-cpu"))
+    assert cpu["objective"] == {"data": 1000.0} and len(grid("article-cpu")["seed"]) >= 2
+
+
+def test_scalar_noise_on_the_epoch_clock():
+    """The article's noise: one scalar per step, added to every entry, std 0.001 / (1 + epoch)^0.55."""
+    from manualbp.optim.transforms import make_grad_transforms
+    (t,) = make_grad_transforms(case_config(0, 0.001, 8, "article")["grad_transforms"])
+    assert t.sigma(0) == pytest.approx(0.001) and t.sigma(3) == pytest.approx(0.001 / 4 ** 0.55)
+    ps = [torch.nn.Parameter(torch.zeros(3, 2)), torch.nn.Parameter(torch.zeros(4))]
+    for p in ps:
+        p.grad = torch.zeros_like(p)
+    g = torch.Generator().manual_seed(0)
+    t(ps, 500, 4, g)    # step 500 of epoch 4: t = 3
+    noise = ps[0].grad.flatten()[0].item()
+    assert all(torch.all(p.grad == noise) for p in ps) and noise != 0
+    ref = torch.randn((), generator=torch.Generator().manual_seed(0)).item() * 0.001 / 4 ** 0.55
+    assert noise == pytest.approx(ref)
+    with pytest.raises(ValueError, match="clock"):
+        make_grad_transforms([{"name": "gradient_noise", "clock": "batch"}])
+
+
+def test_winners_take_the_first_index_under_the_article():
+    def run(r, case, loss, acc):
+        return {"trial": 1, "run": r, "case": case, "metrics": [{"train_loss": loss, "train_acc": acc,
+                                                                 "test_acc": acc}]}
+    runs = [run(0, 3, 0.4, 0.9), run(0, 5, 0.4, 0.9), run(0, 1, 0.5, 0.9)]
+    assert winners(runs, "first")[1] == {"cost": {3: 1}, "train_acc": {1: 1}, "test_acc": {1: 1}}
+    assert winners(runs)[1]["train_acc"] == {1: 1, 3: 1, 5: 1}
+    with pytest.raises(ValueError, match="ties"):
+        winners(runs, "random")
+
+
+def test_article_quick_sweep_reports_the_bce_cost_and_full_pass_accuracy(tmp_path):
+    """The article preset's CI-sized variant end to end: its runs report the summed binary cross-entropy
+    of the softmax (divided by the images) as every case's cost, the training accuracy of a pass after
+    the epoch, and the report counts winners by first index."""
+    write_mnist_like(tmp_path / "data", "MNIST", n_train=300, n_test=60)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "optimizers", "--preset",
+                          "article-quick", "--device", "cpu", "--data-root", str(tmp_path / "data"), "--sweep-dir",
+                          str(tmp_path / "s"), "--epochs", "2", "--only", "trial3", "batch_size=100",
+                          "data.options.validation=100", "log.progress=false"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    s = tmp_path / "s"
+    assert len(list(s.glob("trial3-case*-seed0/DONE.json"))) == 17
+    text = (s / "results.md").read_text()
+    assert "article configuration" in text and "lowest case number" in text and "Final training cost" in text
+    import json
+    rows = [json.loads(x) for x in (s / "trial3-case00-seed0" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and 0 < rows[-1]["train_loss"] < 20
+    # the reported cost is the binary cross-entropy even where the trained loss is softmax cross-entropy
+    cfg = json.loads((s / "trial3-case00-seed0" / "config.json").read_text())
+    assert cfg["loss"] == "softmax_cross_entropy" and cfg["metric_loss"] == "softmax_binary_cross_entropy"
 
 
 def test_quick_sweep_trains_every_case_from_shared_weights_and_reports(tmp_path):

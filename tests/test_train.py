@@ -321,6 +321,50 @@ def test_fixed_data_order_and_full_pass_training_metrics(data, tmp_path):
         small_cfg(data, train_metrics="epoch")
 
 
+def test_metric_loss_and_full_pass_accuracy(data, tmp_path):
+    """metric_loss: the reported train/test loss is another loss on the same outputs (the trained one
+    unchanged); train_metrics=full_pass_accuracy: the running loss of the epoch's batches beside the
+    accuracy of a pass after the epoch (the optimizers article's cost and accuracy)."""
+    from manualbp.data import load_dataset
+    from manualbp.train.tasks import CLASSIFICATION_LOSSES, make_task
+    over = {"data": {"shuffle": False}, "model": {"norm": "none"}}   # no batch statistics: one pass = batches
+    plain = train(resolve(small_cfg(data, epochs=1), over), tmp_path / "p", log=quiet)
+    cfg = resolve(small_cfg(data, epochs=1, metric_loss="softmax_binary_cross_entropy",
+                            train_metrics="full_pass_accuracy"), over)
+    out = train(cfg, tmp_path / "m", log=quiet)
+    ck = torch.load(tmp_path / "m" / "checkpoint.pt", weights_only=True)["model"]
+    assert torch.equal(ck["layers.0.weight"], torch.load(tmp_path / "p" / "checkpoint.pt",
+                                                         weights_only=True)["model"]["layers.0.weight"])
+    task = make_task(cfg, torch.device("cpu"))
+    net = task.build_model()
+    net.load_state_dict(ck)
+    test = load_dataset("fashion_mnist", "test", data)
+    with torch.no_grad():
+        ((x, y),) = list(test.batches(len(test.y), dtype=torch.float32))
+        bce = CLASSIFICATION_LOSSES["softmax_binary_cross_entropy"](net(x), y).item()
+    assert out["final"]["test_loss"] == pytest.approx(bce, rel=1e-5)
+    assert out["final"]["test_acc"] == plain["final"]["test_acc"]
+    full = task.evaluate(net, load_dataset("fashion_mnist", "train", data), cfg["batch_size"])
+    assert out["final"]["train_acc"] == pytest.approx(full["acc"], abs=1e-12)
+    assert out["final"]["train_acc"] != plain["final"]["train_acc"]         # not the running accuracy
+    assert out["final"]["train_loss"] != pytest.approx(full["loss"])       # the running cost, not the pass's
+    with pytest.raises(ConfigError, match="metric_loss"):
+        small_cfg(data, metric_loss="hinge")
+
+
+def test_init_seed_offset_draws_other_weights(data):
+    from .helpers import built_run
+    a = built_run(small_cfg(data, seed=3))[1]
+    b = built_run(small_cfg(data, seed=0, init_seed=3))[1]
+    c = built_run(small_cfg(data, seed=3, init_seed_offset=1000))[1]
+    d = built_run(small_cfg(data, seed=1003))[1]
+    assert torch.equal(a.layers[0].weight, b.layers[0].weight)
+    assert not torch.equal(a.layers[0].weight, c.layers[0].weight)
+    assert torch.equal(c.layers[0].weight, d.layers[0].weight)
+    with pytest.raises(ConfigError, match="init_seed_offset"):
+        small_cfg(data, init_seed_offset=-1)
+
+
 def test_validation_hold_out_is_the_first_training_images(data):
     from manualbp.data import DataError, load_dataset
     full = load_dataset("fashion_mnist", "train", data)

@@ -12,6 +12,7 @@ import manualbp.functional as MF
 from manualbp.experiments import get_experiment, preset
 from manualbp.experiments.zca import GRID, whitening_check
 from manualbp.train import RunDir, resolve, train
+from manualbp.train.config import ConfigError
 from manualbp.train.sweep import expand
 
 from .fakedata import write_mnist_like
@@ -71,10 +72,10 @@ def test_the_article_backward_is_far_from_the_gradient_and_the_milder_variant_cl
 
 
 def test_presets_resolve_and_grid_covers_the_variants():
-    for name in ("quick", "full"):
+    for name in ("quick", "sound"):
         cfg = resolve(preset("zca", name))
         assert cfg["model"]["name"] == "mlp" and len(cfg["model"]["widths"]) == 4   # three layers
-    assert resolve(preset("zca", "full"))["epochs"] == 15
+    assert resolve(preset("zca", "sound"))["epochs"] == 15
     specs = expand(preset("zca", "quick"), GRID, Path("/tmp/x"))
     norms = {s.config["model"]["norm"] for s in specs}
     assert norms == {"none", "center", "zca_dim", "zca_example", "decorrelated_batch_norm", "iter_norm"}
@@ -174,8 +175,18 @@ def test_article_sweep_is_seeds_of_one_configuration_and_compares_with_the_log(t
 def test_ablation_steps_fix_one_error_at_a_time():
     from manualbp.experiments.zca import ABLATION, ablation_table, grid
     specs = {s.name: s.config for s in expand(preset("zca", "ablation"), grid("ablation"), Path("/tmp/x"))}
-    assert len(specs) == 5 * 5
-    art, ex, th, ad, ce = (specs[f"{k}-seed0"] for k in ABLATION)
+    assert len(specs) == 4 * 5 + 2 * 10    # 10 seeds for the two ends, 5 for the steps between
+    assert "article-seed9" in specs and "sound-seed9" in specs and "exact_zca-seed5" not in specs
+    with pytest.raises(ConfigError, match="name a run twice"):   # a list of grids must not overlap
+        expand(preset("zca", "ablation"), [grid("article"), grid("article")], Path("/tmp/x"))
+    art, ex, th, ad, ce, snd = (specs[f"{k}-seed0"] for k in ABLATION)
+    # the last step is the sound preset's zca_example run, key for key
+    sound = expand(preset("zca", "sound"), {"variant": {"zca_example": {}}, "seed": [0]}, Path("/tmp/x"))[0].config
+    for key in set(sound) - {"preset", "data", "model"}:
+        assert snd[key] == sound[key], key
+    assert {**snd["data"], "options": {}} == sound["data"] and snd["data"]["options"] == {"validation": 0}
+    assert {k: v for k, v in snd["model"].items() if v not in (None, False)} == {
+        **sound["model"], "norm_kwargs": {"eps": 1.0, "grad": "exact"}}
     assert art["model"]["norm_kwargs"] == {"eps": 0.06, "grad": "article"}
     assert ex["model"]["norm_kwargs"] == {"eps": 0.06, "grad": "exact"} and ex["model"]["activation"][0] == \
         "tanh_sigmoid_derivative"
@@ -187,3 +198,21 @@ def test_ablation_steps_fix_one_error_at_a_time():
             for k, d in (("article", 0.0), ("exact_zca", 0.5))}
     table = ablation_table(runs)
     assert "| exact_zca | 3 | 89.60 ± 0.10 |" in table and "+0.50 [+0.50, +0.50] (n=3)" in table
+
+
+def test_numpy_init_draws_the_scripts_weights_in_its_order():
+    """model.numpy_init_seed=1234: numpy's RandomState(1234).normal, W1 (784 x 676), b1, W2, b2, W3, b3,
+    held exactly in a float64 run (not rounded through float32)."""
+    import numpy as np
+
+    from .helpers import built_run
+    cfg = resolve(preset("zca", "article"), {"model": {"numpy_init_seed": 1234}, "device": "cpu"})
+    _, model, _ = built_run(cfg)
+    rng = np.random.RandomState(1234)
+    for layer, (a, b) in zip(model.layers, [(784, 676), (676, 256), (256, 10)]):
+        assert layer.weight.dtype == torch.float64
+        assert np.array_equal(layer.weight.detach().numpy(), rng.normal(0, 0.008, (a, b)).T)
+        assert np.array_equal(layer.bias.detach().numpy(), rng.normal(0, 1e-4, b))
+    with pytest.raises(ValueError, match="init_std"):
+        from manualbp.models.mlp import MLP
+        MLP([4, 3, 2], numpy_init_seed=1)

@@ -159,9 +159,11 @@ def _split_perm(n: int, seed: int) -> torch.Tensor:
 def _hold_out(name, x, y, split, validation):
     """The training split without its first ``validation`` images: TensorFlow's ``input_data`` keeps the
     first 5,000 of the 60,000 as a validation set and trains on the last 55,000 (the articles' code)."""
-    if not isinstance(validation, int) or isinstance(validation, bool) or not 0 <= validation < x.shape[0]:
-        raise DataError(f"{name}: data.options.validation must be an int in [0, {x.shape[0] - 1}] (the first "
-                        f"training images held out; TensorFlow's input_data holds out 5000), got {validation!r}")
+    if not isinstance(validation, int) or isinstance(validation, bool) or validation < 0 or (
+            split == "train" and validation >= x.shape[0]):
+        bound = f"[0, {x.shape[0] - 1}]" if split == "train" else ">= 0"
+        raise DataError(f"{name}: data.options.validation must be an int in {bound} (the first training images "
+                        f"held out; TensorFlow's input_data holds out 5000), got {validation!r}")
     if split == "train" and validation:
         return x[validation:], y[validation:]
     return x, y

@@ -1,15 +1,28 @@
 """Experiment ``optimizers``: gradient noise and dilated back-propagation against ten TensorFlow-1
 optimizers (article 002).
 
-MLP 784-N-N-N-N-10 without biases, arctan after every layer (the last too), softmax cross-entropy,
-MNIST as flat vectors. 17 cases: 0 gradient noise (Neelakantan et al. 2015, eta ``ETA``) with plain
-back-propagation and gradient descent; 1-6 dilated back-propagation (``manualbp.functional.dilated``;
-Adam, case 2 gradient descent with gradient noise); 7-16 the ten ``manualbp.optim.tf1`` optimizers
-with TF1's defaults. Every case uses the trial's learning rate. Four trials (learning rate, width);
-each run (one seed) trains all 17 cases from the same initial weights (``init_seed`` = ``seed``) and
-the same batch order. ``report`` counts, per trial, how often each case had the lowest final
-training cost, the highest final training accuracy and the highest final test accuracy, and draws
-the bar charts and the curves of every case.
+MLP 784-N-N-N-N-10 without biases, arctan after every layer (the last too), softmax, MNIST as flat
+vectors, batch 1000. 17 cases: 0 gradient noise with plain back-propagation and gradient descent;
+1-6 dilated back-propagation (``manualbp.functional.dilated``; case 2 with gradient descent and noise);
+7-16 the ten ``manualbp.optim.tf1`` optimizers with TF1's defaults. Every case uses the trial's
+learning rate. Four trials (learning rate, width). Two configurations:
+
+- ``sound`` (and its fractions ``sound-cpu``, ``quick``): every case of a run starts from the same
+  initial weights (``init_seed`` = ``seed``) and sees the same batches; mean softmax cross-entropy;
+  cases 1, 3-6 use textbook Adam (``torch.optim.Adam``); Neelakantan et al.'s per-entry noise with
+  eta ``ETA`` per step; Momentum 0.9.
+- ``article`` (and ``article-cpu``, ``article-quick``): the authors' code. The last 55,000 training
+  images in the file's order, gradients summed over the batch (the data term weighted by the batch
+  size), weights N(0, 1) drawn per case (``init_seed_offset`` = 1000 x case), cases 0-6 on softmax
+  cross-entropy, 7-16 on the summed binary cross-entropy of the softmax, cases 1, 3-6 with Adam-c
+  (``ConstantBiasAdam``, eps 1e-8, taking the new m and v), cases 0 and 2 with one scalar of noise per
+  step of std 0.001 / (1 + epoch)^0.55, Momentum = the learning rate; every case reports that binary
+  cross-entropy as its cost (running over the epoch's batches) and the training accuracy from a pass
+  after each epoch; a run's winner is the first case (lowest number) among the tied best.
+
+``report`` counts, per trial, how often each case had the lowest final training cost, the highest
+final training accuracy and the highest final test accuracy, tabulates each case's final metrics with
+Student-t intervals, and draws the bar charts and the curves of every case.
 """
 from __future__ import annotations
 
@@ -23,8 +36,11 @@ TRIALS = {1: (0.001, 1024), 2: (0.0025, 824), 3: (0.001, 824), 4: (0.0025, 1024)
 ETA = 0.01           # gradient-noise variance scale, from the paper's {0.01, 0.3, 1}
 MOMENTUM = 0.9       # tf.train.MomentumOptimizer has no default momentum
 BATCH = 1000
+TRAIN_IMAGES = 55000  # the article's: the last 55,000 MNIST training images
 
 NOISE = [{"name": "gradient_noise", "eta": ETA, "gamma": 0.55}]
+# the article's code: one scalar per step, std 0.001 / (1 + epoch)^0.55 = sqrt(1e-6 / (1 + epoch)^1.1)
+ARTICLE_NOISE = [{"name": "gradient_noise", "eta": 1e-6, "gamma": 1.1, "scalar": True, "clock": "epoch"}]
 # case: (label, optimizer name, uses TF1's keyword names, extra optimizer settings, noise, dilation case)
 CASES = {
     0: ("noise + plain backprop (SGD)", "SGD", False, {}, NOISE, None),
@@ -38,7 +54,7 @@ CASES = {
     8: ("tf1.Adadelta", "tf1.Adadelta", True, {}, [], None),
     9: ("tf1.Adagrad", "tf1.Adagrad", True, {}, [], None),
     10: ("tf1.AdagradDA", "tf1.AdagradDA", True, {}, [], None),
-    11: ("tf1.Momentum (0.9)", "tf1.Momentum", True, {"momentum": MOMENTUM}, [], None),
+    11: ("tf1.Momentum", "tf1.Momentum", True, {"momentum": MOMENTUM}, [], None),
     12: ("tf1.Adam", "tf1.Adam", True, {}, [], None),
     13: ("tf1.Ftrl", "tf1.Ftrl", True, {}, [], None),
     14: ("tf1.ProximalGradientDescent", "tf1.ProximalGradientDescent", True, {}, [], None),
@@ -57,37 +73,68 @@ CRITERIA = {"cost": ("train_loss", "lowest final training cost", min),
             "train_acc": ("train_acc", "highest final training accuracy", max),
             "test_acc": ("test_acc", "highest final test accuracy", max)}
 
-# preset: (data settings, epochs, runs per trial, width divisor)
+_MNIST = {"name": "mnist"}
+_ARTICLE_DATA = {"name": "mnist", "shuffle": False, "options": {"validation": 60000 - TRAIN_IMAGES}}
+# preset: (configuration, data settings, epochs, runs per trial, width divisor)
 _SETTINGS = {
-    "full": ({"name": "mnist"}, 801, 10, 1),        # the article's: all of MNIST, batch 1000, 801 epochs, 10 runs
-    "real": ({"name": "mnist"}, 30, 3, 1),   # GPU-sized: all of MNIST, 30 epochs, 3 runs
-    # minutes on a 2-core CPU: 5k training images, widths / 4, 5 epochs, one run per trial
-    "quick": ({"name": "mnist", "train_limit": 5000, "test_limit": 2000}, 5, 1, 4),
+    "sound": ("sound", _MNIST, 801, 10, 1),          # the article's schedule: batch 1000, 801 epochs, 10 runs
+    "article": ("article", _ARTICLE_DATA, 801, 10, 1),
+    # GPU-sized: full widths, 30 epochs, 3 runs per trial
+    "sound-gpu": ("sound", _MNIST, 30, 3, 1),
+    "article-gpu": ("article", _ARTICLE_DATA, 30, 3, 1),
+    # the fraction that a 2-core CPU trains in about an hour: widths / 4, the first 20 epochs, 2 runs
+    "sound-cpu": ("sound", _MNIST, 20, 2, 4),
+    "article-cpu": ("article", _ARTICLE_DATA, 20, 2, 4),
+    # seconds to minutes on a CPU: 5k training images, widths / 4, 5 epochs, one run per trial
+    "quick": ("sound", {**_MNIST, "train_limit": 5000, "test_limit": 2000}, 5, 1, 4),
+    "article-quick": ("article", {**_ARTICLE_DATA, "train_limit": 5000, "test_limit": 2000}, 5, 1, 4),
 }
-PRESETS = {name: {"task": "classification", "data": data, "epochs": epochs, "batch_size": BATCH,
-                  "eval_batch_size": 2000, "model": {"name": "mlp", "widths": [784, 1024, 1024, 1024, 1024, 10]},
-                  "log": {"probe_every": 0}}
-           for name, (data, epochs, _, _) in _SETTINGS.items()}
 
 
-def case_config(case: int, lr: float, width: int) -> dict:
-    """Config overrides of one case in one trial."""
+def _preset(style, data, epochs) -> dict:
+    cfg = {"task": "classification", "data": data, "epochs": epochs, "batch_size": BATCH, "eval_batch_size": 2000,
+           "model": {"name": "mlp", "widths": [784, 1024, 1024, 1024, 1024, 10]}, "log": {"probe_every": 0}}
+    if style == "article":
+        cfg.update({"objective": {"data": float(BATCH)},        # gradients summed over the batch of 1000
+                    "metric_loss": "softmax_binary_cross_entropy",   # every case's reported cost
+                    "train_metrics": "full_pass_accuracy"})
+    return cfg
+
+
+PRESETS = {name: _preset(style, data, epochs) for name, (style, data, epochs, _, _) in _SETTINGS.items()}
+
+
+def case_config(case: int, lr: float, width: int, style: str = "sound") -> dict:
+    """Config overrides of one case in one trial, under the sound or the article configuration."""
+    if style not in ("sound", "article"):
+        raise ValueError(f"case_config: style must be 'sound' or 'article', got {style!r}")
     _, name, tf1_names, extra, noise, dilation = CASES[case]
-    optim = {"name": name, ("learning_rate" if tf1_names else "lr"): lr, **extra}
     model = {"name": "mlp", "widths": [784, width, width, width, width, 10], "activation": "arctan", "bias": False,
              "final_activation": True, "dilation": None if dilation is None else {"case": dilation}}
-    return {"model": model, "optim": optim, "grad_transforms": [dict(t) for t in noise]}
+    if style == "sound":
+        optim = {"name": name, ("learning_rate" if tf1_names else "lr"): lr, **extra}
+        return {"model": model, "optim": optim, "grad_transforms": [dict(t) for t in noise]}
+    if name == "Adam":
+        optim = {"name": "ConstantBiasAdam", "lr": lr, "eps": 1e-8}
+    elif tf1_names:
+        optim = {"name": name, "learning_rate": lr, **({"momentum": lr} if case == 11 else {})}
+    else:
+        optim = {"name": name, "lr": lr}
+    return {"model": {**model, "init_std": 1.0}, "optim": optim, "init_seed_offset": 1000 * case,
+            "loss": "softmax_binary_cross_entropy" if tf1_names else "softmax_cross_entropy",
+            "grad_transforms": [dict(t) for t in ARTICLE_NOISE] if noise else []}
 
 
 def grid(preset: str) -> dict:
     if preset not in _SETTINGS:
         raise ValueError(f"optimizers has no preset {preset!r}; choose one of {sorted(_SETTINGS)}")
-    _, _, runs, div = _SETTINGS[preset]
+    style, _, _, runs, div = _SETTINGS[preset]
     settings = {}
     for t, (lr, width) in TRIALS.items():
         for c in CASES:
-            settings[f"trial{t}-case{c:02d}"] = case_config(c, lr, max(1, width // div))
-    # the seed axis: every case of a run shares the seed, hence the initial weights (init_seed = seed) and batches
+            settings[f"trial{t}-case{c:02d}"] = case_config(c, lr, max(1, width // div), style)
+    # the seed axis: under sound every case of a run shares the seed, hence the initial weights (init_seed =
+    # seed) and the batches; under article each case adds its own offset to the initial-weight seed
     return {"setting": settings, "seed": list(range(runs))}
 
 
@@ -101,13 +148,18 @@ def _load(specs) -> list[dict]:
     for r in load_runs(specs):
         trial, case = r["labels"]["setting"].split("-")
         out.append({"trial": int(trial[5:]), "case": int(case[4:]), "run": r["labels"]["seed"],
-                    "metrics": r["metrics"]})
+                    "metrics": r["metrics"], "style": "article" if r["config"]["preset"].startswith("article")
+                    else "sound"})
     return out
 
 
-def winners(runs: list[dict]) -> dict:
+def winners(runs: list[dict], ties: str = "all") -> dict:
     """{trial: {criterion: {case: count}}, plus "n": {trial: runs compared}}. Within a run the cases'
-    final values are compared; ties credit every tied case. A case whose run failed (e.g. NaN) cannot win."""
+    final values are compared; ties credit every tied case (``ties="all"``, the sound presets) or the
+    lowest-numbered one (``ties="first"``: the article's code took the first index). A case whose run
+    failed (e.g. NaN) cannot win."""
+    if ties not in ("all", "first"):
+        raise ValueError(f"winners: ties must be 'all' or 'first', got {ties!r}")
     by_run: dict = {}
     for r in runs:
         by_run.setdefault((r["trial"], r["run"]), {})[r["case"]] = r["metrics"][-1]
@@ -120,9 +172,9 @@ def winners(runs: list[dict]) -> dict:
                 continue
             best = pick(vals.values())
             counts = out.setdefault(trial, {}).setdefault(crit, {})
-            for c, v in vals.items():
-                if v == best:
-                    counts[c] = counts.get(c, 0) + 1
+            tied = sorted(c for c, v in vals.items() if v == best)
+            for c in (tied[:1] if ties == "first" else tied):
+                counts[c] = counts.get(c, 0) + 1
     return out
 
 
@@ -207,6 +259,26 @@ def curve_figure(runs, path: Path, writer=None):
     save(fig, path, writer, "optimizers/curves")
 
 
+def final_tables(runs: list[dict], trials) -> list[str]:
+    """Each case's final cost, training and test accuracy per trial: mean ± 95% Student-t half-width."""
+    lines = []
+    for key, title, scale, fmt in (("train_loss", "training cost", 1, ".4g"), ("train_acc", "training accuracy (%)",
+                                   100, ".2f"), ("test_acc", "test accuracy (%)", 100, ".2f")):
+        lines += ["", f"### Final {title}, mean ± 95% Student-t half-width over runs", ""]
+        finals: dict = {}
+        for r in runs:
+            finals.setdefault((r["trial"], r["case"]), []).append(scale * r["metrics"][-1][key])
+        rows = []
+        for c in CASES:
+            cells = []
+            for t in trials:
+                m, _, h, n = mean_ci(finals.get((t, c), []))
+                cells.append("" if not n else (f"{m:{fmt}} ± {h:{fmt}}" if n > 1 else f"{m:{fmt}} (n=1)"))
+            rows.append([f"{c}: {CASES[c][0]}"] + cells)
+        lines.append(markdown_table(["case"] + [f"trial {t}" for t in trials], rows))
+    return lines
+
+
 def report(sweep_dir: Path, specs) -> list[str]:
     """results.md (frequency tables next to the article's, final accuracies with t-intervals), the bar
     charts and the curves, also as TensorBoard images in ``<sweep>/tb_report``."""
@@ -215,29 +287,21 @@ def report(sweep_dir: Path, specs) -> list[str]:
         return ["optimizers: no finished runs to report"]
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(sweep_dir / "tb_report"))
-    w = winners(runs)
+    styles = {r["style"] for r in runs}
+    ties = "first" if styles == {"article"} else "all"
+    w = winners(runs, ties)
     bar_figure(w, sweep_dir / "frequency.png", writer)
     curve_figure(runs, sweep_dir / "curves.png", writer)
     writer.close()
     trials = sorted(t for t in w if t != "n")
-    lines = ["## optimizers: which case ends best, per trial", "",
-             "Runs per trial: " + ", ".join(f"trial {t}: {w['n'][t]}" for t in trials) + "."
-             " Ties credit every tied case, so a column can add up to more than 100%. A case whose run failed"
-             " (non-finite loss) cannot win."]
+    tie_rule = ("Ties go to the lowest case number (the article's code took the first index)." if ties == "first"
+                else "Ties credit every tied case, so a column can add up to more than 100%.")
+    lines = [f"## optimizers ({' and '.join(sorted(styles))} configuration): which case ends best, per trial", "",
+             "Runs per trial: " + ", ".join(f"trial {t}: {w['n'][t]}" for t in trials) + f". {tie_rule}"
+             " A case whose run failed (non-finite loss) cannot win. The article's trial-1 cost column adds up"
+             " to 120% (a typo in the article)."]
     lines += frequency_tables(w)
-    lines += ["", "### Final test accuracy (%), mean ± 95% Student-t half-width over runs", ""]
-    finals: dict = {}
-    for r in runs:
-        finals.setdefault((r["trial"], r["case"]), []).append(100 * r["metrics"][-1]["test_acc"])
-    rows = []
-    for c in CASES:
-        cells = []
-        for t in trials:
-            v = finals.get((t, c), [])
-            m, _, h, n = mean_ci(v)
-            cells.append("" if not n else (f"{m:.2f} ± {h:.2f}" if n > 1 else f"{m:.2f} (n=1)"))
-        rows.append([f"{c}: {CASES[c][0]}"] + cells)
-    lines.append(markdown_table(["case"] + [f"trial {t}" for t in trials], rows))
+    lines += final_tables(runs, trials)
     text = "\n".join(lines) + "\n"
     (sweep_dir / "results.md").write_text(text)
     return [text, f"figures: {sweep_dir / 'frequency.png'}, {sweep_dir / 'curves.png'}"]

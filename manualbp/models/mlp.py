@@ -21,12 +21,14 @@ class MLP(nn.Module):
     and biases drawn from N(0, std) (None: torch's default initialisation; with ``init_std`` alone
     the biases start at 0). ``activation``: a name of ``manualbp.functional.ACTIVATIONS``
     (``leaky_relu`` and ``tanh_sigmoid_derivative`` included) for every activated layer, or a list of
-    one name per activated layer."""
+    one name per activated layer. ``numpy_init_seed``: draw those normal weights and biases with
+    numpy's ``RandomState(numpy_init_seed).normal``, layer by layer (weights as (in, out), then the
+    biases), as the zca article's script did; needs ``init_std`` (and ``bias_init_std`` with biases)."""
 
     def __init__(self, widths: Sequence[int], activation: str | Sequence[str] = "relu", bias: bool = True,
                  norm: str = "none", norm_at: int = 0, norm_kwargs: dict | None = None,
                  final_activation: bool = False, init_std: float | None = None, dilation: dict | None = None,
-                 bias_init_std: float | None = None):
+                 bias_init_std: float | None = None, numpy_init_seed: int | None = None):
         super().__init__()
         widths = list(widths)
         if len(widths) < 2 or any(not isinstance(w, int) or w < 1 for w in widths):
@@ -42,9 +44,32 @@ class MLP(nn.Module):
             raise ValueError(f"MLP: activation must be one name or a list of one per activated layer ({n_act}), "
                              f"got {activation!r}")
         self.acts = nn.ModuleList(Activation(a) for a in acts)
+        self.numpy_init_seed = numpy_init_seed
+        self._init_stds = (init_std, bias_init_std if bias else 0.0)
+        if numpy_init_seed is not None:
+            self.numpy_init()
         self.norm = make_norm(norm, widths[norm_at], **(norm_kwargs or {}))
         self.dilation = make_dilation(dilation, len(self.layers))
         self.epoch = 0
+
+    @torch.no_grad()
+    def numpy_init(self) -> None:
+        """(Re)draw the weights and biases from ``numpy_init_seed`` in float64, cast to the parameters'
+        dtype (the loop calls it again after moving the model to the run's dtype, so float64 runs hold
+        numpy's draws exactly)."""
+        seed, (std, bias_std) = self.numpy_init_seed, self._init_stds
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"MLP: numpy_init_seed must be None or an int >= 0, got {seed!r}")
+        if std is None or bias_std is None:
+            raise ValueError("MLP: numpy_init_seed draws N(0, std) weights and biases; set init_std (and "
+                             "bias_init_std when bias=True)")
+        import numpy as np
+        rng = np.random.RandomState(seed)
+        for layer in self.layers:   # the script's order: W (in x out), b, next layer's W, b, ...
+            w = rng.normal(0.0, std, size=(layer.in_features, layer.out_features))
+            layer.weight.copy_(torch.from_numpy(w.T.copy()).to(layer.weight))
+            if layer.bias is not None:
+                layer.bias.copy_(torch.from_numpy(rng.normal(0.0, bias_std, size=layer.out_features)).to(layer.bias))
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch (counted from 0): the dilation rate's t."""

@@ -18,23 +18,28 @@ from manualbp.functional._checks import check_kwargs
 
 class GradientNoise:
     """Neelakantan et al. (2015): g <- g + N(0, sigma_t^2) with sigma_t^2 = eta / (1 + t)^gamma, t the
-    global step. ``scalar=True`` is the article's variant: one noise value per step, shared by every
-    entry of every gradient."""
+    global step counted from 0 (``clock="step"``) or the epoch counted from 0 (``clock="epoch"``).
+    ``scalar=True`` is the optimizers article's variant: one noise value per step, shared by every
+    entry of every gradient; its code drew it with std 0.001 / (1 + epoch)^0.55, i.e. eta = 1e-6,
+    gamma = 1.1, clock="epoch"."""
 
-    def __init__(self, eta: float = 0.3, gamma: float = 0.55, scalar: bool = False):
+    def __init__(self, eta: float = 0.3, gamma: float = 0.55, scalar: bool = False, clock: str = "step"):
         if not isinstance(eta, (int, float)) or eta < 0:
             raise ValueError(f"gradient_noise: eta must be a number >= 0 (the article's values: 0.01, 0.3, 1), "
                              f"got {eta!r}")
         if not isinstance(gamma, (int, float)) or gamma < 0:
             raise ValueError(f"gradient_noise: gamma must be a number >= 0 (0.55 in the paper), got {gamma!r}")
-        self.eta, self.gamma, self.scalar = float(eta), float(gamma), bool(scalar)
+        if clock not in ("step", "epoch"):
+            raise ValueError(f"gradient_noise: clock must be 'step' (t = the global step) or 'epoch' (t = the "
+                             f"epoch, from 0), got {clock!r}")
+        self.eta, self.gamma, self.scalar, self.clock = float(eta), float(gamma), bool(scalar), clock
 
-    def sigma(self, step: int) -> float:
-        return math.sqrt(self.eta / (1 + step) ** self.gamma)
+    def sigma(self, t: int) -> float:
+        return math.sqrt(self.eta / (1 + t) ** self.gamma)
 
     @torch.no_grad()
     def __call__(self, params, step: int, epoch: int, generator: torch.Generator) -> None:
-        sigma = self.sigma(step)
+        sigma = self.sigma(step if self.clock == "step" else epoch - 1)
         if self.scalar:
             ref = params[0].grad
             noise = torch.randn((), generator=generator, device=ref.device, dtype=ref.dtype) * sigma

@@ -12,6 +12,7 @@ BASE: dict = {
     "task": "classification",         # classification | segmentation (manualbp.train.tasks.TASKS)
     "seed": 0,                        # data order, gradient noise and everything else random
     "init_seed": None,                # weight initialisation (None: seed); equal init_seeds give equal initial weights
+    "init_seed_offset": 0,            # added to that seed (the optimizers article's cases draw their own weights)
     "epochs": 1,                      # with phases: their sum (set automatically)
     "batch_size": 100,
     "eval_batch_size": None,          # None: batch_size
@@ -21,12 +22,14 @@ BASE: dict = {
              "size": 96,              # side length for penn_fudan / mall
              "shuffle": True,         # false: every epoch in the file's order (the articles' code)
              "options": {}},          # a loader's own settings (penn_fudan: split_seed, n_train; mnist: validation)
-    "train_metrics": "running",       # running: the epoch's batches as they trained; full_pass: a pass after the epoch
+    "train_metrics": "running",       # running: the epoch's batches as they trained; full_pass: a pass after the epoch;
+                                      # full_pass_accuracy: the running loss, the accuracy from a pass after the epoch
     "model": {"name": "mlp"},         # name + constructor keyword arguments
     "optim": {"name": "Adam", "lr": 1e-3},  # torch.optim class name (or "module:Class") + its arguments
     "schedule": {"name": None},       # a torch.optim.lr_scheduler class name + arguments, stepped per epoch
     "loss": "softmax_cross_entropy",  # classification: softmax_cross_entropy, sum_squared_error or
                                       # softmax_binary_cross_entropy (manualbp.train.tasks.CLASSIFICATION_LOSSES)
+    "metric_loss": None,              # classification: the loss reported as train/test loss (None: ``loss``)
     "regularizer": {"name": "none", "lam": 0.0},  # lam * sum R(w) over every weight (params with >1 dim)
     "objective": None,                # terms of the task's objective (None: the task's default, data + regularizer)
     "phases": None,                   # None: one phase; or a list of PHASE_KEYS dicts, run in order
@@ -140,9 +143,13 @@ def validate(cfg: dict) -> dict:
                           f"{sorted(CLASSIFICATION_LOSSES)}")
     if cfg["dtype"] not in ("float32", "float64"):
         raise ConfigError(f"dtype must be float32 or float64, got {cfg['dtype']!r}")
-    if cfg["train_metrics"] not in ("running", "full_pass"):
-        raise ConfigError(f"train_metrics must be 'running' (over the epoch's training batches) or 'full_pass' (a "
-                          f"pass over the training set after the epoch), got {cfg['train_metrics']!r}")
+    if cfg["metric_loss"] is not None and cfg["metric_loss"] not in CLASSIFICATION_LOSSES:
+        raise ConfigError(f"metric_loss {cfg['metric_loss']!r} is not a classification loss; choose None (report "
+                          f"the trained loss) or one of {sorted(CLASSIFICATION_LOSSES)}")
+    if cfg["train_metrics"] not in ("running", "full_pass", "full_pass_accuracy"):
+        raise ConfigError(f"train_metrics must be 'running' (over the epoch's training batches), 'full_pass' (a "
+                          f"pass over the training set after the epoch) or 'full_pass_accuracy' (the running loss, "
+                          f"the accuracy from a pass after the epoch), got {cfg['train_metrics']!r}")
     for key, v in (("data.download", cfg["data"]["download"]), ("data.shuffle", cfg["data"]["shuffle"]),
                    ("log.histograms", cfg["log"]["histograms"]),
                    ("log.progress", cfg["log"]["progress"])):
@@ -162,6 +169,9 @@ def validate(cfg: dict) -> dict:
     if cfg["init_seed"] is not None and (not isinstance(cfg["init_seed"], int) or isinstance(cfg["init_seed"], bool)
                                          or cfg["init_seed"] < 0):
         raise ConfigError(f"init_seed must be None (= seed) or a non-negative integer, got {cfg['init_seed']!r}")
+    off = cfg["init_seed_offset"]
+    if not isinstance(off, int) or isinstance(off, bool) or off < 0:
+        raise ConfigError(f"init_seed_offset must be a non-negative integer, got {off!r}")
     positive_int("check_finite_every", cfg["check_finite_every"])
     if not isinstance(cfg["compile"], bool):
         raise ConfigError(f"compile must be true or false, got {cfg['compile']!r}")

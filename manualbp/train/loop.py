@@ -108,10 +108,14 @@ def metrics_row(task, epoch: int, steps: int, tr: dict, te: dict, objective_sum:
 
 
 def build_initial_model(cfg: dict, task, device) -> torch.nn.Module:
-    """The model with its initial weights, drawn from ``init_seed`` (``seed`` when None) alone."""
-    init_seed = cfg["seed"] if cfg["init_seed"] is None else cfg["init_seed"]
+    """The model with its initial weights, drawn from ``init_seed`` (``seed`` when None) plus
+    ``init_seed_offset`` alone."""
+    init_seed = (cfg["seed"] if cfg["init_seed"] is None else cfg["init_seed"]) + cfg.get("init_seed_offset", 0)
     torch.manual_seed(init_seed)
-    return task.build_model().to(device=device, dtype=getattr(torch, cfg["dtype"]))
+    model = task.build_model().to(device=device, dtype=getattr(torch, cfg["dtype"]))
+    if getattr(model, "numpy_init_seed", None) is not None:   # numpy's float64 draws, not their float32 rounding
+        model.numpy_init()
+    return model
 
 
 @dataclass
@@ -340,6 +344,8 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
             tr = task.summarize(sums, seen)
             if cfg["train_metrics"] == "full_pass":   # the articles' code: accuracy of the trained model on all of it
                 tr = task.evaluate(model, train_data, ebs)
+            elif cfg["train_metrics"] == "full_pass_accuracy":   # running cost, full-pass accuracy
+                tr = {**tr, "acc": task.evaluate(model, train_data, ebs)["acc"]}
             if not all(math.isfinite(v) for v in te.values()):
                 raise non_finite(epoch, step, "; the evaluation gave non-finite values")
             elapsed += time.perf_counter() - t0

@@ -44,8 +44,28 @@ def _axis_items(axis: str, values):
     return out
 
 
-def expand(base: dict, grid: dict, root: Path, overrides: dict | None = None, only: str | None = None) -> list:
-    """Cartesian product of the grid's axes; each run's config = base <- axis overrides <- overrides."""
+def expand(base: dict, grid: dict | list, root: Path, overrides: dict | None = None, only: str | None = None) -> list:
+    """Cartesian product of the grid's axes; each run's config = base <- axis overrides <- overrides.
+    A list of grids is their union, in order (e.g. more seeds for some settings than for others)."""
+    parts = grid if isinstance(grid, list) else [grid]
+    specs, names = [], []
+    for part in parts:
+        s, n = _expand_part(base, part, root, overrides, only)
+        specs += s
+        names += n
+    if len(set(names)) != len(names):
+        raise ConfigError(f"the sweep's grids name a run twice: {sorted({n for n in names if names.count(n) > 1})}")
+    if only and not specs:
+        labels = "; ".join(f"{a}: {', '.join(label for label, _ in _axis_items(a, g[a]))}" for g in parts for a in g)
+        raise ConfigError(f"--only {only!r} matches no run of this sweep; its {len(names)} run names join one label "
+                          f"per axis with '-' (e.g. {names[0]!r}); the labels are {labels}")
+    keys = varying_keys([s.config for s in specs]) or ["seed"]
+    for s in specs:
+        s.hparams = keys
+    return specs
+
+
+def _expand_part(base: dict, grid: dict, root: Path, overrides: dict | None, only: str | None):
     axes = list(grid)
     specs, names = [], []
     for combo in itertools.product(*(_axis_items(a, grid[a]) for a in axes)):
@@ -58,14 +78,7 @@ def expand(base: dict, grid: dict, root: Path, overrides: dict | None = None, on
         if only and only not in name:
             continue
         specs.append(RunSpec(name, str(root / name), cfg, {a: label for a, (label, _) in zip(axes, combo)}))
-    if only and not specs:
-        labels = "; ".join(f"{a}: {', '.join(label for label, _ in _axis_items(a, grid[a]))}" for a in axes)
-        raise ConfigError(f"--only {only!r} matches no run of this sweep; its {len(names)} run names join one label "
-                          f"per axis with '-' (e.g. {names[0]!r}); the labels are {labels}")
-    keys = varying_keys([s.config for s in specs]) or ["seed"]
-    for s in specs:
-        s.hparams = keys
-    return specs
+    return specs, names
 
 
 def prepare_data(specs: list, log=print) -> None:

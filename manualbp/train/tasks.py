@@ -103,6 +103,14 @@ class ClassificationTask(Task):
     def data_loss(self, out, y):
         return CLASSIFICATION_LOSSES[self.cfg["loss"]](out, y)
 
+    def metric_loss(self, out, y, data_loss):
+        """The loss reported as a metric: ``metric_loss`` when set (no gradient), else the trained one."""
+        name = self.cfg.get("metric_loss")
+        if name is None or name == self.cfg["loss"]:
+            return data_loss.detach()
+        with torch.no_grad():
+            return CLASSIFICATION_LOSSES[name](out.detach(), y)
+
     def check_data(self, data):
         if data.y.dim() != 1:
             raise ValueError(f"task 'classification' needs class labels, but dataset {data.name!r} has targets of "
@@ -116,7 +124,8 @@ class ClassificationTask(Task):
                  "regularizer": self.regularizer(model) if "regularizer" in weights else None}
         n = y.shape[0]
         correct = (logits.detach().argmax(1) == y).sum()
-        return self.combine(terms, weights), torch.stack([data_loss.detach() * n, correct.to(logits.dtype)])
+        return self.combine(terms, weights), torch.stack([self.metric_loss(logits, y, data_loss) * n,
+                                                          correct.to(logits.dtype)])
 
     @torch.no_grad()
     def evaluate(self, model, data, batch_size: int) -> dict:
@@ -126,7 +135,7 @@ class ClassificationTask(Task):
         for x, y in data.batches(batch_size, dtype=self.dtype):
             logits = model(x)
             count += y.shape[0]
-            sums += torch.stack([self.data_loss(logits, y).double() * y.shape[0],
+            sums += torch.stack([self.metric_loss(logits, y, self.data_loss(logits, y)).double() * y.shape[0],
                                  (logits.argmax(1) == y).sum().double()])
         model.train()
         return self.summarize(sums, count)
