@@ -64,7 +64,7 @@ sparse-filtering-full:  ## sparse-filtering, the article's schedule: 200 sparse-
 optimizers:  ## optimizers, quick preset: 17 cases x 4 trials, one run each, widths / 4, 5 epochs on 5k MNIST images
 	$(PYTHON) scripts/sweep.py optimizers --preset quick --workers $(WORKERS) $(ARGS)
 
-optimizers-article-cpu:  ## optimizers, the article's code on a CPU budget: widths / 4, 20 epochs, 2 runs per trial (136 runs)
+optimizers-article-cpu:  ## optimizers, the article's code on a CPU budget: widths / 4, 20 epochs, 3 runs per trial (204 runs)
 	$(PYTHON) scripts/sweep.py optimizers --preset article-cpu --workers $(WORKERS) $(ARGS)
 
 optimizers-sound-cpu:  ## optimizers, the sound configuration on the same budget

@@ -216,3 +216,18 @@ def test_numpy_init_draws_the_scripts_weights_in_its_order():
     with pytest.raises(ValueError, match="init_std"):
         from manualbp.models.mlp import MLP
         MLP([4, 3, 2], numpy_init_seed=1)
+
+
+@pytest.mark.parametrize("name,extra", [("sound", ["batch_size=50"]),
+                                        # the script's backward blows up on synthetic images (above): exact here
+                                        ("article", ["data.options.validation=100", "model.norm_kwargs.grad=exact",
+                                                     "model.numpy_init_seed=1234"])])
+def test_presets_run_from_the_command_line(name, extra, tmp_path):
+    """A CI-sized run of each preset through scripts/train.py: 1 epoch on 400 synthetic images."""
+    write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=400, n_test=100)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "zca", "--preset", name, "--epochs", "1",
+                          "--device", "cpu", "--data-root", str(tmp_path / "data"), "--run-dir", str(tmp_path / "r"),
+                          "log.progress=false", *extra], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = RunDir(tmp_path / "r").read_metrics()
+    assert len(rows) == 1 and 0 <= rows[0]["test_acc"] <= 1 and (tmp_path / "r" / "DONE.json").is_file()

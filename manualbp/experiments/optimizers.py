@@ -82,9 +82,9 @@ _SETTINGS = {
     # GPU-sized: full widths, 30 epochs, 3 runs per trial
     "sound-gpu": ("sound", _MNIST, 30, 3, 1),
     "article-gpu": ("article", _ARTICLE_DATA, 30, 3, 1),
-    # the fraction that a 2-core CPU trains in about an hour: widths / 4, the first 20 epochs, 2 runs
-    "sound-cpu": ("sound", _MNIST, 20, 2, 4),
-    "article-cpu": ("article", _ARTICLE_DATA, 20, 2, 4),
+    # the fraction that a 2-core CPU trains in about 40 minutes each: widths / 4, the first 20 epochs, 3 runs
+    "sound-cpu": ("sound", _MNIST, 20, 3, 4),
+    "article-cpu": ("article", _ARTICLE_DATA, 20, 3, 4),
     # seconds to minutes on a CPU: 5k training images, widths / 4, 5 epochs, one run per trial
     "quick": ("sound", {**_MNIST, "train_limit": 5000, "test_limit": 2000}, 5, 1, 4),
     "article-quick": ("article", {**_ARTICLE_DATA, "train_limit": 5000, "test_limit": 2000}, 5, 1, 4),
