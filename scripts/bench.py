@@ -208,7 +208,7 @@ def bench_ops(device, tiny: bool, repeats: int) -> list:
 
 def model_cases(tiny: bool):
     from manualbp.experiments.zca import PRESETS
-    mlp = dict(PRESETS["full"]["model"])
+    mlp = dict(PRESETS["sound"]["model"])
     return {
         "mlp (zca experiment)": (dict(mlp), (100, 1, 28, 28), "class"),
         "cnn6": ({"name": "cnn6"}, (20, 3, 96 if not tiny else 32, 96 if not tiny else 32), "class"),
