@@ -350,6 +350,8 @@ def test_metric_loss_and_full_pass_accuracy(data, tmp_path):
     assert out["final"]["train_loss"] != pytest.approx(full["loss"])       # the running cost, not the pass's
     with pytest.raises(ConfigError, match="metric_loss"):
         small_cfg(data, metric_loss="hinge")
+    with pytest.raises(ConfigError, match="metric_loss is for task=classification"):
+        small_cfg(data, task="segmentation", metric_loss="softmax_binary_cross_entropy")
 
 
 def test_init_seed_offset_draws_other_weights(data):

@@ -143,6 +143,9 @@ def validate(cfg: dict) -> dict:
                           f"{sorted(CLASSIFICATION_LOSSES)}")
     if cfg["dtype"] not in ("float32", "float64"):
         raise ConfigError(f"dtype must be float32 or float64, got {cfg['dtype']!r}")
+    if cfg["metric_loss"] is not None and cfg["task"] != "classification":
+        raise ConfigError(f"metric_loss is for task=classification; task {cfg['task']!r} reports its own loss "
+                          f"(set metric_loss=null)")
     if cfg["metric_loss"] is not None and cfg["metric_loss"] not in CLASSIFICATION_LOSSES:
         raise ConfigError(f"metric_loss {cfg['metric_loss']!r} is not a classification loss; choose None (report "
                           f"the trained loss) or one of {sorted(CLASSIFICATION_LOSSES)}")
