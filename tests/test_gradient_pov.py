@@ -82,3 +82,25 @@ def test_stl10_path_of_the_full_preset(tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with np.load(tmp_path / "s" / "H-seed0" / "stats.npz") as z:
         assert z["stats"].shape == (1, 6, 6, 5)
+
+
+def test_letter_g_coded_derivative_by_configuration():
+    """regularizer.article_grad=true with letter G (ratio): the article's coded derivative
+    (w^2 / (|w| + 1e-7) - |w|) / (w^2 + 1e-7), about -1 for |w| < 1e-4, reaches every weight's gradient;
+    without it G's gradient is 0 (R = sign(w) is flat away from 0)."""
+    from manualbp.train import resolve
+
+    from .helpers import built_run
+    base = {"device": "cpu", "model": {"name": "mlp", "widths": [6, 4, 3]}, "data": {"name": "mnist"}}
+    for coded in (False, True):
+        cfg = resolve(base, {"regularizer": {"name": CASES["G"]["regularizer"]["name"], "lam": 2.0,
+                                             "article_grad": coded}})
+        task, model, _ = built_run(cfg)
+        w = model.layers[0].weight
+        with torch.no_grad():
+            w[0, :3] = torch.tensor([2e-5, -3e-5, 0.5])
+        task.regularizer(model).backward()
+        a = w.detach().abs()
+        expected = 2.0 * (w.detach() ** 2 / (a + 1e-7) - a) / (w.detach() ** 2 + 1e-7) if coded else torch.zeros_like(w)
+        assert torch.allclose(w.grad, expected, rtol=1e-5, atol=1e-12)
+    assert -2.0 < w.grad[0, 0].item() < -1.9 and abs(w.grad[0, 2].item()) < 1e-5   # about -lam, and tiny at 0.5

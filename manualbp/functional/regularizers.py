@@ -114,7 +114,10 @@ _TABLE = [
                 _t_over_sabs, "sqrt(|t|^2 + eps)  (|t| sign(t) = t)",
                 note="eps kept in R as for smooth_abs"),
     Regularizer("ratio", torch.sign, lambda t: t.new_zeros(()), "sqrt(t^2) / t = sign(t)",
-                note="a control: R' = 0 almost everywhere; R is taken as sign(t), 0 at t = 0",
+                note="a control: R' = 0 almost everywhere; R is taken as sign(t), 0 at t = 0. The gradient-pov "
+                     "article coded R' = (t^2 / (sqrt(t^2) + eps) - sqrt(t^2)) / (t^2 + eps), about -1 for "
+                     "|t| < 1e-4 and about -eps / t^2 beyond (article_grad=True)",
+                article_grad=lambda t: (t * t / (torch.sqrt(t * t) + EPS) - torch.sqrt(t * t)) / (t * t + EPS),
                 defined_at_zero=False),
     Regularizer("neg_log1p_sq", lambda t: -torch.log1p(t * t), lambda t: -2 * t / (1 + t * t),
                 "-log(1 + t^2)"),
@@ -196,7 +199,9 @@ def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool 
         w: a weight tensor, any shape.
         name: a key of ``REGULARIZERS`` (``l1``, ``l2``, ``neg_tanh``, ...), or ``"none"`` (gives 0).
         lam: the weight, a number >= 0.
-        article_grad: for ``log_sq``, the article's coded derivative 2 / (w + eps) instead of 2 / w.
+        article_grad: the articles' coded derivative where it is not R's: for ``log_sq`` 2 / (w + eps)
+            instead of 2 / w; for ``ratio`` (w^2 / (|w| + eps) - |w|) / (w^2 + eps) instead of 0 (not a
+            gradient: about -1 for |w| < 1e-4). Other regularizers ignore it.
 
     Returns:
         A scalar tensor. Backward: lam R'(w) g, with R' from ``REGULARIZERS``.

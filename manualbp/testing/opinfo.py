@@ -411,6 +411,15 @@ def _reg_samples(name):
     return samples
 
 
+def _ratio_article_samples(dtype, device):
+    g = _gen(16)
+    w = _t(3, 4, dtype=dtype, device=device, gen=g)
+    _away_from_zero(w, 0.05)
+    with torch.no_grad():   # entries where the coded derivative is about -1 (|w| < 1e-4)
+        w[0, :2] = torch.tensor([3e-5, -5e-5], dtype=dtype, device=device)
+    return [Sample((w, "ratio"), dict(lam=0.5, article_grad=True), "3x4, two entries under 1e-4")]
+
+
 # ---------------------------------------------------------------- fused layer + activation
 
 def _fused_ref(layer):
@@ -525,6 +534,9 @@ def _build() -> list[OpInfo]:
     for name in REGULARIZERS:
         ops.append(OpInfo(f"regularize[{name}]", "regularizers", M.regularize, _ref_regularize(name),
                           _reg_samples(name)))
+    # the gradient-pov article's coded derivative of ratio (letter G): not a gradient (gradcheck must fail)
+    ops.append(OpInfo("regularize[ratio, article_grad]", "regularizers", M.regularize, E.regularize_ratio_article,
+                      _ratio_article_samples, gradient=False, batched_grad=False))
     return ops
 
 

@@ -291,3 +291,23 @@ def softmax_binary_cross_entropy(logits, target, reduction="sum"):
     p = torch.exp(logp)
     total = -(target * logp + (1 - target) * torch.log(1 - p)).sum()
     return total / logits.shape[0] if reduction == "mean" else total
+
+
+class _RatioCodedGrad(torch.autograd.Function):
+    """sum sqrt(w^2) / w (w != 0), whose backward is the gradient-pov article's coded
+    (w^2 / (sqrt(w^2) + 1e-7) - sqrt(w^2)) / (w^2 + 1e-7), not the derivative (0)."""
+
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return (torch.sqrt(w ** 2) / w).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        a = torch.sqrt(w ** 2)
+        return g * (w ** 2 / (a + 1e-7) - a) / (w ** 2 + 1e-7)
+
+
+def regularize_ratio_article(w, name="ratio", lam=1.0, article_grad=True):
+    return lam * _RatioCodedGrad.apply(w)

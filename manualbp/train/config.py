@@ -30,7 +30,8 @@ BASE: dict = {
     "loss": "softmax_cross_entropy",  # classification: softmax_cross_entropy, sum_squared_error or
                                       # softmax_binary_cross_entropy (manualbp.train.tasks.CLASSIFICATION_LOSSES)
     "metric_loss": None,              # classification: the loss reported as train/test loss (None: ``loss``)
-    "regularizer": {"name": "none", "lam": 0.0},  # lam * sum R(w) over every weight (params with >1 dim)
+    "regularizer": {"name": "none", "lam": 0.0,   # lam * sum R(w) over every weight (params with >1 dim)
+                    "article_grad": False},       # the articles' coded R' (log_sq, ratio), not R's derivative
     "objective": None,                # terms of the task's objective (None: the task's default, data + regularizer)
     "phases": None,                   # None: one phase; or a list of PHASE_KEYS dicts, run in order
     "grad_transforms": [],            # per-step gradient transforms (manualbp.optim.transforms), e.g. gradient noise
@@ -163,6 +164,8 @@ def validate(cfg: dict) -> dict:
     if reg != "none" and reg not in REGULARIZERS:
         raise ConfigError(f"regularizer.name {reg!r} is not a regularizer; choose 'none' or one of "
                           f"{sorted(REGULARIZERS)}")
+    if not isinstance(cfg["regularizer"]["article_grad"], bool):
+        raise ConfigError(f"regularizer.article_grad must be true or false, got {cfg['regularizer']['article_grad']!r}")
     lam = cfg["regularizer"]["lam"]
     if not isinstance(lam, (int, float)) or lam < 0:
         raise ConfigError(f"regularizer.lam must be a number >= 0, got {lam!r}")

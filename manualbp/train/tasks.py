@@ -16,12 +16,13 @@ from manualbp.data import load_dataset
 from manualbp.models import build_model
 
 
-def weight_penalties(model, name: str, lam: float) -> list:
-    """lam * sum R(w) for every trained weight (parameters with more than one dimension)."""
+def weight_penalties(model, name: str, lam: float, article_grad: bool = False) -> list:
+    """lam * sum R(w) for every trained weight (parameters with more than one dimension); ``article_grad``:
+    the articles' coded R' where it differs (``manualbp.functional.regularize``)."""
     if name == "none" or lam == 0:
         return []
     # a parameter inside torch.func.vmap (stacked episodes) reports requires_grad False: it is trained
-    return [MF.regularize(p, name, lam) for p in model.parameters()
+    return [MF.regularize(p, name, lam, article_grad) for p in model.parameters()
             if p.dim() > 1 and (p.requires_grad or under_transform(p))]
 
 
@@ -71,7 +72,7 @@ class Task:
 
     def regularizer_terms(self, model) -> list:
         r = self.cfg["regularizer"]
-        return weight_penalties(model, r["name"], r["lam"])
+        return weight_penalties(model, r["name"], r["lam"], r.get("article_grad", False))
 
     def regularizer(self, model):
         pens = self.regularizer_terms(model)
