@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, pair
-from ._function import ManualFunction
+from ._function import ManualFunction, once_differentiable
 
 aten = torch.ops.aten
 
@@ -313,6 +313,72 @@ def max_pool2d(x: torch.Tensor, kernel_size=2, stride=None, padding=0) -> torch.
         raise ValueError(f"max_pool2d: input of spatial size {tuple(x.shape[2:])} is smaller than the "
                          f"kernel {kernel}")
     return MaxPool2dFunction.call(x, kernel, stride, padding)[0]
+
+
+class PoolMixFunction(ManualFunction):
+    """y = w max_pool(x) + (1 - w) avg_pool(x), w a learnable scalar (the sparse-filtering article's pool)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, kernel, stride):
+        mx, idx = aten.max_pool2d_with_indices(x, list(kernel), list(stride), [0, 0], [1, 1], False)
+        av = aten.avg_pool2d(x, list(kernel), list(stride), [0, 0], False, True, None)
+        return w * mx + (1 - w) * av, mx - av, idx
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, kernel, stride = inputs
+        _, diff, idx = output
+        ctx.mark_non_differentiable(diff, idx)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, w, diff, idx)
+        ctx.conf = (kernel, stride)
+
+    @staticmethod
+    @once_differentiable   # dw uses the saved max - avg as a constant: not differentiable again
+    def backward(ctx, g, _g_diff, _g_idx):
+        # dL/dx = max-pool backward of w g (to each window's argmax) + avg-pool backward of (1 - w) g
+        # (spread evenly over the window); dL/dw = sum g (max - avg)
+        x, w, diff, idx = ctx.saved_tensors
+        kernel, stride = ctx.conf
+        gx = gw = None
+        if g is None:
+            return None, None, None, None
+        if ctx.needs_input_grad[0]:
+            gx = aten.max_pool2d_with_indices_backward(w * g, x, list(kernel), list(stride), [0, 0], [1, 1],
+                                                       False, idx)
+            gx = gx + aten.avg_pool2d_backward((1 - w) * g, x, list(kernel), list(stride), [0, 0], False, True,
+                                               None)
+        if ctx.needs_input_grad[1]:
+            gw = (g * diff).sum().reshape(w.shape)
+        return gx, gw, None, None
+
+
+def pool_mix(x: torch.Tensor, w: torch.Tensor, kernel_size=2, stride=None) -> torch.Tensor:
+    """A learnable mix of max and average pooling: ``w * max_pool2d(x) + (1 - w) * avg_pool2d(x)``
+    (no padding), as the sparse-filtering article's encoder pooled.
+
+    Args:
+        x: input of shape ``(N, C, H, W)``.
+        w: the mixing weight, a tensor with one element (shape ``()`` or ``(1,)``), same dtype and device.
+        kernel_size: an int or a pair.
+        stride: an int or a pair (default: ``kernel_size``).
+
+    Returns:
+        Tensor of shape ``(N, C, H_out, W_out)``. Backward: w g to each window's argmax plus
+        (1 - w) g / (window size) to every entry of the window; dw = sum g (max - avg).
+    """
+    check_tensor("pool_mix", "x", x, ndim=4, shape_hint="(N, C, H, W)")
+    if not isinstance(w, torch.Tensor) or w.numel() != 1:
+        raise ValueError(f"pool_mix: w must be a tensor with one element (the mixing weight), got "
+                         f"{type(w).__name__ if not isinstance(w, torch.Tensor) else tuple(w.shape)}")
+    check_same_dtype_device("pool_mix", x=x, w=w)
+    kernel = pair("pool_mix", "kernel_size", kernel_size)
+    stride = kernel if stride is None else pair("pool_mix", "stride", stride)
+    if x.shape[2] < kernel[0] or x.shape[3] < kernel[1]:
+        raise ValueError(f"pool_mix: input of spatial size {tuple(x.shape[2:])} is smaller than the kernel {kernel}")
+    return PoolMixFunction.call(x, w, kernel, stride)[0]
 
 
 _UPSAMPLE = {

@@ -210,6 +210,13 @@ def _pool_samples(dtype, device):
                                                                               padding=1), "3x3 s2 overlap")]
 
 
+def _pool_mix_samples(dtype, device):
+    g = _gen(17)
+    t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+    return [Sample((t(2, 3, 6, 6), t()), dict(kernel_size=2), "2x2, scalar w"),
+            Sample((t(1, 2, 7, 5), t(1)), dict(kernel_size=3, stride=2), "3x3 s2 overlap, w of shape (1,)")]
+
+
 def _interp_samples(mode):
     def samples(dtype, device):
         g = _gen(5)
@@ -464,6 +471,7 @@ def _build() -> list[OpInfo]:
         OpInfo("conv2d", "dense", M.conv2d, E.conv2d, _conv_samples),
         OpInfo("conv_transpose2d", "dense", M.conv_transpose2d, E.conv_transpose2d, _conv_t_samples),
         OpInfo("max_pool2d", "dense", M.max_pool2d, E.max_pool2d, _pool_samples),
+        OpInfo("pool_mix", "dense", M.pool_mix, E.pool_mix, _pool_mix_samples, gradgrad=False),
         OpInfo("interpolate[bilinear]", "dense", M.interpolate, E.interpolate, _interp_samples("bilinear")),
         OpInfo("interpolate[bicubic]", "dense", M.interpolate, E.interpolate, _interp_samples("bicubic")),
         OpInfo("reshape", "dense", lambda x: M.reshape(x, (x.shape[0], -1)),

@@ -140,6 +140,20 @@ def max_pool2d(x, kernel_size=2, stride=None, padding=0):
     return cols.max(1).values.reshape(n, c, oh, ow)
 
 
+def avg_pool2d(x, kernel_size=2, stride=None):
+    """The mean of each window (no padding): patches of the input."""
+    kh, kw = _pair(kernel_size)
+    sh, sw = (kh, kw) if stride is None else _pair(stride)
+    n, c, h, wd = x.shape
+    oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
+    cols = F.unfold(x.reshape(n * c, 1, h, wd), (kh, kw), stride=(sh, sw))
+    return cols.mean(1).reshape(n, c, oh, ow)
+
+
+def pool_mix(x, w, kernel_size=2, stride=None):
+    return w * max_pool2d(x, kernel_size, stride) + (1 - w) * avg_pool2d(x, kernel_size, stride)
+
+
 def global_avg_pool2d(x):
     return x.sum((2, 3)) / (x.shape[2] * x.shape[3])
 
