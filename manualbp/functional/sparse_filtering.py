@@ -2,7 +2,8 @@
 
 z has shape (N examples, K features). F = act(z) with act = soft-abs sqrt(z^2 + eps) or ELU;
 each feature (column) is L2-normalised across the examples, then each example (row) across
-the features; the cost is the sum of the entries (an L1 norm of the normalised features).
+the features; the cost is the sum of the entries (an L1 norm of the normalised features), or their
+mean (``reduction="mean"``, the sparse-filtering article's code).
 In Ngiam's (features x examples) layout these are the rows and the columns.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ SPARSE_ACTIVATIONS = ("soft_abs", "elu")
 
 
 class SparseFilteringFunction(ManualFunction):
-    """cost = sum(F2), F1 = F / sqrt(sum_n F^2 + eps), F2 = F1 / sqrt(sum_k F1^2 + eps).
+    """cost = sum(F2) (or its mean), F1 = F / sqrt(sum_n F^2 + eps), F2 = F1 / sqrt(sum_k F1^2 + eps).
 
     Returns (cost, F, F1, F2, n1, n2); only the cost is differentiable.
     """
@@ -24,7 +25,7 @@ class SparseFilteringFunction(ManualFunction):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(z, eps, activation):
+    def forward(z, eps, activation, mean):
         if activation == "soft_abs":
             f = torch.sqrt(z * z + eps)
         else:
@@ -33,34 +34,36 @@ class SparseFilteringFunction(ManualFunction):
         f1 = f / n1
         n2 = torch.sqrt((f1 * f1).sum(1, keepdim=True) + eps)
         f2 = f1 / n2
-        return f2.sum(), f, f1, f2, n1, n2
+        return (f2.mean() if mean else f2.sum()), f, f1, f2, n1, n2
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        z, eps, activation = inputs
+        z, eps, activation, mean = inputs
         _, f, f1, f2, n1, n2 = output
         ctx.mark_non_differentiable(f, f1, f2, n1, n2)
         ctx.save_for_backward(z, f, f1, f2, n1, n2)
-        ctx.activation = activation
+        ctx.activation, ctx.mean = activation, mean
 
     @staticmethod
     @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
         # L2 normalisation y = x / sqrt(sum x^2 + eps) has dL/dx = (dL/dy - y sum(dL/dy y)) / norm:
-        #   dL/dF2 = g ; dL/dF1 = (g - F2 sum_k(g F2)) / n2 ; dL/dF = (dL/dF1 - F1 sum_n(dL/dF1 F1)) / n1
+        #   dL/dF2 = g (g / (N K) for the mean) ; dL/dF1 = (g - F2 sum_k(g F2)) / n2 ;
+        #   dL/dF = (dL/dF1 - F1 sum_n(dL/dF1 F1)) / n1
         #   soft-abs: dL/dz = dL/dF z / F ;  ELU: dL/dz = dL/dF (1 if z > 0 else F + 1)
         z, f, f1, f2, n1, n2 = ctx.saved_tensors
-        g2 = g.expand_as(f2)
+        g2 = (g / f2.numel() if ctx.mean else g).expand_as(f2)
         g1 = (g2 - f2 * (g2 * f2).sum(1, keepdim=True)) / n2
         gf = (g1 - f1 * (g1 * f1).sum(0, keepdim=True)) / n1
         if ctx.activation == "soft_abs":
             gz = gf * z / f
         else:
             gz = gf * torch.where(z > 0, torch.ones_like(f), f + 1)
-        return gz, None, None
+        return gz, None, None, None
 
 
-def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft_abs") -> torch.Tensor:
+def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft_abs",
+                     reduction: str = "sum") -> torch.Tensor:
     """The sparse-filtering cost of a feature batch (Ngiam et al., 2011).
 
     f = activation(z); each feature (column) is normalised to unit l2 norm over the examples, then
@@ -71,6 +74,8 @@ def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft
         z: features of shape ``(N, K)`` (N examples, K features).
         eps: added inside each norm and to the soft absolute value.
         activation: ``"soft_abs"`` (sqrt(z^2 + eps)) or ``"elu"``.
+        reduction: ``"sum"`` of the normalised entries, or their ``"mean"`` (the sum / (N K): the
+            sparse-filtering article's code, with eps 1e-20).
 
     Returns:
         A scalar tensor.
@@ -78,4 +83,5 @@ def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft
     check_tensor("sparse_filtering", "z", z, ndim=2, shape_hint="(N examples, K features)")
     check_positive("sparse_filtering", "eps", eps)
     check_choice("sparse_filtering", "activation", activation, SPARSE_ACTIVATIONS)
-    return SparseFilteringFunction.call(z, float(eps), activation)[0]
+    check_choice("sparse_filtering", "reduction", reduction, ("sum", "mean"))
+    return SparseFilteringFunction.call(z, float(eps), activation, reduction == "mean")[0]

@@ -125,11 +125,11 @@ def ref_iter_norm(x, running_mean=None, running_whitening=None, training=True, m
     return xc @ U
 
 
-def ref_sparse_filtering(z, eps=1e-8, activation="soft_abs"):
+def ref_sparse_filtering(z, eps=1e-8, activation="soft_abs", reduction="sum"):
     f = torch.sqrt(z ** 2 + eps) if activation == "soft_abs" else E.elu(z)
     f = f / torch.sqrt((f ** 2).sum(0, keepdim=True) + eps)
     f = f / torch.sqrt((f ** 2).sum(1, keepdim=True) + eps)
-    return f.sum()
+    return f.sum() / (f.numel() if reduction == "mean" else 1)
 
 
 def ref_standardize(x, eps=1e-5, dim=0):
@@ -396,7 +396,8 @@ def _sf_samples(activation):
         t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
         return [Sample((t(6, 4),), dict(activation=activation), "mini-batch 6x4"),
                 Sample((t(12, 5),), dict(activation=activation, eps=1e-6), "full batch 12x5"),
-                Sample((_away_from_zero(t(1, 4), 0.05),), dict(activation=activation), "batch 1")]
+                Sample((_away_from_zero(t(1, 4), 0.05),), dict(activation=activation), "batch 1"),
+                Sample((t(5, 9),), dict(activation=activation, reduction="mean"), "mean, batch 5 x 9 (the article's)")]
     return samples
 
 
