@@ -173,3 +173,29 @@ def test_normal_initialisation_of_weights_and_biases():
     assert torch.equal(MLP([5, 3], init_std=0.1).layers[0].bias, torch.zeros(3))
     with pytest.raises(ValueError, match="bias_init_std must be None or a number >= 0"):
         MLP([5, 3], bias_init_std=-1.0)
+
+
+def test_batch_norm_running_statistics_as_the_weights_pov_article_coded():
+    """running_init="zero", running_variance="biased": the running mean and variance start at 0 and
+    average the batch's biased variance; the normalised output is unchanged in training; eval mode
+    uses the running values."""
+    from manualbp.nn import BatchNorm
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 4, 4, dtype=torch.float64)
+    ours = BatchNorm(3, 1e-5, 0.1, running_init="zero", running_variance="biased").double()
+    torch_like = BatchNorm(3, 1e-5, 0.1).double()
+    assert torch.equal(ours.running_var, torch.zeros(3, dtype=torch.float64))
+    y, y_ref = ours(x), torch_like(x)
+    assert torch.allclose(y, y_ref, atol=1e-12)
+    dims = (0, 2, 3)
+    assert torch.allclose(ours.running_mean, 0.1 * x.mean(dims))
+    assert torch.allclose(ours.running_var, 0.1 * x.var(dims, unbiased=False))
+    assert torch.allclose(torch_like.running_var, 0.9 + 0.1 * x.var(dims, unbiased=True))
+    ours.eval()
+    expect = (x - ours.running_mean.reshape(1, 3, 1, 1)) / torch.sqrt(ours.running_var.reshape(1, 3, 1, 1) + 1e-5)
+    assert torch.allclose(ours(x), expect)
+    with pytest.raises(ValueError, match="running_variance must be"):
+        BatchNorm(3, running_variance="sample")
+    from manualbp.models.cnn6 import CNN6
+    net = CNN6(batch_norm=True, bn_running_init="zero", bn_running_variance="biased")
+    assert all(bn.running_init == "zero" and bn.running_variance == "biased" for bn in net.bns)

@@ -19,12 +19,15 @@ class CNN6(nn.Module):
         batch_norm: batch norm (no affine) after the ReLU of every layer but the last.
         init_std: weights N(0, init_std).
         bn_eps, bn_momentum: the batch norms' settings (momentum in torch's convention).
+        bn_running_init, bn_running_variance: ``"zero"`` / ``"biased"`` for the weights-pov article's
+            running statistics (``manualbp.nn.BatchNorm``).
 
     Input ``(N, in_channels, H, W)``; output ``(N, channels[-1])``."""
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 16, 16, 16, 16, 10),
                  strides: Sequence[int] = (2, 2, 2, 2, 1, 1), batch_norm: bool = False, init_std: float = 0.05,
-                 bn_eps: float = 1e-8, bn_momentum: float = 0.1):
+                 bn_eps: float = 1e-8, bn_momentum: float = 0.1, bn_running_init: str = "torch",
+                 bn_running_variance: str = "unbiased"):
         super().__init__()
         if len(channels) != len(strides):
             raise ValueError(f"CNN6: channels ({len(channels)}) and strides ({len(strides)}) must have one entry "
@@ -34,7 +37,8 @@ class CNN6(nn.Module):
                                    for a, b, s in zip(chans[:-1], chans[1:], strides))
         self.acts = nn.ModuleList(Activation("relu") for _ in self.convs)
         # bn_momentum in torch's convention: the seeds' TensorFlow decay 0.9 is momentum 0.1
-        self.bns = nn.ModuleList(BatchNorm(c, bn_eps, bn_momentum) for c in channels[:-1]) if batch_norm else None
+        self.bns = nn.ModuleList(BatchNorm(c, bn_eps, bn_momentum, bn_running_init, bn_running_variance)
+                                 for c in channels[:-1]) if batch_norm else None
         self.pool = GlobalAvgPool2d()
         self.in_channels = in_channels
 

@@ -32,16 +32,39 @@ class Standardize(nn.Module):
 
 
 class BatchNorm(nn.Module):
-    """Batch norm without affine parameters for (N, C) or (N, C, H, W) (momentum in torch's convention)."""
+    """Batch norm without affine parameters for (N, C) or (N, C, H, W) (momentum in torch's convention).
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+    ``running_init``: the running statistics start at mean 0, variance 1 (``"torch"``) or both at 0
+    (``"zero"``, the weights-pov article's code). ``running_variance``: the running variance averages
+    the batch's ``"unbiased"`` variance (torch) or its ``"biased"`` one (the article's code)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, running_init: str = "torch",
+                 running_variance: str = "unbiased"):
         super().__init__()
+        if running_init not in ("torch", "zero"):
+            raise ValueError(f"BatchNorm: running_init must be 'torch' (mean 0, variance 1) or 'zero', got "
+                             f"{running_init!r}")
+        if running_variance not in ("unbiased", "biased"):
+            raise ValueError(f"BatchNorm: running_variance must be 'unbiased' or 'biased', got {running_variance!r}")
         self.eps, self.momentum = eps, momentum
+        self.running_init, self.running_variance = running_init, running_variance
         self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("running_var", torch.zeros(num_features) if running_init == "zero"
+                             else torch.ones(num_features))
 
     def forward(self, x):
-        return MF.batch_norm(x, self.running_mean, self.running_var, self.training, self.momentum, self.eps)
+        if not (self.training and self.running_variance == "biased"):
+            return MF.batch_norm(x, self.running_mean, self.running_var, self.training, self.momentum, self.eps)
+        y = MF.batch_norm(x, None, None, True, self.momentum, self.eps)   # the batch's statistics, no update
+        with torch.no_grad():   # running = (1 - momentum) running + momentum batch, biased variance
+            dims = [0] + list(range(2, x.dim()))
+            self.running_mean.lerp_(x.mean(dims), self.momentum)
+            self.running_var.lerp_(x.var(dims, unbiased=False), self.momentum)
+        return y
+
+    def extra_repr(self):
+        return (f"eps={self.eps}, momentum={self.momentum}, running_init={self.running_init}, "
+                f"running_variance={self.running_variance}")
 
 
 class ZCAWhiten(nn.Module):
