@@ -199,3 +199,16 @@ def test_batch_norm_running_statistics_as_the_weights_pov_article_coded():
     from manualbp.models.cnn6 import CNN6
     net = CNN6(batch_norm=True, bn_running_init="zero", bn_running_variance="biased")
     assert all(bn.running_init == "zero" and bn.running_variance == "biased" for bn in net.bns)
+
+
+def test_cnn6_equal_init_repeats_the_draw_for_equal_shapes():
+    """equal_init=True: layers 2-5 (16 -> 16) start as copies of layer 2, as the weights-pov article's
+    same-seeded draws did; layers 1 and 6 (other shapes) keep their own draws."""
+    torch.manual_seed(0)
+    net = CNN6(equal_init=True)
+    w = [c.weight for c in net.convs]
+    assert all(torch.equal(w[1], w[i]) for i in (2, 3, 4))
+    torch.manual_seed(0)
+    plain = CNN6()
+    assert torch.equal(plain.convs[1].weight, w[1]) and not torch.equal(plain.convs[2].weight, w[2])
+    assert torch.equal(plain.convs[0].weight, w[0]) and torch.equal(plain.convs[5].weight, w[5])

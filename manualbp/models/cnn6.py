@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, layer_act
@@ -21,13 +22,16 @@ class CNN6(nn.Module):
         bn_eps, bn_momentum: the batch norms' settings (momentum in torch's convention).
         bn_running_init, bn_running_variance: ``"zero"`` / ``"biased"`` for the weights-pov article's
             running statistics (``manualbp.nn.BatchNorm``).
+        equal_init: every layer whose weight has the shape of an earlier one starts as a copy of it
+            (with the default channels: layers 2-5 start equal), as in the weights-pov article's code,
+            whose same-seeded draws repeated for equal shapes.
 
     Input ``(N, in_channels, H, W)``; output ``(N, channels[-1])``."""
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 16, 16, 16, 16, 10),
                  strides: Sequence[int] = (2, 2, 2, 2, 1, 1), batch_norm: bool = False, init_std: float = 0.05,
                  bn_eps: float = 1e-8, bn_momentum: float = 0.1, bn_running_init: str = "torch",
-                 bn_running_variance: str = "unbiased"):
+                 bn_running_variance: str = "unbiased", equal_init: bool = False):
         super().__init__()
         if len(channels) != len(strides):
             raise ValueError(f"CNN6: channels ({len(channels)}) and strides ({len(strides)}) must have one entry "
@@ -36,6 +40,11 @@ class CNN6(nn.Module):
         self.convs = nn.ModuleList(Conv2d(a, b, 3, s, "same", bias=False, init_std=init_std)
                                    for a, b, s in zip(chans[:-1], chans[1:], strides))
         self.acts = nn.ModuleList(Activation("relu") for _ in self.convs)
+        if equal_init:
+            with torch.no_grad():
+                for i, conv in enumerate(self.convs):
+                    first = next(c for c in self.convs[:i + 1] if c.weight.shape == conv.weight.shape)
+                    conv.weight.copy_(first.weight)
         # bn_momentum in torch's convention: the seeds' TensorFlow decay 0.9 is momentum 0.1
         self.bns = nn.ModuleList(BatchNorm(c, bn_eps, bn_momentum, bn_running_init, bn_running_variance)
                                  for c in channels[:-1]) if batch_norm else None
