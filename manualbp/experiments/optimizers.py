@@ -149,7 +149,7 @@ def _load(specs) -> list[dict]:
         trial, case = r["labels"]["setting"].split("-")
         out.append({"trial": int(trial[5:]), "case": int(case[4:]), "run": r["labels"]["seed"],
                     "metrics": r["metrics"], "style": "article" if r["config"]["preset"].startswith("article")
-                    else "sound"})
+                    else "sound", "width": r["config"]["model"]["widths"][1]})
     return out
 
 
@@ -163,7 +163,7 @@ def winners(runs: list[dict], ties: str = "all") -> dict:
     by_run: dict = {}
     for r in runs:
         by_run.setdefault((r["trial"], r["run"]), {})[r["case"]] = r["metrics"][-1]
-    out: dict = {"n": {}}
+    out: dict = {"n": {}, "width": {r["trial"]: r.get("width", TRIALS[r["trial"]][1]) for r in runs}}
     for (trial, _), finals in sorted(by_run.items()):
         out["n"][trial] = out["n"].get(trial, 0) + 1
         for crit, (key, _, pick) in CRITERIA.items():
@@ -184,10 +184,10 @@ def _pct(count, n):
 
 def frequency_tables(w: dict) -> list[str]:
     lines = []
-    trials = sorted(t for t in w if t != "n")
+    trials = sorted(t for t in w if t not in ("n", "width"))
     for crit, (_, title, _) in CRITERIA.items():
         lines += ["", f"### Share of runs in which a case had the {title}", ""]
-        head = ["case"] + [f"trial {t} (lr {TRIALS[t][0]}, {TRIALS[t][1]}) this sweep, n={w['n'][t]}"
+        head = ["case"] + [f"trial {t} (lr {TRIALS[t][0]}, width {w['width'][t]}) this sweep, n={w['n'][t]}"
                            for t in trials] + [f"trial {t} article" for t in trials]
         rows = []
         for c in CASES:
@@ -215,7 +215,7 @@ def _colors():
 
 def bar_figure(w: dict, path: Path, writer=None):
     pyplot = plt()
-    trials = sorted(t for t in w if t != "n")
+    trials = sorted(t for t in w if t not in ("n", "width"))
     colors = _colors()
     fig, axes = pyplot.subplots(len(trials), 3, figsize=(13, 2.6 * len(trials)), squeeze=False)
     for i, t in enumerate(trials):
@@ -225,7 +225,7 @@ def bar_figure(w: dict, path: Path, writer=None):
             ax.bar(list(CASES), counts, color=[colors[c] for c in CASES])
             ax.set_xticks(list(CASES))
             ax.set_ylim(0, max(1, w["n"][t]))
-            ax.set_title(f"trial {t} (lr {TRIALS[t][0]}, width {TRIALS[t][1]}): {title}")
+            ax.set_title(f"trial {t} (lr {TRIALS[t][0]}, width {w['width'][t]}): {title}")
             ax.set_xlabel("case")
             ax.set_ylabel(f"runs of {w['n'][t]}")
     fig.tight_layout()
@@ -293,7 +293,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
     bar_figure(w, sweep_dir / "frequency.png", writer)
     curve_figure(runs, sweep_dir / "curves.png", writer)
     writer.close()
-    trials = sorted(t for t in w if t != "n")
+    trials = sorted(t for t in w if t not in ("n", "width"))
     tie_rule = ("Ties go to the lowest case number (the article's code took the first index)." if ties == "first"
                 else "Ties credit every tied case, so a column can add up to more than 100%.")
     lines = [f"## optimizers ({' and '.join(sorted(styles))} configuration): which case ends best, per trial", "",
