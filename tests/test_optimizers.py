@@ -2,6 +2,7 @@
 (written again here in numpy, and TensorFlow's own published test values), resuming through
 state_dict, dilated back-propagation against an explicit layer-by-layer backward, and the sweep."""
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -516,3 +517,14 @@ def test_killed_run_of_a_case_resumes_bit_identically(case, tmp_path):
     again = run_in_subprocess(cfg, tmp_path / "resumed")
     assert again.returncode == 0 and "resuming after epoch 2 of 4" in again.stdout, again.stderr[-2000:]
     assert_same_run(tmp_path / "full", tmp_path / "resumed")
+
+
+@pytest.mark.parametrize("name", ["article", "sound"])
+def test_full_presets_expand_from_the_command_line(name):
+    """scripts/sweep.py optimizers --preset article / sound: the 680 runs of the article's schedule
+    (17 cases x 4 trials x 10 runs), one command each."""
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "optimizers", "--preset", name, "--list"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 680 and all("--run trial" in json.loads(x)["command"] for x in lines)
