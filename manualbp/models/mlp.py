@@ -45,7 +45,6 @@ class MLP(nn.Module):
                              f"got {activation!r}")
         self.acts = nn.ModuleList(Activation(a) for a in acts)
         self.numpy_init_seed = numpy_init_seed
-        self._init_stds = (init_std, bias_init_std if bias else 0.0)
         if numpy_init_seed is not None:
             self.numpy_init()
         self.norm = make_norm(norm, widths[norm_at], **(norm_kwargs or {}))
@@ -57,19 +56,20 @@ class MLP(nn.Module):
         """(Re)draw the weights and biases from ``numpy_init_seed`` in float64, cast to the parameters'
         dtype (the loop calls it again after moving the model to the run's dtype, so float64 runs hold
         numpy's draws exactly)."""
-        seed, (std, bias_std) = self.numpy_init_seed, self._init_stds
+        seed = self.numpy_init_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"MLP: numpy_init_seed must be None or an int >= 0, got {seed!r}")
-        if std is None or bias_std is None:
+        if any(lay.init_std is None or (lay.bias is not None and lay.bias_init_std is None) for lay in self.layers):
             raise ValueError("MLP: numpy_init_seed draws N(0, std) weights and biases; set init_std (and "
                              "bias_init_std when bias=True)")
         import numpy as np
         rng = np.random.RandomState(seed)
         for layer in self.layers:   # the script's order: W (in x out), b, next layer's W, b, ...
-            w = rng.normal(0.0, std, size=(layer.in_features, layer.out_features))
+            w = rng.normal(0.0, layer.init_std, size=(layer.in_features, layer.out_features))
             layer.weight.copy_(torch.from_numpy(w.T.copy()).to(layer.weight))
             if layer.bias is not None:
-                layer.bias.copy_(torch.from_numpy(rng.normal(0.0, bias_std, size=layer.out_features)).to(layer.bias))
+                b = rng.normal(0.0, layer.bias_init_std, size=layer.out_features)
+                layer.bias.copy_(torch.from_numpy(b).to(layer.bias))
 
     def set_epoch(self, epoch: int) -> None:
         """Called by the loop before each epoch (counted from 0): the dilation rate's t."""
