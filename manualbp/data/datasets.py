@@ -98,21 +98,30 @@ def _load_mnist_like(folder_name, title, tv_class, root, split, download):
     return formats.read_mnist_like(folder, split, title)
 
 
+def _interleaved(xy):
+    """An image-folder copy lists the images class by class, which no training order should follow
+    (``data.shuffle=false`` would train on one class at a time); it is read in one fixed pseudo-random
+    order (seed 0) instead, a stand-in for the release's class-mixed file order, which the copy does not keep."""
+    x, y = xy
+    order = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(0))
+    return x[order], y[order]
+
+
 def _load_cifar10(root, split, download):
     title = "CIFAR-10"
     if (root / "cifar-10-batches-py").is_dir():
         return formats.read_cifar_batches(root / "cifar-10-batches-py", split, title)
     for folder in (root / "cifar10", root / "CIFAR10"):
         if (folder / split).is_dir():
-            return _cached(f"cifar10-{split}", folder / split,
-                           lambda: formats.read_image_folder(folder / split, CIFAR10_CLASSES, title))
+            return _interleaved(_cached(f"cifar10-{split}", folder / split,
+                                        lambda: formats.read_image_folder(folder / split, CIFAR10_CLASSES, title)))
     archive = root / "cifar10-jpeg.tar.gz"
     if archive.is_file():
         dest = cache_dir() / "cifar10-jpeg"
         if not (dest / split).is_dir():
             formats.extract_tar(archive, dest, title)
-        return _cached(f"cifar10-{split}", archive,
-                       lambda: formats.read_image_folder(dest / split, CIFAR10_CLASSES, title))
+        return _interleaved(_cached(f"cifar10-{split}", archive,
+                                    lambda: formats.read_image_folder(dest / split, CIFAR10_CLASSES, title)))
     if download:
         import torchvision
         torchvision.datasets.CIFAR10(str(root), train=split == "train", download=True)

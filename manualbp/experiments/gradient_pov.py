@@ -23,21 +23,60 @@ from .report import load_runs, markdown_table, mean_ci, plt, save
 LETTERS = ARTICLE_LETTERS["gradient-pov"]
 LAMBDA = 1e-5
 CLAIMS = {"best_test": "H", "worst": "C", "sparser_post_activation": "H"}   # the article's findings
+FINAL_MAP_AREA = {"stl10": 6 * 6, "cifar10": 2 * 2}   # S: the final feature map's area (96 or 32 pixels / 16)
+STL10_SIZE = (5000, 8000)     # STL-10's training and test images: the CIFAR-10 stand-in keeps these sizes
 
-_COMMON = {"model": {"name": "cnn6", "batch_norm": False, "init_std": 0.05}, "optim": {"name": "Adam", "lr": 0.0008},
-           "batch_size": 20, "eval_batch_size": 500, "log": {"probe_every": "epoch", "histograms": True}}
+_SOUND = {"model": {"name": "cnn6", "batch_norm": False, "init_std": 0.05}, "optim": {"name": "Adam", "lr": 0.0008},
+          "batch_size": 20, "eval_batch_size": 500, "log": {"probe_every": "epoch", "histograms": True}}
+
+
+def _article(dataset: str, epochs: int, limits: tuple = (None, None)) -> dict:
+    """The authors' code: weights-pov's shared initial draw (init_seed 0, layers 2-5 equal), file order,
+    the data term weighted S / B, Adam-c (lr 0.0008, eps 1e-9), letter G's coded derivative
+    (``regularizer.article_grad``), and the probe after each epoch on the fixed last batch whose
+    gradient enters Adam's first moment (``log.probe_every=after_epoch``, ``log.probe_moment_step``)."""
+    return {"model": {"name": "cnn6", "batch_norm": False, "init_std": 0.05, "equal_init": True},
+            "optim": {"name": "ConstantBiasAdam", "lr": 0.0008, "eps": 1e-9}, "init_seed": 0,
+            "data": {"name": dataset, "shuffle": False, "train_limit": limits[0], "test_limit": limits[1]},
+            "batch_size": 20, "eval_batch_size": 20, "epochs": epochs,
+            "objective": {"data": FINAL_MAP_AREA[dataset] / 20, "regularizer": 1.0},
+            "log": {"probe_every": "after_epoch", "probe_moment_step": True, "histograms": True}}
+
+
 PRESETS = {
-    # the article's configuration: STL-10, batch 20, 150 epochs
-    "full": {**_COMMON, "data": {"name": "stl10"}, "epochs": 150},
-    # a CPU-sized stand-in for STL-10: CIFAR-10, fixed random subsets of 5k training images (250 steps of
-    # 20 per epoch, as STL-10's 5k) and 5k test images, 15 epochs
-    "cifar15": {**_COMMON, "data": {"name": "cifar10", "train_limit": 5000, "test_limit": 5000}, "epochs": 15},
+    # the authors' code: STL-10, batch 20, 150 epochs, one run per letter
+    "article": _article("stl10", 150),
+    # STL-10's stand-in: CIFAR-10 subsets of STL-10's sizes (5,000 / 8,000; fixed random subsets in file order),
+    # the article's batch 20 and 150 epochs; S / B = 4 / 20 for CIFAR-10's 2x2 final map
+    "article-cpu": _article("cifar10", 150, STL10_SIZE),
+    "article-quick": _article("cifar10", 3, (1000, 1000)),
+    # the errors fixed: seeds as episodes (own initial weights, shuffled batches), the mean cross-entropy,
+    # Adam, G's exact derivative (zero), probes on the epoch's last training step; STL-10, 150 epochs
+    "sound": {**_SOUND, "data": {"name": "stl10"}, "epochs": 150},
+    # the sound preset on the CIFAR-10 stand-in, 60 epochs
+    "sound-cpu": {**_SOUND, "data": {"name": "cifar10", "train_limit": STL10_SIZE[0], "test_limit": STL10_SIZE[1]},
+                  "epochs": 60},
     # minutes on a 2-core CPU
-    "quick": {**_COMMON, "data": {"name": "cifar10", "train_limit": 1000, "test_limit": 1000}, "epochs": 3},
+    "quick": {**_SOUND, "data": {"name": "cifar10", "train_limit": 1000, "test_limit": 1000}, "epochs": 3},
 }
-CASES = {letter: {"regularizer": {"name": name, "lam": 0.0 if name == "none" else LAMBDA}}
-         for letter, name in LETTERS.items()}
+
+
+def _case(name: str, article: bool) -> dict:
+    none = name == "none"
+    return {"regularizer": {"name": name, "lam": 0.0 if none else LAMBDA, "article_grad": article and not none}}
+
+
+CASES = {letter: _case(name, False) for letter, name in LETTERS.items()}
+ARTICLE_CASES = {letter: _case(name, True) for letter, name in LETTERS.items()}
 GRID = {"case": CASES, "seed": [0, 1, 2]}
+
+
+def grid(preset: str) -> dict:
+    if preset.startswith("article"):   # one run per letter
+        return {"case": ARTICLE_CASES, "seed": [0]}
+    if preset == "sound-cpu":           # seeds outermost: a cut sweep has whole seeds
+        return {"seed": [0, 1, 2], "case": CASES}
+    return GRID
 LAYERS = [f"conv{i}" for i in range(1, 7)]
 
 

@@ -27,29 +27,63 @@ LETTERS = ARTICLE_LETTERS["weights-pov"]
 LAMBDA = 1e-5
 SPARSE_BELOW = 1e-3     # a weight counts as sparse (near zero) when |w| < 1e-3
 
+# The article's code spread each example's softmax - y over the final feature map (area S) and divided the
+# weight gradient by B twice: the data term weighs S / B against the project's mean cross-entropy.
+FINAL_MAP_AREA = {"cifar10": 2 * 2, "stl10": 6 * 6}     # 32 and 96 pixels after four stride-2 layers
+ARTICLE_BATCH = {"cifar10": 100, "stl10": 20}
+ARTICLE_EPOCHS = {"cifar10": 100, "stl10": 150}
+# the article's lambda per arm: (dataset, batch norm) -> lambda (0: no regularizer at all)
+ARTICLE_LAMBDA = {("cifar10", False): 1e-5, ("cifar10", True): 0.01, ("stl10", False): 1e-5, ("stl10", True): 0.0}
+
+
+def data_weight(dataset: str, batch_size: int) -> float:
+    """S / B: the weight of the data term in the article's code (0.04 for CIFAR-10 at batch 100)."""
+    return FINAL_MAP_AREA[dataset] / batch_size
+
+
 _MODEL = {"name": "cnn6", "batch_norm": False, "init_std": 0.05, "bn_eps": 1e-8, "bn_momentum": 0.1}
-_COMMON = {"model": _MODEL, "optim": {"name": "Adam", "lr": 0.0008}, "eval_batch_size": 500,
-           "log": {"probe_every": 0}}   # the final weights are read from the checkpoint; per-epoch probes are
-#                                          gradient-pov's subject, so this sweep skips them (log.probe_every=epoch)
-DATASETS = {
-    "stl10": {"data": {"name": "stl10"}, "batch_size": 20, "epochs": 150},
-    "cifar10": {"data": {"name": "cifar10"}, "batch_size": 100, "epochs": 100},
-}
+_LOG = {"probe_every": 0}   # the final weights are read from the checkpoint; per-epoch probes are gradient-pov's
+#                              subject, so this sweep skips them (log.probe_every=epoch turns them on)
+_SOUND = {"model": _MODEL, "optim": {"name": "Adam", "lr": 0.0008}, "eval_batch_size": 500, "log": _LOG,
+          "data": {"name": "cifar10"}, "batch_size": 100}
+
+
+def _article(dataset: str, epochs: int, limits: tuple = (None, None)) -> dict:
+    """The authors' code: one shared initial draw (init_seed 0; layers 2-5 equal), batch-norm running
+    statistics from 0 with the biased variance, pixels / 255 in file order, the data term weighted S / B,
+    Adam-c (lr 0.0008, eps 1e-9), test accuracy over batches of B."""
+    b = ARTICLE_BATCH[dataset]
+    return {"model": {**_MODEL, "equal_init": True, "bn_running_init": "zero", "bn_running_variance": "biased"},
+            "optim": {"name": "ConstantBiasAdam", "lr": 0.0008, "eps": 1e-9}, "init_seed": 0,
+            "data": {"name": dataset, "shuffle": False, "train_limit": limits[0], "test_limit": limits[1]},
+            "batch_size": b, "eval_batch_size": b, "epochs": epochs,
+            "objective": {"data": data_weight(dataset, b), "regularizer": 1.0}, "log": _LOG}
+
+
 PRESETS = {
-    # the article's configuration (both datasets, 10 episodes: see grid())
-    "full": {**_COMMON, **DATASETS["cifar10"]},
-    # CPU-sized: CIFAR-10, fixed random subsets of 10k training and 5k test images, 15 epochs
-    "cifar15": {**_COMMON, "data": {"name": "cifar10", "train_limit": 10000, "test_limit": 5000}, "batch_size": 100,
-                "epochs": 15},
+    # the authors' code on CIFAR-10: all 50,000 training images in file order, batch 100, 100 epochs
+    "article": _article("cifar10", ARTICLE_EPOCHS["cifar10"]),
+    # the same for the article's STL-10 arm: batch 20, 150 epochs (S / B = 36 / 20)
+    "article-stl10": _article("stl10", ARTICLE_EPOCHS["stl10"]),
+    # the CIFAR-10 article preset on a CPU budget: all 50,000 images, 20 of the 100 epochs
+    "article-cpu": _article("cifar10", 20),
+    # minutes on a 2-core CPU: a CIFAR-10 subset (2k / 1k, same order), 3 epochs
+    "article-quick": _article("cifar10", 3, (2000, 1000)),
+    # the errors fixed: seeds as episodes (own initial weights and data order), the mean cross-entropy,
+    # lambda 1e-5 in every arm, Adam, running statistics as torch's; CIFAR-10, all 50k images, 100 epochs
+    "sound": {**_SOUND, "epochs": 100},
+    "sound-stl10": {**_SOUND, "data": {"name": "stl10"}, "batch_size": 20, "epochs": 150},
+    # the sound preset on a CPU budget: all 50,000 images, 10 epochs, 3 seeds
+    "sound-cpu": {**_SOUND, "epochs": 10},
     # minutes on a 2-core CPU: a CIFAR-10 subset, 3 epochs
-    "quick": {**_COMMON, "data": {"name": "cifar10", "train_limit": 2000, "test_limit": 1000}, "batch_size": 100,
-              "epochs": 3},
+    "quick": {**_SOUND, "data": {"name": "cifar10", "train_limit": 2000, "test_limit": 1000}, "epochs": 3},
 }
 
 
-def _case(letter: str) -> dict:
+def _case(letter: str, lam: float = LAMBDA) -> dict:
     name = LETTERS[letter]
-    return {"regularizer": {"name": name, "lam": 0.0 if name == "none" else LAMBDA}}
+    none = name == "none" or lam == 0
+    return {"regularizer": {"name": "none" if none else name, "lam": 0.0 if none else lam}}
 
 
 CASES = {letter: _case(letter) for letter in LETTERS}
@@ -58,11 +92,24 @@ BN = {"bn": {"model": {"batch_norm": True}}, "nobn": {"model": {"batch_norm": Fa
 GRID = {"bn": BN, "case": CASES, "seed": [0, 1]}
 
 
-def grid(preset: str) -> dict:
-    if preset == "full":   # the article: STL-10 and CIFAR-10, 10 episodes
-        return {"dataset": DATASETS, "bn": BN, "case": CASES, "seed": list(range(10))}
-    if preset == "cifar15":
-        return {"bn": BN, "case": CASES, "seed": [0, 1, 2]}
+def article_grid(dataset: str, seeds=(0,)) -> list:
+    """The article's runs: per batch-norm arm its own lambda (``ARTICLE_LAMBDA``), every letter; one
+    episode (the article's episodes shared their initial weights and data order, so on a CPU they are
+    the same run: ``--seeds 0,1`` shows it)."""
+    out = []
+    for bn, on in (("bn", True), ("nobn", False)):
+        lam = ARTICLE_LAMBDA[(dataset, on)]
+        out.append({"bn": {bn: BN[bn]}, "case": {c: _case(c, lam) for c in LETTERS}, "seed": list(seeds)})
+    return out
+
+
+def grid(preset: str):
+    if preset.startswith("article"):
+        return article_grid("stl10" if preset.endswith("stl10") else "cifar10")
+    if preset in ("sound", "sound-stl10"):   # 10 episodes, as the article
+        return {"bn": BN, "case": CASES, "seed": list(range(10))}
+    if preset == "sound-cpu":   # seeds outermost: a cut sweep has whole episodes
+        return {"seed": [0, 1, 2], "bn": BN, "case": CASES}
     return GRID
 
 
@@ -211,6 +258,35 @@ def histogram_3d_figure(runs, layer, path, writer=None, title=""):
     save(fig, path, writer, f"weights-pov/{path.stem}")
 
 
+def mean_weights_figure(groups, cases, bn, path, writer=None, title=""):
+    """Per case (rows) and layer (columns): the article's "mean histogram", the histogram of the
+    element-wise mean of the final weights over the episodes (bars), beside the mean of the episodes'
+    histograms (line). The two agree when the episodes share their initial weights (the article's code),
+    and the first narrows towards 0 when each episode draws its own."""
+    pyplot = plt()
+    rows = [c for c in cases if (bn, c) in groups]
+    if not rows:
+        return
+    fig, axes = pyplot.subplots(len(rows), 6, figsize=(18, 1.7 * len(rows)), squeeze=False)
+    for r, case in enumerate(rows):
+        runs = groups[(bn, case)]
+        for layer in range(6):
+            ax = axes[r, layer]
+            ws = np.stack([x["weights"][layer] for x in runs])
+            bins = np.linspace(ws.min(), ws.max(), 41)
+            ax.hist(ws.mean(0), bins, density=True, color="tab:green", alpha=0.6, label="mean of weights")
+            h = np.mean([np.histogram(w, bins, density=True)[0] for w in ws], 0)
+            ax.plot((bins[1:] + bins[:-1]) / 2, h, color="magenta", lw=1.2, label="mean of histograms")
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"layer {layer + 1}")
+            if layer == 0:
+                ax.set_ylabel(f"{case} (n = {len(runs)})", fontsize=7)
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title)
+    save(fig, path, writer, f"weights-pov/{path.stem}")
+
+
 # ---------------------------------------------------------------- the report
 
 def findings(groups, cases) -> list[str]:
@@ -284,6 +360,9 @@ def report(sweep_dir: Path, specs) -> list[str]:
             summary_figure(groups, cases, sweep_dir / f"summary-{ds}.png", writer,
                            f"{ds}: mean final-weight histograms (BN on orange, off blue)")
             for bn in BN:
+                mean_weights_figure(groups, cases, bn, sweep_dir / f"mean-weights-{ds}-{bn}.png", writer,
+                                    f"{ds}, {bn}: histogram of the element-wise mean of the final weights over "
+                                    "episodes (bars) and the mean of the histograms (line)")
                 if (bn, "Z") in groups:
                     histogram_3d_figure(groups[(bn, "Z")], 2, sweep_dir / f"hist3d-{ds}-{bn}.png", writer,
                                         f"{ds}, baseline Z, {bn}, layer 3 over episodes")

@@ -37,7 +37,10 @@ BASE: dict = {
     "grad_transforms": [],            # per-step gradient transforms (manualbp.optim.transforms), e.g. gradient noise
     "check_finite_every": 20,         # steps between the (host-syncing) checks for a NaN/Inf loss
     "compile": False,                 # torch.compile(fullgraph=True) of each training step's forward and loss
-    "log": {"probe_every": "epoch",   # 0: off; "epoch": last batch of each epoch; N: every N steps
+    "log": {"probe_every": "epoch",   # 0: off; "epoch": last batch of each epoch; N: every N steps; "after_epoch": an
+            #                             extra forward and backward on the epoch's last batch after its last update
+            "probe_moment_step": False,   # after_epoch: that gradient also enters the optimizer's first moment
+            #                               (m <- b1 m + (1 - b1) g, kept in its state: the gradient-pov article's code)
             "histograms": True, "progress": True, "progress_every": 50},
 }
 # sub-dicts whose keys are passed on to a constructor (which refuses unknown ones itself)
@@ -136,8 +139,14 @@ def validate(cfg: dict) -> dict:
     if not isinstance(dev, str) or not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
         raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {dev!r}")
     pe = cfg["log"]["probe_every"]
-    if not (pe == "epoch" or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
-        raise ConfigError(f"log.probe_every must be 0 (off), 'epoch' or a positive step count, got {pe!r}")
+    if not (pe in ("epoch", "after_epoch") or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
+        raise ConfigError(f"log.probe_every must be 0 (off), 'epoch', 'after_epoch' or a positive step count, "
+                          f"got {pe!r}")
+    if not isinstance(cfg["log"]["probe_moment_step"], bool):
+        raise ConfigError(f"log.probe_moment_step must be true or false, got {cfg['log']['probe_moment_step']!r}")
+    if cfg["log"]["probe_moment_step"] and pe != "after_epoch":
+        raise ConfigError("log.probe_moment_step=true is a step of the after-epoch probe; set "
+                          "log.probe_every=after_epoch (or probe_moment_step=false)")
     from manualbp.train.tasks import CLASSIFICATION_LOSSES
     if cfg["loss"] not in CLASSIFICATION_LOSSES:
         raise ConfigError(f"loss {cfg['loss']!r} is not a classification loss; choose one of "

@@ -81,6 +81,8 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
 
 
 def _is_probe_step(every, step: int, index: int, steps_per_epoch: int) -> bool:
+    if every == "after_epoch":   # probed by a separate pass after the epoch (_after_epoch_probe)
+        return False
     if every == "epoch":
         return index == steps_per_epoch - 1
     return bool(every) and step % every == 0
@@ -116,6 +118,33 @@ def build_initial_model(cfg: dict, task, device) -> torch.nn.Module:
     if getattr(model, "numpy_init_seed", None) is not None:   # numpy's float64 draws, not their float32 rounding
         model.numpy_init()
     return model
+
+
+def _after_epoch_probe(model, task, optimizer, weights, x, y, probes, moment_step: bool, step: int,
+                       epoch: int) -> list[dict]:
+    """``log.probe_every=after_epoch``: one extra forward and backward on the epoch's last batch (x, y) after
+    its last update, recorded by the probes; the weights do not change and batch-norm running statistics
+    are restored. ``moment_step`` (the gradient-pov article's code): that gradient also takes one
+    moving-average step of the optimizer's first moment, m <- b1 m + (1 - b1) g, which stays in its state."""
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    probes.arm()
+    optimizer.zero_grad(set_to_none=True)
+    loss, _ = task.loss(model, x, y, weights)
+    loss.backward()
+    if moment_step:
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                b1 = group["betas"][0]
+                for p in group["params"]:
+                    m = optimizer.state.get(p, {}).get("exp_avg")
+                    if p.grad is not None and m is not None:
+                        m.mul_(b1).add_(p.grad, alpha=1 - b1)
+    rows = probes.collect(optimizer, step, epoch)
+    optimizer.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for k, v in model.named_buffers():
+            v.copy_(buffers[k])
+    return rows
 
 
 @dataclass
@@ -239,7 +268,10 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     noise = torch.Generator(device=device)
     noise.manual_seed(cfg["seed"] * 7919 + 17)
     for ph in phases:   # settings errors (optimizer, schedule, train prefixes) surface before the folder is made
-        _phase_optimizer(cfg, ph, model)
+        opt, _, _ = _phase_optimizer(cfg, ph, model)
+        if cfg["log"]["probe_moment_step"] and not all("betas" in g for g in opt.param_groups):
+            raise ValueError(f"log.probe_moment_step=true needs an optimizer with a first moment (betas: Adam, "
+                             f"ConstantBiasAdam, ...), not {type(opt).__name__}; set log.probe_moment_step=false")
     rd.start(cfg)
 
     bs = cfg["batch_size"]
@@ -330,6 +362,9 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                             bar.set_postfix(loss=f"{loss.item():.4f}")
                 if int(bad_step) >= 0:
                     raise non_finite(epoch, int(bad_step))
+                if probes is not None and lg["probe_every"] == "after_epoch":
+                    rd.append_jsonl(rd.stats, _after_epoch_probe(model, task, optimizer, ph.weights, x, y, probes,
+                                                                 lg["probe_moment_step"], step, epoch))
                 te = task.evaluate(model, test_data, ebs)
             except (NonFiniteError, torch.linalg.LinAlgError) as e:
                 # a whitening's eigh / SVD failed on non-finite input: the NaN / Inf reached it before the loss
