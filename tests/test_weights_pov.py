@@ -72,6 +72,7 @@ def test_article_preset_matches_the_authors_code():
         assert (cfg["batch_size"], cfg["eval_batch_size"], cfg["epochs"]) == (100, 100, 100)
         assert cfg["data"]["shuffle"] is False and cfg["data"]["train_limit"] is None
         assert cfg["init_seed"] == 0 and cfg["optim"] == {"name": "ConstantBiasAdam", "lr": 0.0008, "eps": 1e-9}
+        assert cfg["regularizer"]["article_grad"] == (name.split("-")[1] == "K")   # K's coded 2 / (w + eps)
     task, model, opt = built_run(specs["bn-C-seed0"])
     assert type(opt) is ConstantBiasAdam and opt.param_groups[0]["eps"] == 1e-9
     ws = [c.weight.detach() for c in model.convs]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from manualbp.functional import ARTICLE_LETTERS
+from manualbp.functional import ARTICLE_LETTERS, REGULARIZERS
 from manualbp.train.probes import QUANTITIES, STATS
 
 from .report import load_runs, markdown_table, mean_ci, plt, save
@@ -62,8 +62,10 @@ PRESETS = {
 
 
 def _case(name: str, article: bool) -> dict:
+    """``article``: the coded derivative where the article's differs from R' (G: ``ratio``'s, not zero)."""
     none = name == "none"
-    return {"regularizer": {"name": name, "lam": 0.0 if none else LAMBDA, "article_grad": article and not none}}
+    coded = article and not none and REGULARIZERS[name].article_grad is not None
+    return {"regularizer": {"name": name, "lam": 0.0 if none else LAMBDA, "article_grad": coded}}
 
 
 CASES = {letter: _case(name, False) for letter, name in LETTERS.items()}

@@ -80,10 +80,14 @@ PRESETS = {
 }
 
 
-def _case(letter: str, lam: float = LAMBDA) -> dict:
+def _case(letter: str, lam: float = LAMBDA, article: bool = False) -> dict:
+    """``article``: the coded derivative where the article's differs from R' (K: 2 / (w + eps))."""
     name = LETTERS[letter]
     none = name == "none" or lam == 0
-    return {"regularizer": {"name": "none" if none else name, "lam": 0.0 if none else lam}}
+    reg = {"name": "none" if none else name, "lam": 0.0 if none else lam}
+    if article and not none and REGULARIZERS[name].article_grad is not None:
+        reg["article_grad"] = True
+    return {"regularizer": reg}
 
 
 CASES = {letter: _case(letter) for letter in LETTERS}
@@ -99,7 +103,8 @@ def article_grid(dataset: str, seeds=(0,)) -> list:
     out = []
     for bn, on in (("bn", True), ("nobn", False)):
         lam = ARTICLE_LAMBDA[(dataset, on)]
-        out.append({"bn": {bn: BN[bn]}, "case": {c: _case(c, lam) for c in LETTERS}, "seed": list(seeds)})
+        out.append({"bn": {bn: BN[bn]}, "case": {c: _case(c, lam, article=True) for c in LETTERS},
+                    "seed": list(seeds)})
     return out
 
 
