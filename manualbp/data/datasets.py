@@ -201,18 +201,22 @@ def _stl10(root, split, download, limit, size):
     return x, y, ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"], {}
 
 
-def _penn_fudan(root, split, download, limit, size, split_seed: int = 0, n_train: int = 85):
-    """The fixed, seeded split: ``n_train`` (85) images for training, the rest (85) for testing."""
+def _penn_fudan(root, split, download, limit, size, split_seed: int = 0, n_train: int = 85,
+                mask_rule: str = "nearest"):
+    """The fixed, seeded split: ``n_train`` (85) images for training, the rest (85) for testing.
+    ``mask_rule``: ``"nearest"`` or the article's ``"article"`` (``formats.read_penn_fudan``)."""
+    if mask_rule not in ("nearest", "article"):
+        raise DataError(f"Penn-Fudan: data.options.mask_rule must be 'nearest' or 'article', got {mask_rule!r}")
     folder = root / "PennFudanPed"
     try:
-        x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
+        x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan", mask_rule)
     except FileNotFoundError as e:
         if not download:
             raise _missing("Penn-Fudan", e.args[0], "Download it with --download (the official "
                            "PennFudanPed.zip) or unpack PennFudanPed.zip into the data root.") from None
         from torchvision.datasets.utils import download_and_extract_archive
         download_and_extract_archive("https://www.cis.upenn.edu/~jshi/ped_html/PennFudanPed.zip", str(root))
-        x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan")
+        x, y, names = formats.read_penn_fudan(folder, size, "Penn-Fudan", mask_rule)
     if not isinstance(n_train, int) or not 0 < n_train < x.shape[0]:
         raise DataError(f"Penn-Fudan: data.options.n_train must be an int between 1 and {x.shape[0] - 1} (the "
                         f"{x.shape[0]} images under {folder} are split into train and test), got {n_train!r}")

@@ -138,8 +138,12 @@ def read_stl10(folder: Path, split: str, dataset: str):
     return x, torch.from_numpy(y.astype(np.int64) - 1)
 
 
-def read_penn_fudan(folder: Path, size: int, dataset: str):
-    """All Penn-Fudan images resized to size x size and their binary masks (any pedestrian)."""
+def read_penn_fudan(folder: Path, size: int, dataset: str, mask_rule: str = "nearest"):
+    """All Penn-Fudan images resized to size x size and their binary masks (any pedestrian).
+
+    ``mask_rule``: ``"nearest"``: the instance map resized by nearest neighbour, > 0; ``"article"``: the
+    sparse-filtering article's code: the instance map resized bilinearly, scaled to 0-255 by its
+    maximum, > 10."""
     from PIL import Image, UnidentifiedImageError
     img_dir, mask_dir = folder / "PNGImages", folder / "PedMasks"
     if not img_dir.is_dir() or not mask_dir.is_dir():
@@ -155,7 +159,13 @@ def read_penn_fudan(folder: Path, size: int, dataset: str):
         try:
             with Image.open(img_dir / f"{n}.png") as im, Image.open(mp) as mk:
                 xs.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.uint8))
-                ms.append(np.asarray(mk.resize((size, size), Image.NEAREST)) > 0)
+                if mask_rule == "article":
+                    inst = np.asarray(mk, dtype=np.float32)
+                    big = Image.fromarray(inst, mode="F").resize((size, size), Image.BILINEAR)
+                    m = np.asarray(big, dtype=np.float64)
+                    ms.append(255 * m / max(float(inst.max()), 1e-12) > 10)
+                else:
+                    ms.append(np.asarray(mk.resize((size, size), Image.NEAREST)) > 0)
         except (UnidentifiedImageError, OSError) as e:
             raise DataError(f"{dataset}: cannot decode {n} ({e}); the file is corrupted") from None
     x = torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).contiguous()

@@ -45,6 +45,8 @@ BASE: dict = {
 }
 # sub-dicts whose keys are passed on to a constructor (which refuses unknown ones itself)
 FREE_FORM = {"model", "optim", "schedule", "data.options"}
+# values that an override replaces whole rather than merges into ({term: weight} objectives)
+ATOMIC = {"objective"}
 # a phase: its name, epochs, objective terms, the parameters it trains ("all" or name prefixes, e.g.
 # ["enc", "proj"]), optimizer settings over the run's (a fresh optimizer per phase), an lr multiplier
 # and schedule settings over the run's
@@ -70,7 +72,7 @@ def merge(base: dict, update: dict, path: str = "") -> dict:
         if k not in out and not free:
             known = ", ".join(sorted(out))
             raise ConfigError(f"unknown config key {key!r}; known keys in this section: {known}")
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ATOMIC:
             if path == "" and k in FREE_FORM and "name" in v and v["name"] != out[k].get("name"):
                 out[k] = {}  # a different model / optimizer: drop the other one's arguments
             out[k] = merge(out[k], v, key + ".")

@@ -17,13 +17,15 @@ from manualbp.models import build_model
 
 
 def weight_penalties(model, name: str, lam: float, article_grad: bool = False) -> list:
-    """lam * sum R(w) for every trained weight (parameters with more than one dimension); ``article_grad``:
+    """lam * sum R(w) for every trained weight (the model's ``penalized_parameters()`` when it names them, else
+    every parameter with more than one dimension); ``article_grad``:
     the articles' coded R' where it differs (``manualbp.functional.regularize``)."""
     if name == "none" or lam == 0:
         return []
     # a parameter inside torch.func.vmap (stacked episodes) reports requires_grad False: it is trained
-    return [MF.regularize(p, name, lam, article_grad) for p in model.parameters()
-            if p.dim() > 1 and (p.requires_grad or under_transform(p))]
+    params = model.penalized_parameters() if hasattr(model, "penalized_parameters") else \
+        [p for p in model.parameters() if p.dim() > 1]
+    return [MF.regularize(p, name, lam, article_grad) for p in params if p.requires_grad or under_transform(p)]
 
 
 class Task:
@@ -169,10 +171,10 @@ def mask_metrics(counts) -> dict:
 
 class SegmentationTask(Task):
     """Binary masks: the model returns (mask probabilities (N, 1, H, W), code z); the data term is the
-    binary cross-entropy of the masks, ``sparse_filtering`` the sparse-filtering cost of the code (for
-    models built with a sparse activation). Metrics: loss, pixel accuracy (acc), IoU and Dice at 0.5."""
+    binary cross-entropy of the masks, ``mse`` their mean squared error, ``sparse_filtering`` the
+    sparse-filtering cost of the code (for models built with a sparse activation). Metrics: loss, pixel accuracy (acc), IoU and Dice at 0.5."""
 
-    TERMS = ("data", "regularizer", "sparse_filtering")
+    TERMS = ("data", "regularizer", "sparse_filtering", "mse")
     METRICS = ("loss", "acc", "iou", "dice")
 
     def check_data(self, data):
@@ -186,7 +188,8 @@ class SegmentationTask(Task):
         data_loss = MF.binary_cross_entropy(p, y)
         terms = {"data": data_loss if "data" in weights else None,
                  "regularizer": self.regularizer(model) if "regularizer" in weights else None,
-                 "sparse_filtering": model.sparse_cost(z) if "sparse_filtering" in weights else None}
+                 "sparse_filtering": model.sparse_cost(z) if "sparse_filtering" in weights else None,
+                 "mse": MF.mse(p, y) if "mse" in weights else None}
         n = y.shape[0]
         stats = torch.cat([(data_loss.detach() * n).double()[None], mask_counts(p, y)])
         return self.combine(terms, weights), stats
