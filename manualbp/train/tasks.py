@@ -172,7 +172,8 @@ def mask_metrics(counts) -> dict:
 class SegmentationTask(Task):
     """Binary masks: the model returns (mask probabilities (N, 1, H, W), code z); the data term is the
     binary cross-entropy of the masks, ``mse`` their mean squared error, ``sparse_filtering`` the
-    sparse-filtering cost of the code (for models built with a sparse activation). Metrics: loss, pixel accuracy (acc), IoU and Dice at 0.5."""
+    sparse-filtering cost of the code (for models built with a sparse activation). Metrics: loss, pixel
+    accuracy (acc), IoU and Dice at 0.5."""
 
     TERMS = ("data", "regularizer", "sparse_filtering", "mse")
     METRICS = ("loss", "acc", "iou", "dice")
