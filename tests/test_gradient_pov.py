@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 
 from manualbp.experiments import preset
-from manualbp.experiments.gradient_pov import CASES, LETTERS
+from manualbp.experiments.gradient_pov import CASES, LETTERS, grid
 from manualbp.train.probes import QUANTITIES, STATS
 
 from .fakedata import write_cifar_batches, write_stl10
@@ -23,16 +23,16 @@ def sweep(*args):
                            "log.progress=false", *args], capture_output=True, text=True, timeout=900)
 
 
-def test_full_preset_builds_the_articles_runs():
-    """The run the full preset builds: CNN6 without batch norm, Adam at lr 8e-4, letter H's
+def test_sound_preset_builds_the_runs():
+    """The run the sound preset builds: CNN6 without batch norm, Adam at lr 8e-4, letter H's
     regularizer -lambda sum tanh(w) in the objective, probes every epoch, STL-10 at batch 20."""
     from manualbp.experiments.gradient_pov import LAMBDA
     from manualbp.nn import BatchNorm
     from manualbp.train.sweep import expand
 
     from .helpers import built_run
-    specs = {s.name: s.config for s in expand(preset("gradient-pov", "full"), {"case": CASES, "seed": [0]},
-                                                Path("/tmp/x"))}
+    specs = {s.name: s.config for s in expand(preset("gradient-pov", "sound"), grid("sound"), Path("/tmp/x"))}
+    assert len(specs) == 11 * 3
     cfg = specs["H-seed0"]
     assert (cfg["data"]["name"], cfg["batch_size"], cfg["epochs"], cfg["log"]["probe_every"]) == \
         ("stl10", 20, 150, "epoch")
@@ -43,6 +43,39 @@ def test_full_preset_builds_the_articles_runs():
     assert float(task.regularizer(model).detach()) == pytest.approx(-LAMBDA * tanh, rel=1e-5)
     assert built_run(specs["Z-seed0"])[0].regularizer(model) is None          # Z: no regularizer
     assert list(CASES) == ["Z", "A", "B", "C", "D", "E", "F", "G", "H", "I", "J"]
+    assert not any(c["regularizer"]["article_grad"] for c in specs.values())
+
+
+def test_article_preset_matches_the_authors_code():
+    """SPEC's numbers: one run per letter, batch 20, 150 epochs, no batch norm, the weights-pov
+    initialisation (one draw, layers 2-5 equal), file order, lambda 1e-5, Adam-c (lr 0.0008, eps 1e-9),
+    the data term at S / B (36 / 20 on STL-10; 4 / 20 on the CIFAR-10 stand-in of STL-10's sizes),
+    G's coded derivative, the after-epoch probe with its moment step."""
+    from manualbp.experiments.gradient_pov import LAMBDA
+    from manualbp.optim import ConstantBiasAdam
+    from manualbp.train.sweep import expand
+
+    from .helpers import built_run
+    specs = {s.name: s.config for s in expand(preset("gradient-pov", "article"), grid("article"), Path("/tmp/x"))}
+    assert sorted(specs) == sorted(f"{c}-seed0" for c in CASES)
+    for name, cfg in specs.items():
+        letter = name.split("-")[0]
+        assert (cfg["data"]["name"], cfg["batch_size"], cfg["epochs"]) == ("stl10", 20, 150)
+        assert cfg["data"]["shuffle"] is False and cfg["init_seed"] == 0 and cfg["model"]["equal_init"] is True
+        assert cfg["model"]["batch_norm"] is False
+        assert cfg["objective"] == {"data": pytest.approx(36 / 20), "regularizer": 1.0}
+        assert cfg["optim"] == {"name": "ConstantBiasAdam", "lr": 0.0008, "eps": 1e-9}
+        assert cfg["regularizer"]["lam"] == (0.0 if letter == "Z" else LAMBDA)
+        assert cfg["regularizer"]["article_grad"] == (letter == "G")
+        assert cfg["log"]["probe_every"] == "after_epoch" and cfg["log"]["probe_moment_step"] is True
+    cpu = {s.name: s.config for s in expand(preset("gradient-pov", "article-cpu"), grid("article-cpu"),
+                                            Path("/tmp/x"))}
+    c = cpu["G-seed0"]
+    assert (c["data"]["name"], c["data"]["train_limit"], c["data"]["test_limit"]) == ("cifar10", 5000, 8000)
+    assert c["objective"]["data"] == pytest.approx(4 / 20) and c["batch_size"] == 20
+    _, model, opt = built_run(specs["A-seed0"])
+    assert type(opt) is ConstantBiasAdam
+    assert all(torch.equal(model.convs[1].weight, model.convs[i].weight) for i in (2, 3, 4))
 
 
 def test_quick_sweep_saves_statistics_that_match_scipy_and_reports_the_claims(tmp_path):
@@ -75,9 +108,9 @@ def test_quick_sweep_saves_statistics_that_match_scipy_and_reports_the_claims(tm
         assert (s / fig).stat().st_size > 5000, fig
 
 
-def test_stl10_path_of_the_full_preset(tmp_path):
+def test_stl10_path_of_the_article_preset(tmp_path):
     write_stl10(tmp_path / "data", n_train=20, n_test=6)
-    out = sweep("--preset", "full", "--run", "H-seed0", "--epochs", "1", "--data-root", str(tmp_path / "data"),
+    out = sweep("--preset", "article", "--run", "H-seed0", "--epochs", "1", "--data-root", str(tmp_path / "data"),
                 "--sweep-dir", str(tmp_path / "s"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     with np.load(tmp_path / "s" / "H-seed0" / "stats.npz") as z:

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import manualbp.functional as MF
-from manualbp.models import CNN6, MLP, SegmentationAE
+from manualbp.models import CNN6, MLP, ArticleSegAE, SegmentationAE
 from manualbp.testing.gradsuite import backward_node_names
 from manualbp.testing.opinfo import ref_sparse_filtering
 from manualbp.testing.reference_models import reference_forward
@@ -67,6 +67,28 @@ def _ae_case(act):
     return model, x, manual, plain
 
 
+def _article_ae_case(code_activation, sparse_activation="soft_abs"):
+    """The sparse-filtering article's auto-encoder: pool mixes, the 9-d code, the transposed-convolution
+    decoder; BCE + MSE + L1 on the convolutions + the mean sparse-filtering cost (eps 1e-20)."""
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    model = ArticleSegAE(size=32, code=4, code_activation=code_activation, code_init_std=1.0,
+                         sparse_activation=sparse_activation).double()
+    x = torch.rand(3, 3, 32, 32, generator=g, dtype=torch.float64)
+    mask = (torch.rand(3, 1, 32, 32, generator=g) > 0.5).double()
+
+    def manual(m, out):
+        pens = [MF.regularize(w, "l1", 0.005) for w in m.penalized_parameters()]
+        return MF.add(MF.binary_cross_entropy(out[0], mask), MF.mse(out[0], mask), m.sparse_cost(out[1]), *pens,
+                      weights=[1.0, 1.0, 1.75] + [1.0] * len(pens))
+
+    def plain(m, out):
+        l1 = sum(0.005 * w.abs().sum() for w in m.penalized_parameters())
+        return (F.binary_cross_entropy(out[0], mask) + F.mse_loss(out[0], mask)
+                + 1.75 * ref_sparse_filtering(out[1], 1e-20, sparse_activation, "mean") + l1)
+    return model, x, manual, plain
+
+
 CASES = {
     "mlp": lambda: _mlp_case("none"),
     "mlp-center": lambda: _mlp_case("center"),
@@ -82,6 +104,9 @@ CASES = {
     "segae": lambda: _ae_case(None),
     "segae-sparse": lambda: _ae_case("soft_abs"),
     "segae-sparse-elu": lambda: _ae_case("elu"),
+    "segae_article-plain": lambda: _article_ae_case("soft_abs"),
+    "segae_article-sparse": lambda: _article_ae_case(None),
+    "segae_article-sparse-elu": lambda: _article_ae_case(None, "elu"),
 }
 
 

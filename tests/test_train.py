@@ -389,3 +389,46 @@ def test_float64_runs_train_in_float64(data, tmp_path):
     assert out64["final"]["train_loss"] != out32["final"]["train_loss"]
     with pytest.raises(ConfigError, match="dtype must be float32 or float64"):
         small_cfg(data, dtype="half")
+
+
+def test_after_epoch_probe_and_its_moment_step(data, tmp_path):
+    """log.probe_every=after_epoch: one extra pass on the epoch's last batch after its last update,
+    which leaves training as it was; with probe_moment_step (the gradient-pov article's code) that
+    pass's gradient g also takes Adam's first moment to b1 m + (1 - b1) g, and the step stays."""
+    from .helpers import built_run
+
+    def cfg(epochs, **log):   # Adam-c, the training images in file order
+        c = small_cfg(data, epochs=epochs, optim={"name": "ConstantBiasAdam", "lr": 3e-3, "eps": 1e-9}, log=log)
+        c["data"]["shuffle"] = False
+        return c
+    plain = train(cfg(2, probe_every=0), tmp_path / "plain", log=quiet)
+    probed = train(cfg(2, probe_every="after_epoch"), tmp_path / "probed",
+                   log=quiet)
+    assert without_time([plain["final"]]) == without_time([probed["final"]])
+    rows = [json.loads(line) for line in RunDir(tmp_path / "probed").stats.read_text().splitlines()]
+    assert {(r["epoch"], r["step"]) for r in rows} == {(1, 6), (2, 12)}
+    assert {r["quantity"] for r in rows} >= {"weight_grad", "first_moment", "post_activation"}
+
+    cfg1 = cfg(1, probe_every=0)
+    train(cfg1, tmp_path / "p1", log=quiet)
+    cfgm = cfg(1, probe_every="after_epoch", probe_moment_step=True)
+    train(cfgm, tmp_path / "m1", log=quiet)
+    cp, cm = RunDir(tmp_path / "p1").load_checkpoint("cpu"), RunDir(tmp_path / "m1").load_checkpoint("cpu")
+    assert all(torch.equal(cp["model"][k], cm["model"][k]) for k in cp["model"])   # the weights did not move
+    task, model, _ = built_run(cfg1)
+    model.load_state_dict(cp["model"])
+    train_data, _ = task.load_data()
+    x, y = list(train_data.batches(50, dtype=task.dtype))[-1]
+    loss, _ = task.loss(model, x, y, task.objective_weights(None))
+    loss.backward()
+    for i, p in enumerate(model.parameters()):
+        expected = 0.9 * cp["optimizer"]["state"][i]["exp_avg"] + 0.1 * p.grad
+        torch.testing.assert_close(cm["optimizer"]["state"][i]["exp_avg"], expected, rtol=1e-5, atol=1e-8)
+        assert torch.equal(cm["optimizer"]["state"][i]["exp_avg_sq"], cp["optimizer"]["state"][i]["exp_avg_sq"])
+    moved = train(cfg(2, probe_every="after_epoch", probe_moment_step=True), tmp_path / "moved", log=quiet)
+    assert moved["final"]["train_loss"] != plain["final"]["train_loss"]   # the kept step changed training
+    with pytest.raises(ConfigError, match="probe_moment_step=true is a step of the after-epoch probe"):
+        small_cfg(data, log={"probe_moment_step": True})
+    with pytest.raises(ValueError, match="needs an optimizer with a first moment"):
+        train(small_cfg(data, optim={"name": "SGD", "lr": 0.1},
+                        log={"probe_every": "after_epoch", "probe_moment_step": True}), tmp_path / "sgd", log=quiet)

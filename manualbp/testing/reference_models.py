@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import manualbp.nn as mnn
-from manualbp.models import CNN6, MLP, SegmentationAE
+from manualbp.models import CNN6, MLP, ArticleSegAE, SegmentationAE
 
 from .opinfo import ref_decorrelated_batch_norm, ref_iter_norm, ref_standardize
 
@@ -84,9 +84,32 @@ def segae_forward(model: SegmentationAE, x):
     return torch.sigmoid(F.conv2d(d, model.out_conv.weight, model.out_conv.bias, 1, 1)), z
 
 
+def article_segae_forward(model: ArticleSegAE, x):
+    skips = []
+    for conv, w in zip(model.enc_convs, model.pool_mix):
+        x = F.elu(F.conv2d(x, conv.weight, None, 1, 1))
+        skips.append(x)
+        x = w * F.max_pool2d(x, 2) + (1 - w) * F.avg_pool2d(x, 2)
+    z = F.linear(x.flatten(1), model.code.weight)
+    h = torch.sqrt(z * z + 1e-8) if model.code_act is not None else z
+    g = model.size // 16
+    d = F.interpolate(h.reshape(-1, 1, model.code_side, model.code_side), size=(g, g), mode="bilinear",
+                      align_corners=False)
+    d = F.elu(F.conv_transpose2d(d, model.dec_tconvs[0].weight, None, 1, 1))
+    for i, (size, mode) in enumerate(zip(model.sizes, ("bicubic", "bilinear", "bilinear", "bicubic"))):
+        d = F.interpolate(d, size=(size, size), mode=mode, align_corners=False)
+        if i > 0:
+            d = torch.cat([d, skips[3 - i]], 1)
+        d = F.elu(F.conv_transpose2d(d, model.dec_tconvs[i + 1].weight, None, 1, 1))
+        d = F.conv2d(d, model.dec_convs[i].weight, None, 1, 1)
+        d = F.elu(d) if i < 3 else torch.sigmoid(d)
+    return d, z
+
+
 def reference_forward(model, x):
     """The plain-torch forward of any manualbp model."""
-    for cls, fn in ((MLP, mlp_forward), (CNN6, cnn6_forward), (SegmentationAE, segae_forward)):
+    for cls, fn in ((MLP, mlp_forward), (CNN6, cnn6_forward), (SegmentationAE, segae_forward),
+                    (ArticleSegAE, article_segae_forward)):
         if isinstance(model, cls):
             return fn(model, x)
     raise TypeError(f"no plain-torch reference for {type(model).__name__}")
