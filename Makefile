@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test lint gradcheck bench gpu-check tensorboard clean zca zca-sound zca-article zca-ablation weights-pov weights-pov-cifar15 weights-pov-full gradient-pov gradient-pov-cifar15 gradient-pov-full sparse-filtering sparse-filtering-penn sparse-filtering-full optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound
+.PHONY: install test gradcheck gpu-check tensorboard zca zca-sound zca-article zca-ablation weights-pov weights-pov-article-cpu weights-pov-sound-cpu weights-pov-article weights-pov-sound gradient-pov gradient-pov-article-cpu gradient-pov-sound-cpu gradient-pov-article gradient-pov-sound sparse-filtering sparse-filtering-article-cpu sparse-filtering-sound-cpu sparse-filtering-article sparse-filtering-sound optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound bench lint clean
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -37,29 +37,47 @@ zca-ablation:  ## zca, the ablation: from the article preset, its errors fixed o
 weights-pov:  ## weights-pov, quick preset: 13 regularizers (+ batch 20) x BN on/off x 2 episodes on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py weights-pov --preset quick --workers $(WORKERS) $(ARGS)
 
-weights-pov-cifar15:  ## weights-pov as reported in docs/experiments/weights-pov.md: CIFAR-10 10k/5k subsets, 15 epochs, 3 episodes
-	$(PYTHON) scripts/sweep.py weights-pov --preset cifar15 --workers $(WORKERS) $(ARGS)
+weights-pov-article-cpu:  ## weights-pov, the article's code on CIFAR-10: all 50,000 images in file order, 20 of its 100 epochs, one episode (26 runs)
+	$(PYTHON) scripts/sweep.py weights-pov --preset article-cpu --workers $(WORKERS) $(ARGS)
 
-weights-pov-full:  ## weights-pov, the article's configuration: STL-10 and CIFAR-10, 10 episodes
-	$(PYTHON) scripts/sweep.py weights-pov --preset full --workers $(WORKERS) $(ARGS)
+weights-pov-sound-cpu:  ## weights-pov, the errors fixed: CIFAR-10 10k/5k subsets, 12 epochs, 3 seeds as episodes (84 runs)
+	$(PYTHON) scripts/sweep.py weights-pov --preset sound-cpu --workers $(WORKERS) $(ARGS)
+
+weights-pov-article:  ## weights-pov, the article's code and schedule on CIFAR-10 (100 epochs)
+	$(PYTHON) scripts/sweep.py weights-pov --preset article --workers $(WORKERS) $(ARGS)
+
+weights-pov-sound:  ## weights-pov, the errors fixed, the article's schedule on CIFAR-10: 100 epochs, 10 seeds
+	$(PYTHON) scripts/sweep.py weights-pov --preset sound --workers $(WORKERS) $(ARGS)
 
 gradient-pov:  ## gradient-pov, quick preset: 11 regularizers x 3 seeds, probes every epoch, on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py gradient-pov --preset quick --workers $(WORKERS) $(ARGS)
 
-gradient-pov-cifar15:  ## gradient-pov as reported in docs/experiments/gradient-pov.md: CIFAR-10 5k/5k subsets, batch 20, 15 epochs, 3 seeds
-	$(PYTHON) scripts/sweep.py gradient-pov --preset cifar15 --workers $(WORKERS) $(ARGS)
+gradient-pov-article-cpu:  ## gradient-pov, the article's code on CIFAR-10 subsets of STL-10's sizes: batch 20, 50 of its 150 epochs, one run per letter
+	$(PYTHON) scripts/sweep.py gradient-pov --preset article-cpu --workers $(WORKERS) $(ARGS)
 
-gradient-pov-full:  ## gradient-pov, the article's configuration: STL-10, batch 20, 150 epochs
-	$(PYTHON) scripts/sweep.py gradient-pov --preset full --workers $(WORKERS) $(ARGS)
+gradient-pov-sound-cpu:  ## gradient-pov, the errors fixed, on the same data: 50 epochs, 3 seeds
+	$(PYTHON) scripts/sweep.py gradient-pov --preset sound-cpu --workers $(WORKERS) $(ARGS)
 
-sparse-filtering:  ## sparse-filtering, quick preset: five auto-encoders x 3 seeds on Penn-Fudan, 3 (+3) epochs
+gradient-pov-article:  ## gradient-pov, the article's code and schedule: STL-10, batch 20, 150 epochs
+	$(PYTHON) scripts/sweep.py gradient-pov --preset article --workers $(WORKERS) $(ARGS)
+
+gradient-pov-sound:  ## gradient-pov, the errors fixed: STL-10, batch 20, 150 epochs, 3 seeds
+	$(PYTHON) scripts/sweep.py gradient-pov --preset sound --workers $(WORKERS) $(ARGS)
+
+sparse-filtering:  ## sparse-filtering, quick preset: six auto-encoders x 3 seeds on Penn-Fudan, 2 (+2) epochs
 	$(PYTHON) scripts/sweep.py sparse-filtering --preset quick --workers $(WORKERS) $(ARGS)
 
-sparse-filtering-penn:  ## sparse-filtering as reported in docs/experiments/sparse-filtering.md: 200 sparse-filtering epochs, 50 end to end
-	$(PYTHON) scripts/sweep.py sparse-filtering --preset penn --workers $(WORKERS) $(ARGS)
+sparse-filtering-article-cpu:  ## sparse-filtering, the article's code: 30 epochs of pre-training + 90 supervised (120 of its 801), float64
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset article-cpu --workers $(WORKERS) $(ARGS)
 
-sparse-filtering-full:  ## sparse-filtering, the article's schedule: 200 sparse-filtering epochs, then 100 end to end
-	$(PYTHON) scripts/sweep.py sparse-filtering --preset full --workers $(WORKERS) $(ARGS)
+sparse-filtering-sound-cpu:  ## sparse-filtering, every model 90 supervised epochs at 5e-3 (sparse-filtering ones after 30 of pre-training), 3 seeds
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset sound-cpu --workers $(WORKERS) $(ARGS)
+
+sparse-filtering-article:  ## sparse-filtering, the article's code and schedule: 801 epochs
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset article --workers $(WORKERS) $(ARGS)
+
+sparse-filtering-sound:  ## sparse-filtering, the errors fixed at the article's schedule: 600 supervised epochs, 3 seeds
+	$(PYTHON) scripts/sweep.py sparse-filtering --preset sound --workers $(WORKERS) $(ARGS)
 
 optimizers:  ## optimizers, quick preset: 17 cases x 4 trials, one run each, widths / 4, 5 epochs on 5k MNIST images
 	$(PYTHON) scripts/sweep.py optimizers --preset quick --workers $(WORKERS) $(ARGS)
