@@ -106,6 +106,18 @@ def test_quick_sweep_saves_statistics_that_match_scipy_and_reports_the_claims(tm
     assert "case H against the baseline Z" in text
     for fig in ["figures/H-histograms.png", "figures/Z-statistics.png"] + [f"overlay-{st}.png" for st in STATS]:
         assert (s / fig).stat().st_size > 5000, fig
+    # the article preset (after-epoch probe with its moment step) and the verdict table against the quick sweep
+    out = sweep("--preset", "article-quick", "--data-root", str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "a"),
+                "--epochs", "2", "--no-report")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    with np.load(tmp_path / "a" / "G-seed0" / "stats.npz") as z:
+        assert z["stats"].shape == (2, 6, 6, 5) and list(z["epochs"]) == [1, 2]
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "verdicts.py"), "gradient-pov", "--article",
+                          str(tmp_path / "a"), "--sound", str(s)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = (s / "verdicts.md").read_text()
+    assert "| highest training accuracy |" in text and "| training accuracy of G - Z |" in text
+    assert "not run" not in text
 
 
 def test_stl10_path_of_the_article_preset(tmp_path):

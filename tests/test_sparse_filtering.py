@@ -100,3 +100,14 @@ def test_quick_sweep_writes_the_table_figures_and_gif(tmp_path):
     assert all(r["train_objective"] > r["train_loss"] for r in rows[2:])
     plain = [json.loads(line) for line in (s / "seed0-ae" / "metrics.jsonl").read_text().splitlines()]
     assert len(plain) == 2      # the same supervised epochs
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "sparse-filtering", "--preset",
+                          "article-quick", "--data-root", str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "a"),
+                          "--device", "cpu", "log.progress=false", "data.options.n_train=8"],
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "| sf | 1 |" in (tmp_path / "a" / "results.md").read_text()       # the float64 models evaluate
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "verdicts.py"), "sparse-filtering", "--article",
+                          str(tmp_path / "a"), "--sound", str(s)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = (s / "verdicts.md").read_text()
+    assert "| IoU of sf - ae (paired by seed) |" in text and "| sf_no_term | not in the article's code |" in text

@@ -90,22 +90,30 @@ def test_article_preset_matches_the_authors_code():
     assert (stl["nobn-A-seed0"]["batch_size"], stl["nobn-A-seed0"]["epochs"]) == (20, 150)
 
 
-def test_two_article_episodes_are_bit_identical(tmp_path):
+def test_two_article_episodes_are_bit_identical_and_the_verdict_table(tmp_path):
     """The article's episodes share their initial weights and data order: on a CPU, episodes 0 and 1
-    end with the same weights, bit for bit (the sound preset's do not)."""
+    end with the same weights, bit for bit (the sound preset's do not). The verdict table reads both
+    sweeps."""
     import torch
     write_cifar_batches(tmp_path / "data", n_per_batch=30)
-    out = sweep("--preset", "article-quick", "--only", "bn-H", "--seeds", "0,1", "--epochs", "2", "--no-report",
+    out = sweep("--preset", "article-quick", "--only=-H-", "--seeds", "0,1", "--epochs", "2", "--no-report",
                 "--data-root", str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "a"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     a, b = (torch.load(tmp_path / "a" / f"bn-H-seed{s}" / "checkpoint.pt", weights_only=True)["model"] for s in (0, 1))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert float(a["bns.0.running_var"].abs().sum()) > 0     # trained: the running statistics moved from 0
-    out = sweep("--preset", "quick", "--only", "bn-H", "--seeds", "0,1", "--epochs", "1", "--no-report",
+    out = sweep("--preset", "quick", "--only=-H-", "--seeds", "0,1", "--epochs", "1", "--no-report",
                 "--data-root", str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "s"))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     a, b = (torch.load(tmp_path / "s" / f"bn-H-seed{s}" / "checkpoint.pt", weights_only=True)["model"] for s in (0, 1))
     assert not torch.equal(a["convs.0.weight"], b["convs.0.weight"])
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "verdicts.py"), "weights-pov", "--article",
+                          str(tmp_path / "a"), "--sound", str(tmp_path / "s")], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    text = (tmp_path / "s" / "verdicts.md").read_text()
+    assert "| train - test gap, points: on - off (paired) |" in text and "BN overfits more" in text
+    assert "over 2 episodes" in text and "over 1 regularizers" in text and "| nan |" not in text
 
 
 def test_statistics_helpers():

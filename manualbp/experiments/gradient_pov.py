@@ -238,3 +238,63 @@ def report(sweep_dir: Path, specs) -> list[str]:
     finally:
         writer.close()
     return md + ["", f"figures and results.md in {sweep_dir}"]
+
+
+# ---------------------------------------------------------------- article against sound
+
+def _case_values(runs) -> dict:
+    """case -> {"test", "train", "post_nonzero"}: per run, the final accuracies and the share of non-zeros
+    after the ReLU (layers 1-5, the last probe)."""
+    qi, si = QUANTITIES.index("post_activation"), STATS.index("nonzero")
+    out: dict = {}
+    for r in runs:
+        share = float(np.mean([r["stats"][-1, li, qi, si] / r["numel"][-1, li, qi] for li in range(5)]))
+        d = out.setdefault(r["labels"]["case"], {"test": [], "train": [], "post_nonzero": [], "seed": []})
+        d["test"].append(r["metrics"][-1]["test_acc"])
+        d["train"].append(r["metrics"][-1]["train_acc"])
+        d["post_nonzero"].append(share)
+        d["seed"].append(r["labels"]["seed"])
+    return {c: out[c] for c in CASES if c in out}
+
+
+def _pick(values: dict, key: str, best=max) -> str:
+    means = {c: float(np.mean(v[key])) for c, v in values.items()}
+    top = best(means, key=means.get)
+    return f"{top} ({LETTERS[top]}): {_ci(values[top][key])}"
+
+
+def _paired(values: dict, a: str, b: str, key: str) -> str:
+    if a not in values or b not in values:
+        return "not run"
+    pa = dict(zip(values[a]["seed"], values[a][key]))
+    pb = dict(zip(values[b]["seed"], values[b][key]))
+    diff = [pa[s] - pb[s] for s in pa if s in pb]
+    return _ci(diff) if diff else "not run"
+
+
+def verdict_table(article: dict, sound: dict, epochs: tuple) -> list[str]:
+    """Markdown: each claim under the article preset (one run per letter), under the sound preset
+    (mean ± 95% t half-width over seeds), and what the article said. Accuracies and shares in %."""
+    rows = [["highest test accuracy", _pick(article, "test"), _pick(sound, "test"),
+             f"{CLAIMS['best_test']} ({LETTERS[CLAIMS['best_test']]})"],
+            ["lowest test accuracy", _pick(article, "test", min), _pick(sound, "test", min),
+             f"{CLAIMS['worst']} ({LETTERS[CLAIMS['worst']]})"],
+            ["highest training accuracy", _pick(article, "train"), _pick(sound, "train"), "G (ratio)"],
+            ["test accuracy of H - Z", _paired(article, "H", "Z", "test"), _paired(sound, "H", "Z", "test"),
+             "H above the baseline"],
+            ["training accuracy of G - Z", _paired(article, "G", "Z", "train"), _paired(sound, "G", "Z", "train"),
+             "G highest"],
+            ["post-activation non-zero share of H - Z (layers 1-5, last probe)",
+             _paired(article, "H", "Z", "post_nonzero"), _paired(sound, "H", "Z", "post_nonzero"),
+             "H sparser (negative)"]]
+    head = ["claim", f"article ({epochs[0]} epochs, one run per letter)", f"sound ({epochs[1]} epochs, over seeds)",
+            "the article said"]
+    return [markdown_table(head, rows)]
+
+
+def verdicts(article_specs, sound_specs) -> list[str]:
+    """The verdict table from the finished runs of an article sweep and a sound sweep."""
+    a, s = _load(article_specs), _load(sound_specs)
+    if not a or not s:
+        return ["gradient-pov verdicts: an article and a sound sweep with finished runs are needed"]
+    return verdict_table(_case_values(a), _case_values(s), (len(a[0]["metrics"]), len(s[0]["metrics"])))

@@ -95,7 +95,7 @@ GRID = grid("quick")
 
 def _load_model(run_dir: Path, config: dict):
     from manualbp.models import build_model
-    model = build_model(config["model"])
+    model = build_model(config["model"]).to(getattr(torch, config.get("dtype", "float32")))
     state = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)["model"]
     model.load_state_dict(state)
     return model.eval()
@@ -105,8 +105,9 @@ def _load_model(run_dir: Path, config: dict):
 def predict(model, x_uint8: torch.Tensor, batch: int = 50):
     """(mask probabilities (N, 1, H, W), codes (N, K)) for uint8 images."""
     ps, zs = [], []
+    dtype = next(model.parameters()).dtype
     for i in range(0, len(x_uint8), batch):
-        p, z = model(x_uint8[i:i + batch].float() / 255)
+        p, z = model(x_uint8[i:i + batch].to(dtype) / 255)
         ps.append(p)
         zs.append(z)
     return torch.cat(ps), torch.cat(zs)
@@ -276,3 +277,78 @@ def report(sweep_dir: Path, specs) -> list[str]:
     finally:
         writer.close()
     return md + ["", f"figures, mall.gif and results.md in {sweep_dir}"]
+
+
+# ---------------------------------------------------------------- article against sound
+
+ARTICLE_SAID = {
+    "ae": "the plain AE marks nearly every Mall pixel (the screen turns red)",
+    "ae_l1": "L1: less of the frame marked, clearer masks",
+    "ae_l2": "L2: like L1, with sharper boundaries",
+    "sf": "sparse filtering (soft-abs): a clear decision line, short of detail",
+}
+
+
+def _scores(specs) -> dict:
+    """model -> {"iou": [...], "mall": [...], "seed": [...]}: test IoU after the last epoch and the mean
+    predicted probability on the first 500 Mall frames (nan without the Mall data)."""
+    from manualbp.data import DataError, load_dataset
+    out: dict = {}
+    mall = None
+    for s in specs:
+        d = Path(s.run_dir)
+        if not (d / "DONE.json").is_file():
+            continue
+        if mall is None:
+            try:
+                mall = load_dataset("mall", "test", s.config["data"]["root"], limit=MALL_FRAMES,
+                                    size=s.config["data"]["size"])
+            except DataError:
+                mall = False
+        last = json.loads((d / "metrics.jsonl").read_text().splitlines()[-1])
+        prob = float("nan")
+        if mall is not False:
+            model = _load_model(d, s.config)
+            p, _ = predict(model, mall.x)
+            prob = float(p.double().mean())
+        e = out.setdefault(s.labels["model"], {"iou": [], "mall": [], "seed": []})
+        e["iou"].append(last["test_iou"])
+        e["mall"].append(prob)
+        e["seed"].append(s.labels["seed"])
+    return out
+
+
+def verdict_table(article: dict, sound: dict) -> list[str]:
+    def cell(v):
+        m, sd, half, n = mean_ci(v)
+        return f"{100 * m:.1f}" if n < 2 else f"{100 * m:.1f} ± {100 * half:.1f}"
+
+    def paired(scores, a, b, key):
+        if a not in scores or b not in scores:
+            return "not run"
+        pb = dict(zip(scores[b]["seed"], scores[b][key]))
+        return cell([v - pb[s] for s, v in zip(scores[a]["seed"], scores[a][key]) if s in pb])
+
+    rows = []
+    for name in MODELS:
+        if name not in article and name not in sound:
+            continue
+        a, s = article.get(name), sound.get(name)
+        rows.append([name, cell(a["iou"]) if a else "not in the article's code", cell(s["iou"]) if s else "not run",
+                     cell(a["mall"]) if a else "", cell(s["mall"]) if s else "", ARTICLE_SAID.get(name, "")])
+    for other in ("ae", "ae_l1", "ae_l2", "sf_no_term"):
+        rows.append([f"IoU of sf - {other} (paired by seed)", paired(article, "sf", other, "iou"),
+                     paired(sound, "sf", other, "iou"), "", "", "sparse filtering segments better" if other == "ae"
+                     else ""])
+    head = ["model", "article: test IoU %", "sound: test IoU %", "article: Mall mean probability %",
+            "sound: Mall mean probability %", "the article said"]
+    return [markdown_table(head, rows), "",
+            "Sound: mean ± 95% t half-width over seeds. The article preset has one run per model."]
+
+
+def verdicts(article_specs, sound_specs) -> list[str]:
+    """The verdict table from the finished runs of an article sweep and a sound sweep."""
+    article, sound = _scores(article_specs), _scores(sound_specs)
+    if not article or not sound:
+        return ["sparse-filtering verdicts: an article and a sound sweep with finished runs are needed"]
+    return verdict_table(article, sound)

@@ -396,3 +396,102 @@ def report(sweep_dir: Path, specs) -> list[str]:
     finally:
         writer.close()
     return lines
+
+
+# ---------------------------------------------------------------- article against sound
+
+ARTICLE_SAID = {
+    "gaussian": "BN makes the final weights Gaussian-like",
+    "overfit": "BN overfits more",
+    "batch": "smaller batches overfit more (STL-10 at batch 20 against CIFAR-10 at batch 100)",
+    "sparse": "sparser weights go with less overfitting",
+}
+
+
+def claim_numbers(runs) -> dict:
+    """The article's four observations as numbers for one preset's runs. The units of the intervals are
+    the episodes when there are several, else the 13 regularizers (the article preset's one episode)."""
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["labels"]["bn"], r["labels"]["case"]), []).append(r)
+    letters = [c for c in LETTERS if ("bn", c) in groups and ("nobn", c) in groups]
+    seeds = sorted({r["labels"]["seed"] for r in runs})
+    by_seed = len(seeds) > 1
+
+    def units(bn, fn):   # one value per episode (mean over the cases) or per case (one episode)
+        if by_seed:
+            return [float(np.mean([fn(r) for c in letters for r in groups[(bn, c)] if r["labels"]["seed"] == s]))
+                    for s in seeds]
+        return [float(np.mean([fn(r) for r in groups[(bn, c)]])) for c in letters]
+
+    def kurt(r):
+        return float(np.mean([excess_kurtosis(w) for w in r["weights"]]))
+
+    out = {"unit": "episodes" if by_seed else "regularizers", "n": len(seeds) if by_seed else len(letters),
+           "epochs": len(runs[0]["metrics"])}
+    for bn in ("bn", "nobn"):
+        out[f"kurtosis_{bn}"] = units(bn, kurt)
+        out[f"gap_{bn}"] = units(bn, gap)
+        out[f"train_{bn}"] = units(bn, lambda r: r["metrics"][-1]["train_acc"])
+        out[f"test_{bn}"] = units(bn, lambda r: r["metrics"][-1]["test_acc"])
+        xs = [np.mean([sparsity(r["weights"]) for r in groups[(bn, c)]]) for c in letters]
+        ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters]
+        out[f"corr_{bn}"] = bootstrap_correlation(xs, ys) if len(xs) >= 3 and np.std(xs) > 0 else None
+        z20, z = groups.get((bn, "Z20"), []), groups.get((bn, "Z"), [])
+        if z20 and z:
+            zs = {r["labels"]["seed"]: gap(r) for r in z}
+            out[f"batch_{bn}"] = [gap(r) - zs[r["labels"]["seed"]] for r in z20 if r["labels"]["seed"] in zs]
+    out["gap_diff"] = [a - b for a, b in zip(out["gap_bn"], out["gap_nobn"])]
+    out["kurtosis_diff"] = [a - b for a, b in zip(out["kurtosis_bn"], out["kurtosis_nobn"])]
+    return out
+
+
+def _cell(values, pct=True) -> str:
+    m, sd, half, n = mean_ci(values)
+    k = 100 if pct else 1
+    if n < 2:
+        return f"{k * m:.2f}"
+    return f"{k * m:.2f} [{k * (m - half):.2f}, {k * (m + half):.2f}]"
+
+
+def _corr(c) -> str:
+    return "n/a (no spread of sparsity)" if c is None else f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]"
+
+
+def verdict_table(article: dict, sound: dict) -> list[str]:
+    """Markdown rows: each observation under the article preset, under the sound preset, and what the
+    article said. Accuracies and gaps in points; intervals: 95% Student-t over the units named (for
+    correlations: bootstrap over the regularizers)."""
+    rows = []
+    for key, name in (("kurtosis", "excess kurtosis of the final weights (mean of layers and cases)"),
+                      ("gap", "train - test gap, points")):
+        pct = key == "gap"
+        rows.append([f"{name}: BN on", _cell(article[f"{key}_bn"], pct), _cell(sound[f"{key}_bn"], pct), ""])
+        rows.append([f"{name}: BN off", _cell(article[f"{key}_nobn"], pct), _cell(sound[f"{key}_nobn"], pct), ""])
+        rows.append([f"{name}: on - off (paired)", _cell(article[f"{key}_diff"], pct), _cell(sound[f"{key}_diff"], pct),
+                     ARTICLE_SAID["gaussian" if key == "kurtosis" else "overfit"]])
+    for bn in ("bn", "nobn"):
+        rows.append([f"train accuracy %, BN {'on' if bn == 'bn' else 'off'}", _cell(article[f"train_{bn}"]),
+                     _cell(sound[f"train_{bn}"]), ""])
+    for bn in ("bn", "nobn"):
+        b = [f"batch 20 - batch 100 gap of Z, BN {'on' if bn == 'bn' else 'off'}",
+             _cell(article[f"batch_{bn}"]) if f"batch_{bn}" in article else "not in the article's code",
+             _cell(sound[f"batch_{bn}"]) if f"batch_{bn}" in sound else "not run", ARTICLE_SAID["batch"] if bn == "bn"
+             else ""]
+        rows.append(b)
+    for bn in ("bn", "nobn"):
+        on = "on" if bn == "bn" else "off"
+        rows.append([f"sparsity (abs(w) < {SPARSE_BELOW:g}) against gap across cases, BN {on}",
+                     _corr(article[f"corr_{bn}"]), _corr(sound[f"corr_{bn}"]), ARTICLE_SAID["sparse"] if bn == "bn"
+                     else ""])
+    head = ["observation", f"article ({article['epochs']} epochs; over {article['n']} {article['unit']})",
+            f"sound ({sound['epochs']} epochs; over {sound['n']} {sound['unit']})", "the article said"]
+    return [markdown_table(head, rows)]
+
+
+def verdicts(article_specs, sound_specs) -> list[str]:
+    """The verdict table from the finished runs of an article sweep and a sound sweep."""
+    article, sound = _load(article_specs), _load(sound_specs)
+    if not article or not sound:
+        return ["weights-pov verdicts: an article and a sound sweep with finished runs are needed"]
+    return verdict_table(claim_numbers(article), claim_numbers(sound))
