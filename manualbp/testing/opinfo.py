@@ -428,6 +428,21 @@ def _ratio_article_samples(dtype, device):
     return [Sample((w, "ratio"), dict(lam=0.5, article_grad=True), "3x4, two entries under 1e-4")]
 
 
+def _log_sq_article_samples(dtype, device):
+    g = _gen(17)
+    w = _t(3, 4, dtype=dtype, device=device, gen=g)
+    _away_from_zero(w, 0.05)
+    with torch.no_grad():   # entries where 2 / (w + eps) and 2 / w differ by about 0.15%
+        w[0, :2] = torch.tensor([6e-5, -7e-5], dtype=dtype, device=device)
+    return [Sample((w, "log_sq"), dict(lam=0.5, article_grad=True), "3x4, two entries near 6e-5")]
+
+
+def _sf_article_samples(dtype, device):
+    g = _gen(18)
+    z = _away_from_zero(_t(5, 9, dtype=dtype, device=device, gen=g), 0.05)
+    return [Sample((z,), dict(eps=1e-20, activation="soft_abs", reduction="mean"), "batch 5 x 9, eps 1e-20")]
+
+
 # ---------------------------------------------------------------- fused layer + activation
 
 def _fused_ref(layer):
@@ -534,6 +549,9 @@ def _build() -> list[OpInfo]:
                _sf_samples("soft_abs"), gradgrad=False),
         OpInfo("sparse_filtering[elu]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
                _sf_samples("elu"), gradgrad=False),
+        # the sparse-filtering article's cost: soft-abs with eps 1e-20, the mean of the normalised entries
+        OpInfo("sparse_filtering[article: mean, eps 1e-20]", "sparse filtering", M.sparse_filtering,
+               ref_sparse_filtering, _sf_article_samples, gradgrad=False),
     ]
     ops += _fused_entries()
     # dilated back-propagation's tap: on a layer without a rule it is the identity both ways (with a rule
@@ -546,6 +564,9 @@ def _build() -> list[OpInfo]:
     # the gradient-pov article's coded derivative of ratio (letter G): not a gradient (gradcheck must fail)
     ops.append(OpInfo("regularize[ratio, article_grad]", "regularizers", M.regularize, E.regularize_ratio_article,
                       _ratio_article_samples, gradient=False, batched_grad=False))
+    # the weights-pov article's coded derivative of log_sq (letter K): 2 / (w + eps), not the gradient
+    ops.append(OpInfo("regularize[log_sq, article_grad]", "regularizers", M.regularize, E.regularize_log_sq_article,
+                      _log_sq_article_samples, gradient=False, batched_grad=False))
     return ops
 
 

@@ -325,3 +325,21 @@ class _RatioCodedGrad(torch.autograd.Function):
 
 def regularize_ratio_article(w, name="ratio", lam=1.0, article_grad=True):
     return lam * _RatioCodedGrad.apply(w)
+
+
+class _LogSqCodedGrad(torch.autograd.Function):
+    """sum log(w^2), whose backward is the weights-pov article's coded 2 / (w + 1e-7), not 2 / w."""
+
+    @staticmethod
+    def forward(ctx, w):
+        ctx.save_for_backward(w)
+        return torch.log(w ** 2).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (w,) = ctx.saved_tensors
+        return g * 2 / (w + 1e-7)
+
+
+def regularize_log_sq_article(w, name="log_sq", lam=1.0, article_grad=True):
+    return lam * _LogSqCodedGrad.apply(w)
