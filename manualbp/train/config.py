@@ -41,6 +41,9 @@ BASE: dict = {
             #                             extra forward and backward on the epoch's last batch after its last update
             "probe_moment_step": False,   # after_epoch: that gradient also enters the optimizer's first moment
             #                               (m <- b1 m + (1 - b1) g, kept in its state: the gradient-pov article's code)
+            "per_example": False,       # on probe steps: per-example gradient statistics (manualbp.train.instruments)
+            "optimizer_state": False,   # on probe steps: second moment, update-to-weight ratio, gradient norms
+            "spectra": "off",           # weight spectra: "off", "end" (after the last epoch) or "epoch"
             "histograms": True, "progress": True, "progress_every": 50},
 }
 # sub-dicts whose keys are passed on to a constructor (which refuses unknown ones itself)
@@ -144,6 +147,14 @@ def validate(cfg: dict) -> dict:
     if not (pe in ("epoch", "after_epoch") or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
         raise ConfigError(f"log.probe_every must be 0 (off), 'epoch', 'after_epoch' or a positive step count, "
                           f"got {pe!r}")
+    for key in ("per_example", "optimizer_state"):
+        if not isinstance(cfg["log"][key], bool):
+            raise ConfigError(f"log.{key} must be true or false, got {cfg['log'][key]!r}")
+        if cfg["log"][key] and not pe:
+            raise ConfigError(f"log.{key}=true is computed on probe steps; set log.probe_every (epoch, after_epoch or "
+                              f"a step count) or log.{key}=false")
+    if cfg["log"]["spectra"] not in ("off", "end", "epoch"):
+        raise ConfigError(f"log.spectra must be 'off', 'end' or 'epoch', got {cfg['log']['spectra']!r}")
     if not isinstance(cfg["log"]["probe_moment_step"], bool):
         raise ConfigError(f"log.probe_moment_step must be true or false, got {cfg['log']['probe_moment_step']!r}")
     if cfg["log"]["probe_moment_step"] and pe != "after_epoch":

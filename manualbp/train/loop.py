@@ -27,6 +27,7 @@ from manualbp.optim import make_optimizer, make_scheduler
 from manualbp.optim.transforms import make_grad_transforms
 
 from .config import phase_list, validate
+from .instruments import UpdateSize, per_example_rows, spectra_rows
 from .probes import Probes, probes_to_arrays
 from .rundir import RunDir, RunDirHeld
 from .tasks import make_task
@@ -287,11 +288,17 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
         log(f"{rd.path}: resuming after epoch {start_epoch} of {cfg['epochs']}")
     rd.keep_metrics_until(start_epoch)
     rd.keep_metrics_until(start_epoch, rd.stats)
+    rd.keep_metrics_until(start_epoch, rd.instruments)
 
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(rd.tb), purge_step=start_epoch * spe + 1 if start_epoch else None)
     lg = cfg["log"]
     probes = Probes(model, writer, lg["histograms"]) if lg["probe_every"] else None
+    update_size = UpdateSize(model) if lg["optimizer_state"] else None
+    after_epoch = lg["probe_every"] == "after_epoch"
+
+    def per_example(x, y, step, epoch):   # per-example statistics of the probed batch (current weights)
+        rd.append_jsonl(rd.instruments, per_example_rows(model, task, x, y, step, epoch, writer, lg["histograms"]))
     show = lg["progress"] and sys.stderr.isatty()
     check_every = cfg["check_finite_every"]
     # compile=true: the forward and the objective as one graph (fullgraph: a graph break is an error);
@@ -347,7 +354,15 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                         with_grad = [p for p in params if p.grad is not None]
                         for t in transforms:
                             t(with_grad, step - 1, epoch, noise)
+                    if probe and lg["per_example"]:
+                        probes.disarm()   # the probed forward and backward are captured; the hooks must not
+                        per_example(x, y, step, epoch)   # see the per-example passes
+                    measure = update_size is not None and (probe or (after_epoch and i == spe - 1))
+                    if measure:
+                        update_size.snapshot()
                     optimizer.step()
+                    if measure and probe:
+                        rd.append_jsonl(rd.instruments, update_size.rows(optimizer, step, epoch, writer))
                     sums = stats.double() if sums is None else sums + stats
                     objective = loss.detach().double() if objective is None else objective + loss.detach()
                     seen += y.shape[0]
@@ -362,9 +377,13 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                             bar.set_postfix(loss=f"{loss.item():.4f}")
                 if int(bad_step) >= 0:
                     raise non_finite(epoch, int(bad_step))
-                if probes is not None and lg["probe_every"] == "after_epoch":
+                if probes is not None and after_epoch:
+                    if update_size is not None:   # the update of the epoch's last step, its gradient and state
+                        rd.append_jsonl(rd.instruments, update_size.rows(optimizer, step, epoch, writer))
                     rd.append_jsonl(rd.stats, _after_epoch_probe(model, task, optimizer, ph.weights, x, y, probes,
                                                                  lg["probe_moment_step"], step, epoch))
+                    if lg["per_example"]:
+                        per_example(x, y, step, epoch)
                 te = task.evaluate(model, test_data, ebs)
             except (NonFiniteError, torch.linalg.LinAlgError) as e:
                 # a whitening's eigh / SVD failed on non-finite input: the NaN / Inf reached it before the loss
@@ -395,6 +414,8 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
             writer.add_scalar("lr", row["lr"], row["step"])
             writer.add_scalar("train/objective", row["train_objective"], row["step"])
             writer.flush()
+            if lg["spectra"] == "epoch" or (lg["spectra"] == "end" and epoch == cfg["epochs"]):
+                rd.append_jsonl(rd.instruments, spectra_rows(model, row["step"], epoch, writer))
             rd.save_checkpoint({"epoch": epoch, "phase": ph.index, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict() if scheduler is not None else None,

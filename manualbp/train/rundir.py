@@ -133,6 +133,7 @@ class RunDir:
         self.tb = self.path / "tb"
         self.stats = self.path / "probes.jsonl"
         self.stats_npz = self.path / "stats.npz"   # the probes as one array, written when the run finishes
+        self.instruments = self.path / "instruments.jsonl"   # per-example, optimizer-state and spectra rows
         self.hold_file = self.path / "HOLD.json"
 
     def holder(self) -> dict | None:

@@ -114,6 +114,10 @@ class ClassificationTask(Task):
         with torch.no_grad():
             return CLASSIFICATION_LOSSES[name](out.detach(), y)
 
+    def example_loss(self, out, y):
+        """The data term of a batch (one example under the per-example instruments)."""
+        return self.data_loss(out, y)
+
     def check_data(self, data):
         if data.y.dim() != 1:
             raise ValueError(f"task 'classification' needs class labels, but dataset {data.name!r} has targets of "
@@ -177,6 +181,11 @@ class SegmentationTask(Task):
 
     TERMS = ("data", "regularizer", "sparse_filtering", "mse")
     METRICS = ("loss", "acc", "iou", "dice")
+
+    def example_loss(self, out, y):
+        """The data term (the masks' binary cross-entropy) of a batch (one example under the per-example
+        instruments)."""
+        return MF.binary_cross_entropy(out[0], y)
 
     def check_data(self, data):
         if data.y.dim() != 4 or data.y.shape[1] != 1:
