@@ -156,3 +156,11 @@ def test_instruments_in_a_run_write_rows_and_tensorboard(tmp_path):
     tags = ea.Tags()
     assert "per_example_gsnr/conv3" in tags["scalars"] and "optimizer_update_ratio/conv1" in tags["scalars"]
     assert "spectra_stable_rank/conv2" in tags["scalars"] and "per_example_norms/conv4" in tags["histograms"]
+    from manualbp.train.status import status_figure
+    from PIL import Image
+    png = status_figure(tmp_path / "run")
+    assert png == tmp_path / "run" / "status.png" and png.stat().st_size > 20000
+    with Image.open(png) as im:
+        assert im.size[0] > 1000
+    with pytest.raises(ValueError, match="no metrics.jsonl rows"):
+        status_figure(tmp_path)

@@ -140,6 +140,7 @@ def test_quick_sweep_writes_tables_findings_and_figures(tmp_path):
                 "figures/cifar10/L-nobn.png", "mean-weights-cifar10-bn.png"):
         assert (s / fig).stat().st_size > 5000, fig
     assert any((s / "tb_report").iterdir())
+    assert (s / "bn-Z-seed0" / "status.png").stat().st_size > 20000     # one status figure per run
 
 
 def test_stl10_path_of_the_article_stl10_preset(tmp_path):

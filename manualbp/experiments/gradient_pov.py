@@ -18,7 +18,7 @@ import numpy as np
 from manualbp.functional import ARTICLE_LETTERS, REGULARIZERS
 from manualbp.train.probes import QUANTITIES, STATS
 
-from .report import load_runs, markdown_table, mean_ci, plt, save
+from .report import load_runs, markdown_table, mean_ci, plt, save, status_figures
 
 LETTERS = ARTICLE_LETTERS["gradient-pov"]
 LAMBDA = 1e-5
@@ -187,6 +187,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
         return ["gradient-pov report: no finished runs"]
     sweep_dir = Path(sweep_dir)
     writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    status_figures([r["dir"] for r in runs], writer)   # one status figure per run
     try:
         groups: dict = {}
         for r in runs:

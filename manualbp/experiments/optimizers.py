@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import load_runs, markdown_table, mean_ci, plt, save
+from .report import load_runs, markdown_table, mean_ci, plt, save, status_figures
 
 TRIALS = {1: (0.001, 1024), 2: (0.0025, 824), 3: (0.001, 824), 4: (0.0025, 1024)}   # (learning rate, width)
 ETA = 0.01           # gradient-noise variance scale, from the paper's {0.01, 0.3, 1}
@@ -147,7 +147,7 @@ def _load(specs) -> list[dict]:
     out = []
     for r in load_runs(specs):
         trial, case = r["labels"]["setting"].split("-")
-        out.append({"trial": int(trial[5:]), "case": int(case[4:]), "run": r["labels"]["seed"],
+        out.append({"trial": int(trial[5:]), "case": int(case[4:]), "run": r["labels"]["seed"], "dir": r["dir"],
                     "metrics": r["metrics"], "style": "article" if r["config"]["preset"].startswith("article")
                     else "sound", "width": r["config"]["model"]["widths"][1]})
     return out
@@ -287,6 +287,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
         return ["optimizers: no finished runs to report"]
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    status_figures([r["dir"] for r in runs], writer)   # one status figure per run
     styles = {r["style"] for r in runs}
     ties = "first" if styles == {"article"} else "all"
     w = winners(runs, ties)

@@ -69,3 +69,14 @@ def save(fig, path: Path, writer=None, tag=None):
         from PIL import Image
         with Image.open(path) as im:
             writer.add_image(tag or path.stem, np.asarray(im.convert("RGB")), dataformats="HWC")
+
+
+def status_figures(dirs, writer=None) -> int:
+    """The status figure (``manualbp.train.status``) of every finished run: ``status.png`` in its folder
+    and, with a writer, a TensorBoard image ``status/<run>``. Returns how many were written."""
+    from manualbp.train.status import status_figure
+    n = 0
+    for d in dirs:
+        status_figure(d, writer=writer)
+        n += 1
+    return n

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .report import markdown_table, mean_ci, plt, save
+from .report import markdown_table, mean_ci, plt, save, status_figures
 
 LR = 5e-3              # every supervised optimizer of the article's code
 SF_LR = 5e-4           # the sparse-filtering models' pre-training
@@ -230,6 +230,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
         mall = None
         mall_note = f"Mall not evaluated: {e}"
     writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    status_figures([r["dir"] for r in runs], writer)   # one status figure per run
     try:
         first_preds, mall_preds, codes = {}, {}, {}
         for name, rs in groups.items():

@@ -21,7 +21,7 @@ import torch
 
 from manualbp.functional import ARTICLE_LETTERS, REGULARIZERS
 
-from .report import load_runs, markdown_table, mean_ci, plt, save
+from .report import load_runs, markdown_table, mean_ci, plt, save, status_figures
 
 LETTERS = ARTICLE_LETTERS["weights-pov"]
 LAMBDA = 1e-5
@@ -346,6 +346,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
         return ["weights-pov report: no finished runs"]
     sweep_dir = Path(sweep_dir)
     writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    status_figures([r["dir"] for r in runs], writer)   # one status figure per run
     lines = []
     try:
         regularizer_figure(sweep_dir / "regularizers.png", writer)

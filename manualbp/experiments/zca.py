@@ -15,7 +15,7 @@ import torch
 
 import manualbp.functional as MF
 
-from .report import group, load_runs, markdown_table, mean_ci, plt, save
+from .report import group, load_runs, markdown_table, mean_ci, plt, save, status_figures
 
 GRU_SVM_REFERENCE = 0.897   # Agarap (2017), GRU+SVM with dropout, as quoted by the article
 ARTICLE_CLAIM = 0.8951
@@ -324,6 +324,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
     sweep_dir = Path(sweep_dir)
     cfg = specs[0].config
     writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    status_figures([r["dir"] for r in runs], writer)   # one status figure per run
     lines = []
     try:
         test = load_dataset(cfg["data"]["name"], "test", cfg["data"]["root"], limit=100)
