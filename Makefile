@@ -52,10 +52,10 @@ weights-pov-sound:  ## weights-pov, the errors fixed, the article's schedule on 
 gradient-pov:  ## gradient-pov, quick preset: 11 regularizers x 3 seeds, probes every epoch, on a CIFAR-10 subset
 	$(PYTHON) scripts/sweep.py gradient-pov --preset quick --workers $(WORKERS) $(ARGS)
 
-gradient-pov-article-cpu:  ## gradient-pov, the article's code on CIFAR-10 subsets of STL-10's sizes: batch 20, 50 of its 150 epochs, one run per letter
+gradient-pov-article-cpu:  ## gradient-pov, the article's code on CIFAR-10 subsets of STL-10's sizes: batch 20, 40 of its 150 epochs, one run per letter
 	$(PYTHON) scripts/sweep.py gradient-pov --preset article-cpu --workers $(WORKERS) $(ARGS)
 
-gradient-pov-sound-cpu:  ## gradient-pov, the errors fixed, on the same data: 50 epochs, 3 seeds
+gradient-pov-sound-cpu:  ## gradient-pov, the errors fixed, on the same data: 40 epochs, 3 seeds
 	$(PYTHON) scripts/sweep.py gradient-pov --preset sound-cpu --workers $(WORKERS) $(ARGS)
 
 gradient-pov-article:  ## gradient-pov, the article's code and schedule: STL-10, batch 20, 150 epochs
@@ -70,7 +70,7 @@ sparse-filtering:  ## sparse-filtering, quick preset: six auto-encoders x 3 seed
 sparse-filtering-article-cpu:  ## sparse-filtering, the article's code: 30 epochs of pre-training + 90 supervised (120 of its 801), float64
 	$(PYTHON) scripts/sweep.py sparse-filtering --preset article-cpu --workers $(WORKERS) $(ARGS)
 
-sparse-filtering-sound-cpu:  ## sparse-filtering, every model 90 supervised epochs at 5e-3 (sparse-filtering ones after 30 of pre-training), 3 seeds
+sparse-filtering-sound-cpu:  ## sparse-filtering, every model 90 supervised epochs at 5e-3 (sparse-filtering ones after 30 of pre-training), 5 models x 3 seeds
 	$(PYTHON) scripts/sweep.py sparse-filtering --preset sound-cpu --workers $(WORKERS) $(ARGS)
 
 sparse-filtering-article:  ## sparse-filtering, the article's code and schedule: 801 epochs

@@ -47,15 +47,15 @@ PRESETS = {
     # the authors' code: STL-10, batch 20, 150 epochs, one run per letter
     "article": _article("stl10", 150),
     # STL-10's stand-in: CIFAR-10 subsets of STL-10's sizes (5,000 / 8,000; fixed random subsets in file order),
-    # the article's batch 20, 50 of its 150 epochs; S / B = 4 / 20 for CIFAR-10's 2x2 final map
-    "article-cpu": _article("cifar10", 50, STL10_SIZE),
+    # the article's batch 20, 40 of its 150 epochs; S / B = 4 / 20 for CIFAR-10's 2x2 final map
+    "article-cpu": _article("cifar10", 40, STL10_SIZE),
     "article-quick": _article("cifar10", 3, (1000, 1000)),
     # the errors fixed: seeds as episodes (own initial weights, shuffled batches), the mean cross-entropy,
     # Adam, G's exact derivative (zero), probes on the epoch's last training step; STL-10, 150 epochs
     "sound": {**_SOUND, "data": {"name": "stl10"}, "epochs": 150},
-    # the sound preset on the CIFAR-10 stand-in, 50 epochs
+    # the sound preset on the CIFAR-10 stand-in, 40 epochs
     "sound-cpu": {**_SOUND, "data": {"name": "cifar10", "train_limit": STL10_SIZE[0], "test_limit": STL10_SIZE[1]},
-                  "epochs": 50},
+                  "epochs": 40},
     # minutes on a 2-core CPU
     "quick": {**_SOUND, "data": {"name": "cifar10", "train_limit": 1000, "test_limit": 1000}, "epochs": 3},
 }
