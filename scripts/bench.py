@@ -417,6 +417,73 @@ def bench_episodes(device, tiny: bool) -> list:
 
 # ---------------------------------------------------------------- whitening back ends
 
+def bench_instruments(device, tiny: bool, repeats: int) -> list:
+    """The instruments' cost per model family: a probe step (forward, backward, Adam step, the articles'
+    probes) alone and with the per-example statistics, the optimizer state, or the spectra added;
+    paired ratios against the probe step alone, timed in the same interleaved rounds."""
+    import manualbp.functional as MF
+    from manualbp.models import CNN6, MLP, SegmentationAE
+    from manualbp.train.instruments import UpdateSize, per_example_rows, spectra_rows
+    from manualbp.train.probes import Probes
+
+    class _Task:   # the data terms of the two task kinds, for per_example_rows
+        def __init__(self, seg):
+            self.seg = seg
+
+        def example_loss(self, out, y):
+            return MF.binary_cross_entropy(out[0], y) if self.seg else MF.softmax_cross_entropy(out, y)
+
+    n = 4 if tiny else 32
+    g = torch.Generator().manual_seed(0)
+    fams = [("mlp", MLP([784, 64, 64, 10] if tiny else [784, 1024, 1024, 10]), (n, 784), False),
+            ("cnn6", CNN6(), (n, 3, 32, 32), False),
+            ("cnn6 + batch norm", CNN6(batch_norm=True), (n, 3, 32, 32), False),
+            ("segmentation AE", SegmentationAE(size=32 if tiny else 96), (max(2, n // 4), 3, 32 if tiny else 96,
+                                                                          32 if tiny else 96), True)]
+    rows = []
+    for name, model, shape, seg in fams:
+        model = model.to(device)
+        x = torch.randn(*shape, generator=g).to(device)
+        y = ((torch.rand(shape[0], 1, *shape[2:], generator=g) > 0.5).float() if seg
+             else torch.randint(0, 10, (shape[0],), generator=g)).to(device)
+        task = _Task(seg)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        probes = Probes(model, None, histograms=False)
+        size = UpdateSize(model)
+
+        def step(per_example=False, optimizer_state=False, spectra=False):
+            def run():
+                probes.arm()
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = task.example_loss(out, y)
+                loss.backward()
+                if per_example:
+                    probes.disarm()
+                    per_example_rows(model, task, x, y, 1, 1, None, False)
+                if optimizer_state:
+                    size.snapshot()
+                opt.step()
+                if optimizer_state:
+                    size.rows(opt, 1, 1)
+                probes.collect(opt, 1, 1)
+                if spectra:
+                    spectra_rows(model, 1, 1)
+                _sync(device)
+            return run
+        fns = {"probe step": step(), "+ per-example": step(per_example=True),
+               "+ optimizer state": step(optimizer_state=True), "+ spectra": step(spectra=True)}
+        times = interleaved_times(fns, device, repeats)
+        base = times["probe step"]
+        for k in ("+ per-example", "+ optimizer state", "+ spectra"):
+            med, lo, hi = paired_ratio(times[k], base)
+            rows.append({"part": "instruments", "name": name, "instrument": k, "size": "x".join(map(str, shape)),
+                         "device": str(device), "probe_ms": 1e3 * sorted(base)[len(base) // 2],
+                         "ms": 1e3 * sorted(times[k])[len(times[k]) // 2], "paired_ratio": med,
+                         "paired_ratio_iqr": [lo, hi]})
+    return rows
+
+
 def bench_whitening(device, tiny: bool, repeats: int) -> list:
     rows = []
     for d in ((8, 16) if tiny else (64, 128, 256, 512, 1024)):
@@ -576,6 +643,12 @@ def markdown(rows, machine, repeats) -> str:
                   "| paired ratio [quartiles] |", "|---|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['ms']:.3f} | {r['materialized_ms']:.3f} | "
                   f"{ratio_q(r['paired_ratio'], r['paired_ratio_iqr'])} |" for r in mt]
+    ins = [r for r in rows if r["part"] == "instruments"]
+    if ins:
+        lines += ["", "| device | model family | batch | probe step ms | instrument | with it ms | paired ratio to the "
+                  "probe step [quartiles] |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['probe_ms']:.2f} | {r['instrument']} | "
+                  f"{r['ms']:.2f} | {ratio_q(r['paired_ratio'], r['paired_ratio_iqr'])} |" for r in ins]
     return "\n".join(lines) + "\n"
 
 
@@ -603,10 +676,12 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **ALLOCATOR_ENV})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize", "profile"),
+    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize", "profile",
+                                       "instruments"),
                     action="append",
-                    help="parts to run (default: ops, models, whitening, materialize; compile, episodes and profile "
-                         "only when named: minutes each; episodes needs CIFAR-10 under the data root)")
+                    help="parts to run (default: ops, models, whitening, materialize, instruments; compile, "
+                         "episodes and profile only when named: minutes each; episodes needs CIFAR-10 under the "
+                         "data root)")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")
     ap.add_argument("--repeats", type=int, default=None, help="timed repeats per case (default 15, tiny 3)")
     ap.add_argument("--model-repeats", type=int, default=None,
@@ -621,7 +696,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     repeats = args.repeats or (3 if args.tiny else 15)
-    parts = args.only or ["ops", "models", "whitening", "materialize"]
+    parts = args.only or ["ops", "models", "whitening", "materialize", "instruments"]
     rows = []
     for dev in devices:
         device = torch.device(dev)
@@ -643,6 +718,8 @@ def main(argv=None) -> int:
             rows += bench_materialize(device, args.tiny, repeats)
         if "profile" in parts:
             rows += bench_profile(device, args.tiny)
+        if "instruments" in parts:
+            rows += bench_instruments(device, args.tiny, args.model_repeats or (3 if args.tiny else 20))
     machine = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -14,7 +14,12 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "b.json").read_text())
     parts = {r["part"] for r in res["rows"]}
-    assert parts == {"ops", "models", "whitening", "materialize"}
+    assert parts == {"ops", "models", "whitening", "materialize", "instruments"}
+    ins = [r for r in res["rows"] if r["part"] == "instruments"]
+    assert {(r["name"], r["instrument"]) for r in ins} == {(f, i) for f in ("mlp", "cnn6", "cnn6 + batch norm",
+                                                                            "segmentation AE")
+                                                           for i in ("+ per-example", "+ optimizer state", "+ spectra")}
+    assert all(r["paired_ratio"] > 0 and r["ms"] > 0 for r in ins)
     names = {r["name"] for r in res["rows"]}
     import manualbp.functional as M
     assert {f"regularize {n}" for n in M.REGULARIZERS} <= names
