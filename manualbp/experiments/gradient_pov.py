@@ -26,8 +26,10 @@ CLAIMS = {"best_test": "H", "worst": "C", "sparser_post_activation": "H"}   # th
 FINAL_MAP_AREA = {"stl10": 6 * 6, "cifar10": 2 * 2}   # S: the final feature map's area (96 or 32 pixels / 16)
 STL10_SIZE = (5000, 8000)     # STL-10's training and test images: the CIFAR-10 stand-in keeps these sizes
 
+# the sound presets also record the per-example gradient statistics and the optimizer state on the probe steps
 _SOUND = {"model": {"name": "cnn6", "batch_norm": False, "init_std": 0.05}, "optim": {"name": "Adam", "lr": 0.0008},
-          "batch_size": 20, "eval_batch_size": 500, "log": {"probe_every": "epoch", "histograms": True}}
+          "batch_size": 20, "eval_batch_size": 500,
+          "log": {"probe_every": "epoch", "histograms": True, "per_example": True, "optimizer_state": True}}
 
 
 def _article(dataset: str, epochs: int, limits: tuple = (None, None)) -> dict:

@@ -44,8 +44,9 @@ def data_weight(dataset: str, batch_size: int) -> float:
 _MODEL = {"name": "cnn6", "batch_norm": False, "init_std": 0.05, "bn_eps": 1e-8, "bn_momentum": 0.1}
 _LOG = {"probe_every": 0}   # the final weights are read from the checkpoint; per-epoch probes are gradient-pov's
 #                              subject, so this sweep skips them (log.probe_every=epoch turns them on)
-_SOUND = {"model": _MODEL, "optim": {"name": "Adam", "lr": 0.0008}, "eval_batch_size": 500, "log": _LOG,
-          "data": {"name": "cifar10"}, "batch_size": 100}
+# the sound presets also record the final weights' spectra (log.spectra=end)
+_SOUND = {"model": _MODEL, "optim": {"name": "Adam", "lr": 0.0008}, "eval_batch_size": 500,
+          "log": {**_LOG, "spectra": "end"}, "data": {"name": "cifar10"}, "batch_size": 100}
 
 
 def _article(dataset: str, epochs: int, limits: tuple = (None, None)) -> dict:

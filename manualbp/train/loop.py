@@ -268,6 +268,9 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     transforms = make_grad_transforms(cfg["grad_transforms"])
     noise = torch.Generator(device=device)
     noise.manual_seed(cfg["seed"] * 7919 + 17)
+    if cfg["log"]["spectra"] != "off":   # the power-law fit's package, before any training
+        from .instruments import _wwfit
+        _wwfit()
     for ph in phases:   # settings errors (optimizer, schedule, train prefixes) surface before the folder is made
         opt, _, _ = _phase_optimizer(cfg, ph, model)
         if cfg["log"]["probe_moment_step"] and not all("betas" in g for g in opt.param_groups):
