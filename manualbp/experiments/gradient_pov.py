@@ -237,6 +237,9 @@ def report(sweep_dir: Path, specs) -> list[str]:
             md += ["", "Post-activation non-zero share (%, last batch of the last epoch), case H against the "
                    "baseline Z, paired by seed (mean ± 95% t-interval; negative difference: H sparser):", "",
                    markdown_table(["layer", "H", "Z", "H - Z"], lines)]
+        findings = instrument_findings(runs)
+        if findings:
+            md += ["", "## Per-example gradient statistics against the baseline Z", ""] + findings
         (sweep_dir / "results.md").write_text("\n".join(md) + "\n")
     finally:
         writer.close()
@@ -301,3 +304,61 @@ def verdicts(article_specs, sound_specs) -> list[str]:
     if not a or not s:
         return ["gradient-pov verdicts: an article and a sound sweep with finished runs are needed"]
     return verdict_table(_case_values(a), _case_values(s), (len(a[0]["metrics"]), len(s[0]["metrics"])))
+
+
+# ---------------------------------------------------------------- instruments (per-example statistics)
+
+INSTRUMENT_EPOCHS = 10   # the per-example statistics are averaged over the last 10 probes (one batch each)
+
+
+def _instrument_means(run_dir: Path, key: str) -> dict:
+    """{layer: mean of ``key`` over the last INSTRUMENT_EPOCHS per-example probes} of one run (empty if
+    the run recorded none)."""
+    path = run_dir / "instruments.jsonl"
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = [r for r in rows if r.get("instrument") == "per_example"]
+    if not rows:
+        return {}
+    last = sorted({r["epoch"] for r in rows})[-INSTRUMENT_EPOCHS:]
+    out: dict = {}
+    for r in rows:
+        if r["epoch"] in last:
+            if key == "spread":   # a dead network (every per-example gradient 0) has no spread
+                v = r["norm_sd"] / r["norm_mean"] if r["norm_mean"] > 0 else float("nan")
+            else:
+                v = r[key]
+            out.setdefault(r["layer"], []).append(v)
+    return {k: float(np.mean(v)) if np.isfinite(v).all() else float("nan") for k, v in out.items()}
+
+
+def instrument_findings(runs) -> list[str]:
+    """Does a regularizer change the gradients' signal-to-noise ratio or the spread of the per-example
+    gradient norms (sd / mean), per layer, against the baseline Z? Differences paired by seed, mean ±
+    95% t half-width; each run's value is its mean over the last INSTRUMENT_EPOCHS probes."""
+    by: dict = {}
+    for r in runs:
+        by.setdefault(r["labels"]["case"], {})[r["labels"]["seed"]] = r
+    if "Z" not in by or not _instrument_means(next(iter(by["Z"].values()))["dir"], "gsnr"):
+        return []
+    out = []
+    for key, title, k in (("gsnr", "GSNR (mean over parameters of mean^2 / variance of the per-example gradients)",
+                           1.0),
+                          ("spread", "spread of the per-example gradient norms (sd / mean)", 1.0)):
+        z = {s: _instrument_means(r["dir"], key) for s, r in by["Z"].items()}
+        def cell(values):   # runs without a finite value (a dead network) are left out and counted
+            finite = [v for v in values if np.isfinite(v)]
+            text = _ci(finite, k, 3) if finite else "n/a"
+            return text + (f" ({len(values) - len(finite)} dead)" if len(finite) < len(values) else "")
+
+        rows = [["Z (value)"] + [cell([z[s][layer] for s in z]) for layer in LAYERS]]
+        for case in CASES:
+            if case == "Z" or case not in by:
+                continue
+            vals = {s: _instrument_means(r["dir"], key) for s, r in by[case].items()}
+            rows.append([f"{case} - Z"] + [cell([vals[s][layer] - z[s][layer] for s in vals if s in z])
+                                           for layer in LAYERS])
+        out += [f"{title}, last {INSTRUMENT_EPOCHS} probes, paired by seed (mean ± 95% t half-width, unscaled):", "",
+                markdown_table(["case"] + LAYERS, rows), ""]
+    return out
