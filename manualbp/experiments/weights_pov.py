@@ -14,6 +14,7 @@ article's four observations as numbers with confidence intervals.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -393,6 +394,9 @@ def report(sweep_dir: Path, specs) -> list[str]:
                                        f"sparsity % (abs(w) < {SPARSE_BELOW:g})", "kurtosis (mean of layers)"], table),
                        ""]
             md += ["### The article's observations", ""] + findings(groups, cases) + [""]
+            spectra = spectra_findings(groups, cases)
+            if spectra:
+                md += ["### Weight spectra and the train-test gap", ""] + spectra + [""]
         (sweep_dir / "results.md").write_text("\n".join(md) + "\n")
         lines += md + [f"figures and results.md in {sweep_dir}"]
     finally:
@@ -497,3 +501,59 @@ def verdicts(article_specs, sound_specs) -> list[str]:
     if not article or not sound:
         return ["weights-pov verdicts: an article and a sound sweep with finished runs are needed"]
     return verdict_table(claim_numbers(article), claim_numbers(sound))
+
+
+# ---------------------------------------------------------------- instruments (weight spectra)
+
+def _final_spectra(run_dir: Path) -> dict | None:
+    """{"spectral_norm": [per layer], "stable_rank": [...]} from the run's last spectra rows (None if
+    the run recorded none: log.spectra=off)."""
+    path = Path(run_dir) / "instruments.jsonl"
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    rows = [r for r in rows if r.get("instrument") == "spectra"]
+    if not rows:
+        return None
+    last = max(r["step"] for r in rows)
+    rows = sorted((r for r in rows if r["step"] == last), key=lambda r: r["layer"])
+    return {k: [r[k] for r in rows] for k in ("spectral_norm", "stable_rank")}
+
+
+def spectra_findings(groups, cases) -> list[str]:
+    """Spectral norm and stable rank of the final weights per regularizer, with and without batch norm,
+    and whether either tracks the train-test gap across the regularizers better than the share of
+    near-zero weights (Pearson r over the cases' means, bootstrap 95% intervals)."""
+    letters = [c for c in cases if c != "Z20"]
+    out, rows = [], []
+    have = False
+    for bn in ("bn", "nobn"):
+        stats = {}
+        for c in letters:
+            runs = groups.get((bn, c), [])
+            sp = [_final_spectra(r["dir"]) for r in runs]
+            if not runs or any(s is None for s in sp):
+                continue
+            have = True
+            stats[c] = {"norm": float(np.mean([np.mean(s["spectral_norm"]) for s in sp])),
+                        "rank": float(np.mean([np.mean(s["stable_rank"]) for s in sp])),
+                        "sparsity": float(np.mean([sparsity(r["weights"]) for r in runs])),
+                        "gap": float(np.mean([gap(r) for r in runs]))}
+            v = stats[c]
+            rows.append([c, "on" if bn == "bn" else "off", len(runs), f"{v['norm']:.3f}", f"{v['rank']:.2f}",
+                         f"{100 * v['sparsity']:.2f}", f"{100 * v['gap']:.2f}"])
+        if len(stats) >= 3:
+            gaps = [v["gap"] for v in stats.values()]
+            corr = []
+            for key, name in (("norm", "spectral norm (mean of layers)"), ("rank", "stable rank (mean of layers)"),
+                              ("sparsity", f"share of abs(w) < {SPARSE_BELOW:g}")):
+                xs = [v[key] for v in stats.values()]
+                c = bootstrap_correlation(xs, gaps) if np.std(xs) > 0 else None
+                corr.append(f"{name}: {_corr(c)}")
+            out.append(f"- BN {'on' if bn == 'bn' else 'off'}, across {len(stats)} regularizers, Pearson r with the "
+                       "gap: " + "; ".join(corr))
+    if not have:
+        return []
+    return ["Spectra of the final weights (log.spectra=end; each weight reshaped to out x (in kH kW)): means over "
+            "episodes of the layer means, beside the share of near-zero weights and the gap (points):", "",
+            markdown_table(["case", "BN", "n", "spectral norm", "stable rank", "near-zero %", "gap"], rows), ""] + out
