@@ -303,6 +303,60 @@ def report(sweep_dir: Path, specs) -> list[str]:
              " to 120% (a typo in the article)."]
     lines += frequency_tables(w)
     lines += final_tables(runs, trials)
+    updates = update_ratio_findings(runs)
+    if updates:
+        lines += ["", "### Update size per layer (log.optimizer_state)", ""] + updates
     text = "\n".join(lines) + "\n"
     (sweep_dir / "results.md").write_text(text)
     return [text, f"figures: {sweep_dir / 'frequency.png'}, {sweep_dir / 'curves.png'}"]
+
+
+# ---------------------------------------------------------------- instruments (update size)
+
+REFERENCE_CASE = 12   # tf1.Adam: Adam without dilation
+
+
+def _update_ratios(run_dir: Path) -> dict:
+    """{layer: mean update-to-weight ratio over the run's probes} (empty without log.optimizer_state)."""
+    import json
+    path = Path(run_dir) / "instruments.jsonl"
+    if not path.is_file():
+        return {}
+    out: dict = {}
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        if r.get("instrument") == "optimizer" and np.isfinite(r["update_ratio"]):
+            out.setdefault(r["layer"], []).append(r["update_ratio"])
+    return {k: float(np.mean(v)) for k, v in out.items()}
+
+
+def update_ratio_findings(runs) -> list[str]:
+    """Per layer, the update-to-weight ratio ||dw|| / ||w|| of each case (mean over the run's probes)
+    divided by the same run's reference case (tf1.Adam, no dilation), paired by seed (the sound
+    configuration's cases of a run share initial weights and batches): mean ± 95% t half-width."""
+    by: dict = {}
+    for r in runs:
+        ratios = _update_ratios(r["dir"])
+        if ratios:
+            by.setdefault((r["trial"], r["case"]), {})[r["run"]] = ratios
+    out = []
+    for trial in sorted({t for t, _ in by}):
+        ref = by.get((trial, REFERENCE_CASE))
+        if not ref:
+            continue
+        layers = sorted(next(iter(ref.values())))
+        rows = [[f"{REFERENCE_CASE} {CASES[REFERENCE_CASE][0]} (value)"]
+                + [_fmt_ci([ref[s][la] for s in ref], 1e3) for la in layers]]
+        for case in sorted(c for t, c in by if t == trial and c != REFERENCE_CASE):
+            vals = by[(trial, case)]
+            rows.append([f"{case} {CASES[case][0]} / reference"]
+                        + [_fmt_ci([vals[s][la] / ref[s][la] for s in vals if s in ref], 1.0) for la in layers])
+        out += [f"Trial {trial}: update-to-weight ratio per layer (the reference row x 1000; the others as multiples "
+                "of the reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over seeds):",
+                "", markdown_table(["case"] + layers, rows), ""]
+    return out
+
+
+def _fmt_ci(values, k) -> str:
+    m, sd, half, n = mean_ci(values)
+    return f"{k * m:.3g}" if n < 2 else f"{k * m:.3g} ± {k * half:.2g}"
