@@ -104,6 +104,7 @@ def test_quick_sweep_saves_statistics_that_match_scipy_and_reports_the_claims(tm
         assert f"| {letter} | {LETTERS[letter]} | 2 |" in text
     assert "highest test accuracy: case" in text and "lowest test accuracy: case" in text
     assert "case H against the baseline Z" in text
+    assert "GSNR (mean over parameters" in text and "| H - Z |" in text     # the per-example instrument
     for fig in ["figures/H-histograms.png", "figures/Z-statistics.png"] + [f"overlay-{st}.png" for st in STATS]:
         assert (s / fig).stat().st_size > 5000, fig
     # the article preset (after-epoch probe with its moment step) and the verdict table against the quick sweep

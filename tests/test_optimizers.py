@@ -528,3 +528,23 @@ def test_full_presets_expand_from_the_command_line(name):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert len(lines) == 680 and all("--run trial" in json.loads(x)["command"] for x in lines)
+
+
+def test_update_ratio_findings_pair_each_case_with_tf1_adam(tmp_path):
+    """The update-size table: each case's mean update-to-weight ratio per layer over tf1.Adam's in the
+    same run (seed), from the runs' instruments.jsonl."""
+    import json
+
+    from manualbp.experiments.optimizers import update_ratio_findings
+    runs = []
+    for case, scale in ((12, 1.0), (4, 3.0)):
+        for seed in (0, 1):
+            d = tmp_path / f"c{case}s{seed}"
+            d.mkdir()
+            rows = [{"instrument": "optimizer", "layer": f"layer{k}", "update_ratio": 0.001 * k * scale * (1 + seed),
+                     "epoch": 1, "step": 1} for k in (1, 2)]
+            (d / "instruments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            runs.append({"trial": 1, "case": case, "run": seed, "dir": d})
+    text = "\n".join(update_ratio_findings(runs))
+    assert "| 4 dilated 4, dense product (Adam) / reference | 3 ± 0 | 3 ± 0 |" in text
+    assert "| 12 tf1.Adam (value) | 1.5 ± 6.4 | 3 ± 13 |" in text

@@ -134,7 +134,8 @@ def test_quick_sweep_writes_tables_findings_and_figures(tmp_path):
     text = (s / "results.md").read_text()
     for letter in CASES:
         assert f"| {letter} | " in text, letter
-    for finding in ("1. BN makes", "2. BN overfits more", "3. Smaller batches", "4. (bn) sparsity", "4. (nobn)"):
+    for finding in ("1. BN makes", "2. BN overfits more", "3. Smaller batches", "4. (bn) sparsity", "4. (nobn)",
+                    "### Weight spectra and the train-test gap", "Pearson r with the gap: spectral norm"):
         assert finding in text, finding
     for fig in ("regularizers.png", "summary-cifar10.png", "hist3d-cifar10-bn.png", "figures/cifar10/Z-bn.png",
                 "figures/cifar10/L-nobn.png", "mean-weights-cifar10-bn.png"):
