@@ -542,9 +542,10 @@ def test_update_ratio_findings_pair_each_case_with_tf1_adam(tmp_path):
             d = tmp_path / f"c{case}s{seed}"
             d.mkdir()
             rows = [{"instrument": "optimizer", "layer": f"layer{k}", "update_ratio": 0.001 * k * scale * (1 + seed),
-                     "epoch": 1, "step": 1} for k in (1, 2)]
+                     "grad_norm": 10.0 * scale ** 2, "epoch": 1, "step": 1} for k in (1, 2)]
             (d / "instruments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             runs.append({"trial": 1, "case": case, "run": seed, "dir": d})
     text = "\n".join(update_ratio_findings(runs))
     assert "| 4 dilated 4, dense product (Adam) / reference | 3 ± 0 | 3 ± 0 |" in text
     assert "| 12 tf1.Adam (value) | 1.5 ± 6.4 | 3 ± 13 |" in text
+    assert "gradient norm ||g||" in text and "| 4 dilated 4, dense product (Adam) / reference | 9 ± 0 | 9 ± 0 |" in text

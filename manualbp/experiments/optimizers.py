@@ -316,8 +316,9 @@ def report(sweep_dir: Path, specs) -> list[str]:
 REFERENCE_CASE = 12   # tf1.Adam: Adam without dilation
 
 
-def _update_ratios(run_dir: Path) -> dict:
-    """{layer: mean update-to-weight ratio over the run's probes} (empty without log.optimizer_state)."""
+def _update_ratios(run_dir: Path, key: str = "update_ratio") -> dict:
+    """{layer: mean of ``key`` (the update-to-weight ratio, or the layer's gradient norm) over the run's
+    probes} (empty without log.optimizer_state)."""
     import json
     path = Path(run_dir) / "instruments.jsonl"
     if not path.is_file():
@@ -325,35 +326,39 @@ def _update_ratios(run_dir: Path) -> dict:
     out: dict = {}
     for line in path.read_text().splitlines():
         r = json.loads(line)
-        if r.get("instrument") == "optimizer" and np.isfinite(r["update_ratio"]):
-            out.setdefault(r["layer"], []).append(r["update_ratio"])
+        if r.get("instrument") == "optimizer" and np.isfinite(r.get(key, float("nan"))):
+            out.setdefault(r["layer"], []).append(r[key])
     return {k: float(np.mean(v)) for k, v in out.items()}
 
 
 def update_ratio_findings(runs) -> list[str]:
     """Per layer, the update-to-weight ratio ||dw|| / ||w|| of each case (mean over the run's probes)
     divided by the same run's reference case (tf1.Adam, no dilation), paired by seed (the sound
-    configuration's cases of a run share initial weights and batches): mean ± 95% t half-width."""
-    by: dict = {}
-    for r in runs:
-        ratios = _update_ratios(r["dir"])
-        if ratios:
-            by.setdefault((r["trial"], r["case"]), {})[r["run"]] = ratios
+    configuration's cases of a run share initial weights and batches): mean ± 95% t half-width; the
+    same for the layers' gradient norms."""
     out = []
-    for trial in sorted({t for t, _ in by}):
-        ref = by.get((trial, REFERENCE_CASE))
-        if not ref:
-            continue
-        layers = sorted(next(iter(ref.values())))
-        rows = [[f"{REFERENCE_CASE} {CASES[REFERENCE_CASE][0]} (value)"]
-                + [_fmt_ci([ref[s][la] for s in ref], 1e3) for la in layers]]
-        for case in sorted(c for t, c in by if t == trial and c != REFERENCE_CASE):
-            vals = by[(trial, case)]
-            rows.append([f"{case} {CASES[case][0]} / reference"]
-                        + [_fmt_ci([vals[s][la] / ref[s][la] for s in vals if s in ref], 1.0) for la in layers])
-        out += [f"Trial {trial}: update-to-weight ratio per layer (the reference row x 1000; the others as multiples "
-                "of the reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over seeds):",
-                "", markdown_table(["case"] + layers, rows), ""]
+    for key, what, scale in (("update_ratio", "update-to-weight ratio ||dw|| / ||w||", 1e3),
+                             ("grad_norm", "gradient norm ||g|| (the gradient the optimizer receives)", 1.0)):
+        by: dict = {}
+        for r in runs:
+            ratios = _update_ratios(r["dir"], key)
+            if ratios:
+                by.setdefault((r["trial"], r["case"]), {})[r["run"]] = ratios
+        for trial in sorted({t for t, _ in by}):
+            ref = by.get((trial, REFERENCE_CASE))
+            if not ref:
+                continue
+            layers = sorted(next(iter(ref.values())))
+            rows = [[f"{REFERENCE_CASE} {CASES[REFERENCE_CASE][0]} (value)"]
+                    + [_fmt_ci([ref[s][la] for s in ref], scale) for la in layers]]
+            for case in sorted(c for t, c in by if t == trial and c != REFERENCE_CASE):
+                vals = by[(trial, case)]
+                rows.append([f"{case} {CASES[case][0]} / reference"]
+                            + [_fmt_ci([vals[s][la] / ref[s][la] for s in vals if s in ref], 1.0) for la in layers])
+            unit = " x 1000" if scale != 1 else ""
+            out += [f"Trial {trial}: {what} per layer (the reference row{unit}; the others as multiples of the "
+                    "reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over seeds):",
+                    "", markdown_table(["case"] + layers, rows), ""]
     return out
 
 
