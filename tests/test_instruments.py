@@ -164,3 +164,23 @@ def test_instruments_in_a_run_write_rows_and_tensorboard(tmp_path):
         assert im.size[0] > 1000
     with pytest.raises(ValueError, match="no metrics.jsonl rows"):
         status_figure(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["Adam", "ConstantBiasAdam", "RMSprop", "Adagrad", "tf1.Adam", "tf1.RMSProp",
+                                  "tf1.Adagrad", "tf1.AdagradDA", "tf1.Adadelta", "tf1.Ftrl", "tf1.ProximalAdagrad",
+                                  "tf1.Momentum", "tf1.GradientDescent"])
+def test_second_moment_of_every_optimizer_that_keeps_one(name):
+    from manualbp.optim import make_optimizer
+    from manualbp.train.instruments import second_moment
+    w = torch.nn.Parameter(torch.ones(3))
+    kw = {"learning_rate": 0.1} if name.startswith("tf1.") else {"lr": 0.1}
+    if name == "tf1.Momentum":
+        kw["momentum"] = 0.9
+    opt = make_optimizer(name, [w], **kw)
+    w.grad = torch.tensor([1.0, -2.0, 3.0])
+    opt.step()
+    v = second_moment(opt, w)
+    if name in ("tf1.Momentum", "tf1.GradientDescent"):
+        assert v is None
+    else:   # every second moment grows with g^2: the largest gradient entry has the largest value
+        assert v is not None and v.shape == (3,) and int(v.argmax()) == 2, name

@@ -30,8 +30,12 @@ import torch
 
 HIST_BINS = 30
 MIN_SINGULAR_VALUES = 50
-# second-moment state by optimizer (the first key present is used)
-SECOND_MOMENT_KEYS = ("exp_avg_sq", "square_avg", "accumulator", "v", "ms", "sum")
+# second-moment state by optimizer (the first key present is used): torch's Adam / AdamW / Adam-c
+# (exp_avg_sq), RMSprop (square_avg), Adagrad (sum); the TF1 optimizers' Adam (v), RMSProp (ms),
+# AdagradDA (gradient_squared_accumulator) and the accumulators of squared gradients of Adadelta, Adagrad,
+# Ftrl and ProximalAdagrad (accum; tf1.Momentum's accum is its velocity, not a second moment)
+SECOND_MOMENT_KEYS = ("exp_avg_sq", "square_avg", "sum", "v", "ms", "gradient_squared_accumulator", "accum")
+NO_SECOND_MOMENT = ("Momentum", "GradientDescent", "ProximalGradientDescent", "SGD")
 
 
 # ---------------------------------------------------------------- per-example gradients
@@ -154,7 +158,10 @@ def per_example_rows(model, task, x, y, step: int, epoch: int, writer=None, hist
 # ---------------------------------------------------------------- optimizer state and update size
 
 def second_moment(optimizer, p):
-    state = optimizer.state.get(p, {}) if optimizer is not None else {}
+    """The optimizer's running second moment (or accumulated squared gradient) of parameter p, or None."""
+    if optimizer is None or type(optimizer).__name__ in NO_SECOND_MOMENT:
+        return None
+    state = optimizer.state.get(p, {})
     for k in SECOND_MOMENT_KEYS:
         if isinstance(state.get(k), torch.Tensor):
             return state[k]
