@@ -100,7 +100,7 @@ optimizers-article:  ## optimizers, the article's code and schedule: 801 epochs,
 optimizers-sound:  ## optimizers, the sound configuration on the article's schedule: 801 epochs, 10 runs per trial
 	$(PYTHON) scripts/sweep.py optimizers --preset sound --workers $(WORKERS) $(ARGS)
 
-bench:  ## manual backward against autograd (ops, model steps, whitening back ends); JSON in runs/bench/
+bench:  ## manual backward against autograd (ops, model steps, whitening back ends) and the instruments' cost; JSON in runs/bench/
 	$(PYTHON) scripts/bench.py $(ARGS)
 
 clean:
