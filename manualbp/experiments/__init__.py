@@ -1,6 +1,6 @@
 """Experiments as data: each module of this package is one experiment (``weights_pov.py`` is
-``weights-pov``) and defines PRESETS (configs: a fast "quick" default, the article's configuration as "full",
-or as "article" (its code, errors included) beside "sound" (the errors fixed)), GRID (the
+``weights-pov``) and defines PRESETS (configs: a fast "quick" default, "article" (the article's code,
+errors included) beside "sound" (the errors fixed), and their CPU-sized fractions), GRID (the
 sweep's axes) and optionally ``report(sweep_dir, runs)``, which writes the experiment's figures and
 tables from finished runs. Adding an experiment is adding a module (plus its Makefile target and
 page in docs/experiments/); nothing else lists them."""
