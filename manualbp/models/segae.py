@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 import manualbp.functional as MF
@@ -117,7 +118,6 @@ class ArticleSegAE(nn.Module):
                  init_std: float = 0.05, sparse_eps: float = 1e-20, sparse_reduction: str = "mean",
                  sparse_activation: str = "soft_abs"):
         super().__init__()
-        import torch
         side = math.isqrt(code)
         if size % 16 or size < 16:
             raise ValueError(f"ArticleSegAE: size must be a multiple of 16 (four 2x2 pools), got {size}")

@@ -53,21 +53,16 @@ def status_figure(run_dir, path=None, writer=None, tag=None) -> Path:
     fig, axes = pyplot.subplots(2, 3, figsize=(16, 8))
     ep = [m["epoch"] for m in metrics]
 
-    ax = axes[0, 0]
-    for key, color in (("train_loss", "tab:red"), ("test_loss", "tab:blue"), ("train_objective", "tab:gray")):
-        if key in metrics[0]:
-            ax.plot(ep, [m[key] for m in metrics], color=color, label=key.replace("_", " "))
-    ax.set_title("loss")
-    ax.set_xlabel("epoch")
-    ax.legend(fontsize=7)
-
-    ax = axes[0, 1]
-    for key, color in (("train_acc", "tab:red"), ("test_acc", "tab:blue"), ("test_iou", "tab:green")):
-        if key in metrics[0]:
-            ax.plot(ep, [m[key] for m in metrics], color=color, label=key.replace("_", " "))
-    ax.set_title("accuracy")
-    ax.set_xlabel("epoch")
-    ax.legend(fontsize=7)
+    curves = ((axes[0, 0], "loss", (("train_loss", "tab:red"), ("test_loss", "tab:blue"),
+                                    ("train_objective", "tab:gray"))),
+              (axes[0, 1], "accuracy", (("train_acc", "tab:red"), ("test_acc", "tab:blue"), ("test_iou", "tab:green"))))
+    for ax, title, keys in curves:
+        for key, color in keys:
+            if key in metrics[0]:
+                ax.plot(ep, [m[key] for m in metrics], color=color, label=key.replace("_", " "))
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=7)
 
     panels = [(axes[0, 2], "optimizer", "grad_norm", "gradient norm per layer", "log.optimizer_state=true", True),
               (axes[1, 0], "per_example", "gsnr", "gradient signal-to-noise ratio (per-example)",
