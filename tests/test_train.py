@@ -271,6 +271,72 @@ def test_a_hold_from_another_host_is_refused_until_stale(tmp_path, monkeypatch):
     assert not rd.hold_file.exists()
 
 
+@pytest.mark.parametrize("content", ["", "{\"host\": \"node", "[1, 2]"])
+def test_an_unreadable_hold_is_live_until_stale(data, tmp_path, content):
+    """An empty or half-written HOLD.json (a process between creating and writing it, in a scheme
+    without atomic creation, or a file written by hand) is a live hold while it is younger than
+    HOLD_STALE_S: train() refuses without touching the folder; an old one is taken over."""
+    import time
+
+    from manualbp.train import RunDirHeld
+    from manualbp.train import rundir as rundir_mod
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.hold_file.write_text(content)
+    with pytest.raises(RunDirHeld, match="HOLD.json that cannot be read .* taken as live until it is 300 s old"):
+        train(small_cfg(data, epochs=1), rd.path, log=quiet)
+    assert not rd.config.exists() and rd.hold_file.read_text() == content
+    old = time.time() - rundir_mod.HOLD_STALE_S - 5
+    os.utime(rd.hold_file, (old, old))
+    train(small_cfg(data, epochs=1), rd.path, log=quiet)
+    assert rd.finished() and not rd.hold_file.exists()
+
+
+def _race_worker(root, rounds, barrier, results):
+    import time
+
+    from manualbp.train import RunDirHeld
+    fdopen = os.fdopen
+
+    def slow_fdopen(*a, **k):   # a slow disk: a create-then-write hold stays empty for 20 ms
+        time.sleep(0.02)
+        return fdopen(*a, **k)
+    os.fdopen = slow_fdopen   # this forked process only
+    for r in range(rounds):
+        barrier.wait()
+        try:
+            hold = RunDir(Path(root) / f"race{r}").hold()
+            results.put((r, os.getpid()))
+        except RunDirHeld:
+            hold = None
+        barrier.wait()   # both have tried before either lets go
+        if hold is not None:
+            hold.release()
+
+
+def test_two_processes_racing_for_an_empty_folder_never_both_hold_it(tmp_path):
+    """Two processes started together on a folder that does not exist yet, 100 times, on a slow disk:
+    exactly one takes the hold each time (the hold file appears with its record in it, so the other
+    never reads a half-written one and takes it over)."""
+    import multiprocessing as mp
+    ctx = mp.get_context("fork")
+    rounds = 100
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_race_worker, args=(str(tmp_path), rounds, barrier, results)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+        assert p.exitcode == 0
+    won = {}
+    while not results.empty():
+        r, pid = results.get()
+        won.setdefault(r, []).append(pid)
+    assert sorted(won) == list(range(rounds)), "a round where no process took the hold"
+    assert all(len(v) == 1 for v in won.values()), {r: v for r, v in won.items() if len(v) > 1}
+    assert not list(tmp_path.glob("race*/HOLD*")) and not list(tmp_path.glob("race*/*.tmp"))
+
+
 def test_a_hold_keeps_being_refreshed(tmp_path, monkeypatch):
     import time
 

@@ -2,13 +2,16 @@
 is written only when the run finished. Every file that a crash could cut in half is written to a
 temporary name first and moved into place (``os.replace`` is atomic).
 
-A run folder is held by one process at a time: ``RunDir.hold()`` creates ``HOLD.json`` (host,
-process id, the process's start time) with ``O_CREAT | O_EXCL``, which is atomic on local disks and
-on NFS v3 and later, and refreshes its modification time every ``HOLD_REFRESH_S`` seconds from a
-background thread. A second process refuses with ``RunDirHeld``, naming the holder. A hold left by a
-process that died is taken over: on the same host as soon as the process is gone (its pid no longer
-exists, or now belongs to a process started at another time), on other hosts once the hold has not
-been refreshed for ``HOLD_STALE_S`` seconds.
+A run folder is held by one process at a time: ``RunDir.hold()`` writes its record (host, process
+id, the process's start time) to a temporary file and hard-links it to ``HOLD.json`` (``os.link``
+fails when ``HOLD.json`` exists, atomically on local disks and on NFS), so the hold file appears with
+its record already in it; a background thread refreshes its modification time every
+``HOLD_REFRESH_S`` seconds. A second process refuses with ``RunDirHeld``, naming the holder. A hold
+left by a process that died is taken over: on the same host as soon as the process is gone (its pid
+no longer exists, or now belongs to a process started at another time), on other hosts once the
+hold has not been refreshed for ``HOLD_STALE_S`` seconds. A hold file that cannot be read (garbled,
+or written by hand) is treated as live until it is ``HOLD_STALE_S`` seconds old. On a file system
+without hard links the hold falls back to ``O_CREAT | O_EXCL`` and a write.
 """
 from __future__ import annotations
 
@@ -137,15 +140,24 @@ class RunDir:
         self.hold_file = self.path / "HOLD.json"
 
     def holder(self) -> dict | None:
-        """The hold's record (host, pid, started, since, age_s), or None when nobody holds the folder."""
+        """The hold's record (host, pid, started, since, age_s), or None when nobody holds the folder. A
+        hold file that cannot be read gives {"unreadable": True, "age_s": its age}: live until it is older
+        than ``HOLD_STALE_S``."""
         try:
-            info = json.loads(self.hold_file.read_text())
-            info["age_s"] = time.time() - self.hold_file.stat().st_mtime
-            return info
+            age = time.time() - self.hold_file.stat().st_mtime
+            text = self.hold_file.read_text()
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):   # half-written by a process that died while creating it
-            return {"host": None, "pid": None, "age_s": float("inf")}
+        except OSError:
+            return {"host": None, "pid": None, "age_s": 0.0, "unreadable": True}
+        try:
+            info = json.loads(text)
+            if not isinstance(info, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            return {"host": None, "pid": None, "age_s": age, "unreadable": True}
+        info["age_s"] = age
+        return info
 
     def _abandoned(self, info: dict) -> bool:
         if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
@@ -161,12 +173,17 @@ class RunDir:
                              "since": time.strftime("%Y-%m-%d %H:%M:%S %z"), "token": token})
         for _ in range(5):
             try:
-                fd = os.open(self.hold_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                self._create_hold(record, token)
             except FileExistsError:
                 info = self.holder()
                 if info is None:
                     continue   # released in between: try again
                 if not self._abandoned(info):
+                    if info.get("unreadable"):
+                        raise RunDirHeld(
+                            f"run folder {self.path} holds a hold file {self.hold_file.name} that cannot be read "
+                            f"(modified {info['age_s']:.0f} s ago); it is taken as live until it is "
+                            f"{HOLD_STALE_S:.0f} s old. Delete it if no process uses the folder.")
                     raise RunDirHeld(
                         f"run folder {self.path} is held by process {info.get('pid')} on host {info.get('host')} "
                         f"(since {info.get('since')}); wait for it to finish or stop it. A hold left by a process "
@@ -183,6 +200,8 @@ class RunDir:
                     moved = json.loads(aside.read_text())
                 except (OSError, ValueError):
                     moved = {}
+                if not isinstance(moved, dict):
+                    moved = {}
                 if moved.get("token") != info.get("token"):
                     try:
                         os.link(aside, self.hold_file)   # put a live hold back (fails if one exists already)
@@ -190,13 +209,34 @@ class RunDir:
                         pass
                 aside.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(record)
-                f.flush()
-                os.fsync(f.fileno())
             return _Hold(self.hold_file, token)
         raise RunDirHeld(f"run folder {self.path}: could not take its hold after 5 tries (other processes keep "
                          "taking it); run one process per folder")
+
+    def _create_hold(self, record: str, token: str) -> None:
+        """Make ``HOLD.json`` hold ``record`` from its first moment: written to a temporary file, then
+        hard-linked (``os.link`` raises FileExistsError when a hold exists). Without hard links:
+        ``O_CREAT | O_EXCL``, then the write."""
+        tmp = self.path / f"HOLD.{token.replace(':', '-')}.tmp"
+        try:
+            with open(tmp, "w") as f:
+                f.write(record)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, self.hold_file)
+                return
+            except FileExistsError:
+                raise
+            except OSError:   # no hard links on this file system
+                pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        fd = os.open(self.hold_file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
 
     def finished(self) -> bool:
         return self.done.is_file()
