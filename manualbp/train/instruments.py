@@ -4,8 +4,12 @@
   Functions (``torch.func.vmap`` of ``torch.func.grad`` over the examples of the probed batch), and
   per layer: the per-example gradient norms (mean, sd, histogram), the gradient variance (the trace
   of the per-example covariance / parameter count, with the 1/N covariance) and the gradient
-  signal-to-noise ratio (Cockpit's MeanGSNR: the mean over parameters of mean^2 / variance, over
-  the parameters whose variance is not 0). Batch norm couples the examples of a batch; its
+  signal-to-noise ratio (GSNR: the mean over parameters of mean^2 / variance, with the 1/N variance,
+  over the parameters whose variance is not 0). Cockpit's MeanGSNR computes mean^2 / (variance +
+  1e-5) and averages over every parameter: it counts a parameter whose per-example gradients are all
+  equal (a dead unit: all 0) as 0 where this one leaves it out, and its 1e-5 dominates variances of
+  that size or smaller, so its value shrinks with the loss's scale; this one is invariant to the
+  scale and equals Cockpit's with eps 0 when no variance is 0. Batch norm couples the examples of a batch; its
   per-example gradients are defined with the batch statistics fixed: each example is normalised
   with the mean and (biased) variance of the whole probed batch, taken as constants, so the
   statistics' own dependence on the example is left out (the per-example gradients do not sum to
@@ -51,6 +55,16 @@ def _batch_coupling_layers(model) -> list[str]:
                 (kind in ("Center", "Standardize") and getattr(m, "dim", None) == 0):
             coupled.append(f"{name} ({kind})")
     return coupled
+
+
+def check_instruments(model, log: dict) -> None:
+    """Refuse, before a run trains, instruments that its model cannot give: per-example gradients of a
+    model with layers that couple the examples of a batch beyond batch norm."""
+    from .config import ConfigError
+    coupled = _batch_coupling_layers(model) if log.get("per_example") else []
+    if coupled:
+        raise ConfigError(f"log.per_example=true: {', '.join(coupled)} couple the examples of a batch beyond batch "
+                          "norm, so per-example gradients are not defined for this model; set log.per_example=false")
 
 
 def batch_statistics(model, x) -> dict:
@@ -102,6 +116,10 @@ def per_example_gradients(model, example_loss, x, y, names=None) -> dict:
                          "log.per_example=false for this model")
     params = {k: v.detach() for k, v in model.named_parameters()}
     wanted = list(params) if names is None else list(names)
+    unknown = [n for n in wanted if n not in params]
+    if unknown:
+        raise ValueError(f"per-example gradients: no parameter named {unknown} in {type(model).__name__}; its "
+                         f"parameters are {list(params)}")
     buffers = {k: v.detach() for k, v in model.named_buffers()}
     buffers.update(batch_statistics(model, x))
     fixed = {k: v for k, v in params.items() if k not in wanted}
@@ -209,10 +227,14 @@ class UpdateSize:
 
 # ---------------------------------------------------------------- weight spectra
 
-def as_matrix(w: torch.Tensor) -> np.ndarray:
+def as_matrix(w: torch.Tensor, transposed: bool = False) -> np.ndarray:
     """The weight reshaped to out x rest (a linear layer's (out, in); a convolution's (out, in kH kW);
-    a transposed convolution's weight is (in, out, kH, kW), so its out axis is moved first)."""
-    return w.detach().double().reshape(w.shape[0], -1).cpu().numpy()
+    ``transposed``: a transposed convolution's weight is (in, out, kH, kW), so its out axis is moved
+    first)."""
+    w = w.detach().double()
+    if transposed:
+        w = w.transpose(0, 1)
+    return w.reshape(w.shape[0], -1).cpu().numpy()
 
 
 def _wwfit():
@@ -242,10 +264,11 @@ def powerlaw_alpha(eigenvalues: np.ndarray) -> dict:
     return {"alpha": float(fit.alpha), "xmin": float(fit.xmin), "ks_distance": float(fit.D)}
 
 
-def layer_spectrum(w: torch.Tensor, min_singular_values: int = MIN_SINGULAR_VALUES) -> dict:
+def layer_spectrum(w: torch.Tensor, min_singular_values: int = MIN_SINGULAR_VALUES, transposed: bool = False) -> dict:
     """{spectral_norm, stable_rank, n_singular, alpha, xmin, ks_distance} of one weight (alpha and its fit
-    only with at least ``min_singular_values`` singular values; NaN otherwise)."""
-    m = as_matrix(w)
+    only with at least ``min_singular_values`` singular values; NaN otherwise); ``transposed``: the
+    weight of a transposed convolution (``as_matrix``)."""
+    m = as_matrix(w, transposed)
     s = np.linalg.svd(m, compute_uv=False)
     out = {"spectral_norm": float(s[0]), "stable_rank": float((s ** 2).sum() / s[0] ** 2) if s[0] > 0 else float("nan"),
            "n_singular": int(len(s)), "alpha": float("nan"), "xmin": float("nan"), "ks_distance": float("nan")}
@@ -259,10 +282,8 @@ def spectra_rows(model, step: int, epoch: int, writer=None) -> list[dict]:
     from .probes import probe_points
     out = []
     for name, layer, _ in probe_points(model):
-        w = layer.weight
-        if type(layer).__name__ == "ConvTranspose2d":
-            w = w.transpose(0, 1)
-        row = {"epoch": epoch, "step": step, "layer": name, "instrument": "spectra", **layer_spectrum(w)}
+        spectrum = layer_spectrum(layer.weight, transposed=type(layer).__name__ == "ConvTranspose2d")
+        row = {"epoch": epoch, "step": step, "layer": name, "instrument": "spectra", **spectrum}
         out.append(row)
         if writer is not None:
             for k in ("spectral_norm", "stable_rank", "alpha"):

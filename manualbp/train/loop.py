@@ -27,7 +27,7 @@ from manualbp.optim import make_optimizer, make_scheduler
 from manualbp.optim.transforms import make_grad_transforms
 
 from .config import phase_list, validate
-from .instruments import UpdateSize, per_example_rows, spectra_rows
+from .instruments import UpdateSize, check_instruments, per_example_rows, spectra_rows
 from .probes import Probes, probes_to_arrays
 from .rundir import RunDir, RunDirHeld
 from .tasks import make_task
@@ -263,6 +263,7 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     task = make_task(cfg, device)
     train_data, test_data = task.load_data()   # data errors surface before the run folder is made
     model = build_initial_model(cfg, task, device)
+    check_instruments(model, cfg["log"])   # before any training and before the run folder is made
     seed_everything(cfg["seed"])
     phases = plan_phases(cfg, task)
     transforms = make_grad_transforms(cfg["grad_transforms"])
