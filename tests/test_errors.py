@@ -73,7 +73,31 @@ CASES = [
     (lambda: SegmentationAE(size=32).sparse_cost(x2), r"built without sparse_activation"),
     (lambda: Activation("swish"), r"unknown activation 'swish'"),
     (lambda: make_norm("whiten", 3), r"unknown normalisation 'whiten'"),
+    (lambda: MF.zca_whiten(x2, grad="paper"), r"zca_whiten: grad must be one of \['article', 'exact', "
+                                               r"'no_eigenvalue_term'\], got 'paper'"),
+    (lambda: MF.regularize(x2, "l1", 1.0, article_grad=True),
+     r"regularize: article_grad=True .* regularizer 'l1' has none .* those with one: \['log_sq', 'ratio'\]"),
+    (lambda: MF.regularize(x2, "log_sq", 1.0, article_grad=1), r"regularize: article_grad must be True or False"),
+    (lambda: _adamc(eps=float("nan")), r"ConstantBiasAdam: eps must be a finite number >= 0 .* got nan"),
+    (lambda: _adamc(eps=float("inf")), r"ConstantBiasAdam: eps must be a finite number >= 0 .* got inf"),
+    (lambda: _adamc(eps=-1e-8), r"ConstantBiasAdam: eps must be a finite number >= 0 .* got -1e-08"),
+    (lambda: _adamc(lr=float("inf")), r"ConstantBiasAdam: lr must be a finite number > 0, got inf"),
+    (lambda: _adamc(lr=float("nan")), r"ConstantBiasAdam: lr must be a finite number > 0, got nan"),
+    (lambda: _per_example(["layers.0.wieght"]),
+     r"per-example gradients: no parameter named \['layers.0.wieght'\] in MLP; its parameters are "
+     r"\['layers.0.weight'"),
 ]
+
+
+def _adamc(**kw):
+    from manualbp.optim import ConstantBiasAdam
+    return ConstantBiasAdam([torch.nn.Parameter(torch.ones(2))], **kw)
+
+
+def _per_example(names):
+    from manualbp.train.instruments import per_example_gradients
+    model = MLP([3, 2])
+    return per_example_gradients(model, MF.softmax_cross_entropy, x2, torch.tensor([0, 1, 0, 1]), names)
 
 
 @pytest.mark.parametrize("call,match", CASES, ids=[m[:40] for _, m in CASES])
@@ -100,6 +124,15 @@ def test_regularize_none_is_zero_and_article_variant_differs():
     ("model.batch_norm=1", r"batch_norm must be true or false, got 1"),
     ("data.download=yes", r"data.download must be true or false, got 'yes'"),
     ("log.progress=0", r"log.progress must be true or false, got 0"),
+    ("log.per_example=maybe", r"log.per_example must be true or false, got 'maybe'"),
+    ("log.optimizer_state=1", r"log.optimizer_state must be true or false, got 1"),
+    ("log.spectra=sometimes", r"log.spectra must be 'off', 'end' or 'epoch', got 'sometimes'"),
+    ("regularizer.name=l1 regularizer.lam=0.1 regularizer.article_grad=true",
+     r"regularizer.article_grad=true asks for the articles' coded derivative, but regularizer 'l1' has none; those "
+     r"with one: \['log_sq', 'ratio'\]. Set regularizer.article_grad=false"),
+    ("log.probe_every=0 log.per_example=true", r"log.per_example=true is computed on probe steps; set "
+                                               r"log.probe_every"),
+    ("log.probe_every=0 log.optimizer_state=true", r"log.optimizer_state=true is computed on probe steps"),
 ])
 def test_nonsense_settings_are_refused_by_name(override, message, tmp_path):
     """Settings that used to train silently: an unknown regularizer, a boolean that is not one."""
@@ -107,7 +140,7 @@ def test_nonsense_settings_are_refused_by_name(override, message, tmp_path):
     from manualbp.models import build_model
     from manualbp.train import ConfigError, parse_overrides, resolve
     with pytest.raises((ConfigError, ValueError), match=message):
-        cfg = resolve(preset("weights-pov", "quick"), parse_overrides([override]))
+        cfg = resolve(preset("weights-pov", "quick"), parse_overrides(override.split()))
         build_model(cfg["model"])
 
 
@@ -128,3 +161,39 @@ def test_softmax_binary_cross_entropy_is_the_articles_summed_cost():
     torch.testing.assert_close(g1, g2, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match=r"target must have the logits' shape \(6, 4\)"):
         MF.softmax_binary_cross_entropy(z, torch.rand(6, 3, dtype=torch.float64))
+
+
+def test_per_example_instruments_of_a_batch_coupling_model_are_refused_when_the_config_is_read(tmp_path, monkeypatch):
+    """log.per_example=true with a whitening layer: refused by resolve (the zca article preset, before a
+    sweep starts) and, for a model whose coupling layer no setting names, by train() before the run
+    folder is made (not at the first probe step)."""
+    from manualbp.experiments import preset
+    from manualbp.train import ConfigError, resolve, train
+    from manualbp.train.instruments import check_instruments
+    with pytest.raises(ConfigError, match=r"log.per_example=true: model.norm='zca_example' couples the examples"):
+        resolve(preset("zca", "article"), {"log": {"per_example": True}})
+    model = MLP([4, 3, 2], norm="decorrelated_batch_norm", norm_at=1)
+    with pytest.raises(ConfigError, match=r"log.per_example=true: norm \(DecorrelatedBatchNorm\) couple"):
+        check_instruments(model, {"per_example": True})
+    check_instruments(model, {"per_example": False})
+    check_instruments(CNN6(batch_norm=True), {"per_example": True})   # batch norm: statistics fixed
+    from manualbp.models import MODELS
+    from .fakedata import write_mnist_like
+    write_mnist_like(tmp_path / "data", "MNIST")
+    monkeypatch.setitem(MODELS, "coupled_mlp", lambda: MLP([784, 8, 10], norm="zca_dim", norm_at=1))
+    cfg = resolve({"device": "cpu", "data": {"name": "mnist", "root": str(tmp_path / "data")},
+                   "model": {"name": "coupled_mlp"}, "log": {"per_example": True, "progress": False}})
+    with pytest.raises(ConfigError, match=r"norm \(ZCAWhiten\) couple the examples"):
+        train(cfg, tmp_path / "run", log=lambda *_: None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_spectra_without_weightwatcher_is_a_clear_error(monkeypatch):
+    import sys
+
+    from manualbp.train.instruments import _wwfit
+    monkeypatch.setitem(sys.modules, "weightwatcher", None)
+    monkeypatch.setitem(sys.modules, "weightwatcher.WW_powerlaw", None)
+    with pytest.raises(ImportError, match=r"log.spectra fits power laws with WeightWatcher's fit; install it with "
+                                          r"pip install -e '.\[instruments\]' .* or set log.spectra=off"):
+        _wwfit()

@@ -147,6 +147,7 @@ _TABLE = [
 ]
 
 REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in _TABLE}
+CODED = tuple(r.name for r in _TABLE if r.article_grad is not None)   # those with an article's coded derivative
 
 # the letters of each article, mapped to the names above ("none" = no regularizer)
 ARTICLE_LETTERS: dict[str, dict[str, str]] = {
@@ -201,7 +202,7 @@ def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool 
         lam: the weight, a number >= 0.
         article_grad: the articles' coded derivative where it is not R's: for ``log_sq`` 2 / (w + eps)
             instead of 2 / w; for ``ratio`` (w^2 / (|w| + eps) - |w|) / (w^2 + eps) instead of 0 (not a
-            gradient: about -1 for |w| < 1e-4). Other regularizers ignore it.
+            gradient: about -1 for |w| < 1e-4). Other regularizers have none: True is an error.
 
     Returns:
         A scalar tensor. Backward: lam R'(w) g, with R' from ``REGULARIZERS``.
@@ -212,6 +213,12 @@ def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool 
                          f"{['none'] + sorted(REGULARIZERS)}")
     if not isinstance(lam, (int, float)) or lam != lam or lam < 0:
         raise ValueError(f"regularize: lam must be a number >= 0, got {lam!r}")
+    if not isinstance(article_grad, bool):
+        raise ValueError(f"regularize: article_grad must be True or False, got {article_grad!r}")
+    if article_grad and (name == "none" or REGULARIZERS[name].article_grad is None):
+        raise ValueError(f"regularize: article_grad=True asks for the articles' coded derivative, but regularizer "
+                         f"{name!r} has none (it is R's own derivative); those with one: {sorted(CODED)}. Set "
+                         "article_grad=False.")
     if name == "none" or lam == 0:
         return w.new_zeros(())
-    return RegularizeFunction.call(w, name, float(lam), bool(article_grad))[0]
+    return RegularizeFunction.call(w, name, float(lam), article_grad)[0]

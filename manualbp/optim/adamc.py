@@ -11,6 +11,8 @@ b2 = 0.999). It is never a default: ``optim.name=ConstantBiasAdam`` asks for it.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -19,22 +21,23 @@ class ConstantBiasAdam(torch.optim.Optimizer):
 
     Args:
         params: parameters or parameter groups.
-        lr: the learning rate, > 0.
+        lr: the learning rate, finite and > 0.
         betas: (b1, b2), each in [0, 1).
-        eps: added to the corrected root, >= 0 (the articles used 1e-8, 1e-9 and 1e-40).
+        eps: added to the corrected root, finite and >= 0 (the articles used 1e-8, 1e-9 and 1e-40).
 
     State per parameter: ``exp_avg`` (m) and ``exp_avg_sq`` (v), as ``torch.optim.Adam`` names them,
     so the probes and ``state_dict`` treat both alike.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8):
-        if not isinstance(lr, (int, float)) or not lr > 0:
-            raise ValueError(f"ConstantBiasAdam: lr must be a number > 0, got {lr!r}")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+            raise ValueError(f"ConstantBiasAdam: lr must be a finite number > 0, got {lr!r}")
         if (not isinstance(betas, (tuple, list)) or len(betas) != 2
                 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
             raise ValueError(f"ConstantBiasAdam: betas must be two numbers in [0, 1), got {betas!r}")
-        if not isinstance(eps, (int, float)) or eps < 0:
-            raise ValueError(f"ConstantBiasAdam: eps must be a number >= 0, got {eps!r}")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < math.inf:
+            raise ValueError(f"ConstantBiasAdam: eps must be a finite number >= 0 (the articles used 1e-8, 1e-9 "
+                             f"and 1e-40), got {eps!r}")
         super().__init__(params, dict(lr=float(lr), betas=(float(betas[0]), float(betas[1])), eps=float(eps)))
 
     @torch.no_grad()

@@ -46,6 +46,8 @@ BASE: dict = {
             "spectra": "off",           # weight spectra: "off", "end" (after the last epoch) or "epoch"
             "histograms": True, "progress": True, "progress_every": 50},
 }
+# model.norm layers that normalise over the batch (beyond batch norm): no per-example gradients
+BATCH_COUPLING_NORMS = ("center", "standardize", "zca_dim", "zca_example", "decorrelated_batch_norm", "iter_norm")
 # sub-dicts whose keys are passed on to a constructor (which refuses unknown ones itself)
 FREE_FORM = {"model", "optim", "schedule", "data.options"}
 # values that an override replaces whole rather than merges into ({term: weight} objectives)
@@ -153,6 +155,11 @@ def validate(cfg: dict) -> dict:
         if cfg["log"][key] and not pe:
             raise ConfigError(f"log.{key}=true is computed on probe steps; set log.probe_every (epoch, after_epoch or "
                               f"a step count) or log.{key}=false")
+    norm = cfg["model"].get("norm") if isinstance(cfg["model"], dict) else None
+    if cfg["log"]["per_example"] is True and isinstance(norm, str) and norm in BATCH_COUPLING_NORMS:
+        raise ConfigError(f"log.per_example=true: model.norm={norm!r} couples the examples of a batch (it normalises "
+                          "or whitens over the batch), so per-example gradients are not defined for it (only batch "
+                          "norm, with its statistics fixed); set log.per_example=false or another model.norm")
     if cfg["log"]["spectra"] not in ("off", "end", "epoch"):
         raise ConfigError(f"log.spectra must be 'off', 'end' or 'epoch', got {cfg['log']['spectra']!r}")
     if not isinstance(cfg["log"]["probe_moment_step"], bool):
@@ -188,6 +195,10 @@ def validate(cfg: dict) -> dict:
                           f"{sorted(REGULARIZERS)}")
     if not isinstance(cfg["regularizer"]["article_grad"], bool):
         raise ConfigError(f"regularizer.article_grad must be true or false, got {cfg['regularizer']['article_grad']!r}")
+    if cfg["regularizer"]["article_grad"] and (reg == "none" or REGULARIZERS[reg].article_grad is None):
+        from manualbp.functional.regularizers import CODED
+        raise ConfigError(f"regularizer.article_grad=true asks for the articles' coded derivative, but regularizer "
+                          f"{reg!r} has none; those with one: {sorted(CODED)}. Set regularizer.article_grad=false.")
     lam = cfg["regularizer"]["lam"]
     if not isinstance(lam, (int, float)) or lam < 0:
         raise ConfigError(f"regularizer.lam must be a number >= 0, got {lam!r}")
