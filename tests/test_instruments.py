@@ -194,6 +194,14 @@ def test_power_law_alpha_against_the_maximum_likelihood_formula():
     assert s["alpha"] == pytest.approx(alpha, rel=1e-9) and s["xmin"] == pytest.approx(xmin, rel=1e-12)
     assert s["ks_distance"] == pytest.approx(d, rel=1e-9)
     assert 1.5 < s["alpha"] < 10
+    # eigenvalues from a power law down to 2e-5 (the fit's xmin low in the range, below 1e-3): the
+    # floor 1e-5 keeps them, as WeightWatcher's analyze does
+    ev = 2e-5 * (1 - rng.random(100)) ** (-1 / 1.5)
+    q1, _ = np.linalg.qr(rng.normal(size=(100, 100)))
+    q2, _ = np.linalg.qr(rng.normal(size=(150, 100)))
+    s = layer_spectrum(torch.from_numpy(q1 @ np.diag(np.sqrt(ev)) @ q2.T))
+    alpha, xmin, d = _power_law_fit(ev)
+    assert xmin < 1e-3 and s["xmin"] == pytest.approx(xmin, rel=1e-6) and s["alpha"] == pytest.approx(alpha, rel=1e-6)
 
 
 def test_instruments_in_a_run_write_rows_and_tensorboard(tmp_path):

@@ -292,6 +292,46 @@ def test_an_unreadable_hold_is_live_until_stale(data, tmp_path, content):
     assert rd.finished() and not rd.hold_file.exists()
 
 
+def test_a_hold_of_a_reused_pid_is_taken_over(tmp_path):
+    """A hold whose pid now belongs to another process (this one, started at another time) was left by a
+    process that died: taken over at once."""
+    import socket
+
+    from manualbp.train import rundir as rundir_mod
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    started = rundir_mod._process_start(os.getpid())
+    rd.hold_file.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": started + "1",
+                                        "since": "then", "token": "old"}))
+    with rd.hold():
+        assert json.loads(rd.hold_file.read_text())["started"] == started
+
+
+def test_a_live_hold_taken_between_the_check_and_the_take_over_is_put_back(tmp_path, monkeypatch):
+    """Process A finds an abandoned hold; before A moves it aside, process B takes the folder over and
+    holds it live. A must move B's live hold back and refuse, not hold the folder beside B."""
+    import socket
+
+    from manualbp.train import RunDirHeld
+    from manualbp.train import rundir as rundir_mod
+    rd = RunDir(tmp_path / "r")
+    rd.path.mkdir()
+    rd.hold_file.write_text(json.dumps({"host": socket.gethostname(), "pid": 999999999, "started": "1",
+                                        "since": "then", "token": "dead"}))   # no such pid: abandoned
+    live = {"host": socket.gethostname(), "pid": os.getpid(), "started": rundir_mod._process_start(os.getpid()),
+            "since": "now", "token": "B"}
+    rename = os.rename
+
+    def b_takes_over_first(src, dst):   # B replaces the dead hold with its own just before A's rename
+        if str(src).endswith("HOLD.json") and json.loads(Path(src).read_text())["token"] == "dead":
+            Path(src).write_text(json.dumps(live))
+        return rename(src, dst)
+    monkeypatch.setattr(rundir_mod.os, "rename", b_takes_over_first)
+    with pytest.raises(RunDirHeld, match=f"held by process {os.getpid()}"):
+        rd.hold()
+    assert json.loads(rd.hold_file.read_text())["token"] == "B" and not list(rd.path.glob("*.stale"))
+
+
 def _race_worker(root, rounds, barrier, results):
     import time
 
