@@ -197,8 +197,8 @@ MUTANTS = [
       NOISE),
     M("transforms: scalar noise drawn per parameter", "manualbp/optim/transforms.py",
       "            for p in params:\n                p.grad.add_(noise)\n            return",
-      "            for p in params:\n                p.grad.add_(torch.randn((), generator=generator, device=ref.device,"
-      " dtype=ref.dtype) * sigma)\n            return", NOISE),
+      "            for p in params:\n                p.grad.add_(torch.randn((), generator=generator, "
+      "device=ref.device, dtype=ref.dtype) * sigma)\n            return", NOISE),
     # ---- the articles' options
     M("zca article backward: K not transposed", "manualbp/functional/whitening.py",
       "dS = E @ (K.mT * (E.mT @ dE)) @ E.mT", "dS = E @ (K * (E.mT @ dE)) @ E.mT", ARTICLE),
@@ -272,7 +272,8 @@ def run_tests(copy: Path, tests: tuple, timeout: float) -> tuple[str, float]:
     try:
         out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
                              cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
-        verdict = "survived" if out.returncode == 0 else ("killed" if out.returncode == 1 else f"error {out.returncode}")
+        code = out.returncode
+        verdict = "survived" if code == 0 else ("killed" if code == 1 else f"error {code}")
         if out.returncode not in (0, 1):
             verdict += ": " + (out.stdout + out.stderr).strip().splitlines()[-1][:200]
     except subprocess.TimeoutExpired:
