@@ -171,7 +171,7 @@ def bootstrap_correlation(x, y, n_boot=5000, seed=0):
     rs = []
     for _ in range(n_boot):
         i = rng.integers(0, len(x), len(x))
-        if np.std(x[i]) > 0 and np.std(y[i]) > 0:
+        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:   # not np.std: that of equal values can be 1e-16
             rs.append(np.corrcoef(x[i], y[i])[0, 1])
     lo, hi = np.percentile(rs, [2.5, 97.5]) if rs else (float("nan"), float("nan"))
     return r, float(lo), float(hi)
@@ -333,7 +333,9 @@ def findings(groups, cases) -> list[str]:
     for bn in ("bn", "nobn"):
         xs = [np.mean([sparsity(r["weights"]) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
         ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
-        if len(xs) >= 3:
+        if len(xs) >= 3 and np.ptp(xs) == 0:
+            out.append(f"4. ({bn}) sparsity against the gap across {len(xs)} cases: n/a (no spread of sparsity).")
+        elif len(xs) >= 3:
             r, lo, hi = bootstrap_correlation(xs, ys)
             out.append(f"4. ({bn}) sparsity (share of abs(w) < {SPARSE_BELOW:g}) against the gap across {len(xs)} "
                        f"cases: Pearson r = {r:.2f}, bootstrap 95% interval [{lo:.2f}, {hi:.2f}] (negative r = sparser "
@@ -442,7 +444,7 @@ def claim_numbers(runs) -> dict:
         out[f"test_{bn}"] = units(bn, lambda r: r["metrics"][-1]["test_acc"])
         xs = [np.mean([sparsity(r["weights"]) for r in groups[(bn, c)]]) for c in letters]
         ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters]
-        out[f"corr_{bn}"] = bootstrap_correlation(xs, ys) if len(xs) >= 3 and np.std(xs) > 0 else None
+        out[f"corr_{bn}"] = bootstrap_correlation(xs, ys) if len(xs) >= 3 and np.ptp(xs) > 0 else None
         z20, z = groups.get((bn, "Z20"), []), groups.get((bn, "Z"), [])
         if z20 and z:
             zs = {r["labels"]["seed"]: gap(r) for r in z}
@@ -460,8 +462,8 @@ def _cell(values, pct=True) -> str:
     return f"{k * m:.2f} [{k * (m - half):.2f}, {k * (m + half):.2f}]"
 
 
-def _corr(c) -> str:
-    return "n/a (no spread of sparsity)" if c is None else f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]"
+def _corr(c, quantity: str = "sparsity") -> str:
+    return f"n/a (no spread of {quantity})" if c is None else f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]"
 
 
 def verdict_table(article: dict, sound: dict) -> list[str]:
@@ -545,11 +547,12 @@ def spectra_findings(groups, cases) -> list[str]:
         if len(stats) >= 3:
             gaps = [v["gap"] for v in stats.values()]
             corr = []
-            for key, name in (("norm", "spectral norm (mean of layers)"), ("rank", "stable rank (mean of layers)"),
-                              ("sparsity", f"share of abs(w) < {SPARSE_BELOW:g}")):
+            for key, name, what in (("norm", "spectral norm (mean of layers)", "spectral norm"),
+                                    ("rank", "stable rank (mean of layers)", "stable rank"),
+                                    ("sparsity", f"share of abs(w) < {SPARSE_BELOW:g}", "sparsity")):
                 xs = [v[key] for v in stats.values()]
-                c = bootstrap_correlation(xs, gaps) if np.std(xs) > 0 else None
-                corr.append(f"{name}: {_corr(c)}")
+                c = bootstrap_correlation(xs, gaps) if np.ptp(xs) > 0 else None
+                corr.append(f"{name}: {_corr(c, what)}")
             out.append(f"- BN {'on' if bn == 'bn' else 'off'}, across {len(stats)} regularizers, Pearson r with the "
                        "gap: " + "; ".join(corr))
     if not have:
