@@ -77,7 +77,7 @@ def test_state_dict_resume_is_exact():
 def test_by_name_and_bad_settings():
     w = torch.zeros(2, requires_grad=True)
     assert type(make_optimizer("ConstantBiasAdam", [w], lr=1e-3, eps=1e-9)) is ConstantBiasAdam
-    with pytest.raises(ValueError, match="lr must be a number > 0"):
+    with pytest.raises(ValueError, match="lr must be a finite number > 0, got 0"):
         ConstantBiasAdam([w], lr=0)
     with pytest.raises(ValueError, match=r"betas must be two numbers in \[0, 1\)"):
         ConstantBiasAdam([w], betas=(0.9, 1.0))
