@@ -39,7 +39,7 @@ ARTICLE_MODELS = ("tests/test_article_options.py", "tests/test_models.py", "test
                   "not sweep")
 PRESETS = ("tests/test_article_options.py", "tests/test_gradient_pov.py", "tests/test_weights_pov.py",
            "tests/test_zca_experiment.py", "-k", "preset or article or coded or grid")
-PROBE = ("tests/test_gradient_pov.py", "-k", "moment")
+PROBE = ("tests/test_train.py", "-k", "moment")
 
 
 @dataclass

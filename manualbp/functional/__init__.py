@@ -3,7 +3,7 @@ in the style of ``torch.nn.functional``."""
 from .activations import (ACTIVATIONS, arctan, elu, leaky_relu, relu, sigmoid, soft_abs, tanh,
                           tanh_sigmoid_derivative)
 from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_pool2d, interpolate, linear,
-                    max_pool2d, pool_mix, reshape)
+                    max_pool2d, pad2d, pool_mix, reshape, tf_same_padding)
 from .fused import FUSED_ACTIVATIONS, conv2d_act, conv_transpose2d_act, linear_act
 from .losses import (binary_cross_entropy, mse, softmax_binary_cross_entropy, softmax_cross_entropy,
                      sum_squared_error)
@@ -16,9 +16,10 @@ __all__ = [
     "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
     "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv2d_act",
     "conv_transpose2d", "conv_transpose2d_act", "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d",
-    "interpolate", "iter_norm", "leaky_relu", "linear", "linear_act", "max_pool2d", "mse", "pool_mix", "regularize",
+    "interpolate", "iter_norm", "leaky_relu", "linear", "linear_act", "max_pool2d", "mse", "pad2d", "pool_mix", "regularize",
     "relu", "reshape", "sigmoid", "soft_abs", "softmax_binary_cross_entropy", "softmax_cross_entropy",
-    "sparse_filtering", "standardize", "sum_squared_error", "tanh", "tanh_sigmoid_derivative", "zca_whiten",
+    "sparse_filtering", "standardize", "sum_squared_error", "tanh", "tanh_sigmoid_derivative", "tf_same_padding",
+    "zca_whiten",
 ]
 
 _MODULES = ("activations", "dense", "dilated", "fused", "losses", "norm", "regularizers", "sparse_filtering",

@@ -99,7 +99,74 @@ def linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> t
     return LinearFunction.call(x, w, b)
 
 
+def tf_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's "SAME" padding of one spatial dimension: (before, after) with the total
+    max((ceil(size / stride) - 1) stride + kernel - size, 0), before = total // 2 and the rest after
+    (at the bottom / right), so the output has ceil(size / stride) entries. For an even input, a
+    3-wide kernel and stride 2 the total is 1, all of it after."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Pad2dFunction(ManualFunction):
+    """y = x zero-padded by (top, bottom, left, right) in its last two dimensions."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, pads):
+        top, bottom, left, right = pads
+        return F.pad(x, (left, right, top, bottom))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.pads, ctx.hw = inputs[1], inputs[0].shape[-2:]
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = g without its padding: g[..., top:top + H, left:left + W]
+        top, _, left, _ = ctx.pads
+        h, w = ctx.hw
+        return g[..., top:top + h, left:left + w], None
+
+
+def pad2d(x: torch.Tensor, pads: Sequence[int]) -> torch.Tensor:
+    """Zero padding of the last two dimensions (rows, columns) of ``x``.
+
+    Args:
+        x: input with at least two dimensions, e.g. ``(N, C, H, W)``.
+        pads: ``(top, bottom, left, right)``, non-negative ints (torch's ``F.pad`` takes them as
+            (left, right, top, bottom)).
+
+    Returns:
+        Tensor of shape ``(..., H + top + bottom, W + left + right)``. Backward: the gradient
+        without its padded rows and columns.
+    """
+    check_tensor("pad2d", "x", x)
+    if x.dim() < 2:
+        raise ValueError(f"pad2d: x must have at least 2 dimensions (..., H, W), got shape {tuple(x.shape)}")
+    if (not isinstance(pads, (tuple, list)) or len(pads) != 4
+            or not all(isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in pads)):
+        raise ValueError(f"pad2d: pads must be four ints >= 0 (top, bottom, left, right), got {pads!r}")
+    return Pad2dFunction.call(x, tuple(pads))
+
+
+def _tf_same(op: str, x, w, stride):
+    """padding="tf_same": x padded as TensorFlow's "SAME" pads it (``tf_same_padding``) and the padding
+    left to the convolution: a symmetric pair on the native path, else (0, 0) after ``pad2d``."""
+    if not isinstance(x, Tensor) or x.dim() != 4 or not isinstance(w, Tensor) or w.dim() != 4:
+        return x, "tf_same"   # the checks that follow explain what is wrong
+    sh, sw = pair(op, "stride", stride)
+    (top, bottom), (left, right) = (tf_same_padding(x.shape[2], w.shape[2], sh),
+                                    tf_same_padding(x.shape[3], w.shape[3], sw))
+    if top == bottom and left == right:
+        return x, (top, left)
+    return pad2d(x, (top, bottom, left, right)), (0, 0)
+
+
 def _conv_padding(op: str, padding, kernel: tuple[int, int]) -> tuple[int, int]:
+    if padding == "tf_same":
+        raise ValueError(f"{op}: padding='tf_same' needs a 4-D x and w (N, C, H, W) and (out, in, kH, kW)")
     if padding == "same":
         # "same": output size ceil(in / stride) for odd kernels, padded symmetrically by k // 2
         if kernel[0] % 2 == 0 or kernel[1] % 2 == 0:
@@ -182,11 +249,15 @@ def conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stri
         b: optional bias of shape ``(C_out,)``.
         stride: an int or a pair.
         padding: an int, a pair, ``"same"`` (k // 2 on each side, odd kernels; TensorFlow's output
-            size ceil(in / stride)) or ``"valid"`` (no padding).
+            size ceil(in / stride), on a grid shifted by a pixel where TensorFlow pads one side only),
+            ``"tf_same"`` (TensorFlow's "SAME" exactly: ``tf_same_padding``, the odd pixel of the
+            total at the bottom / right, any kernel size) or ``"valid"`` (no padding).
 
     Returns:
         Tensor of shape ``(N, C_out, H_out, W_out)``.
     """
+    if isinstance(padding, str) and padding == "tf_same":
+        x, padding = _tf_same("conv2d", x, w, stride)
     stride, padding = _conv_args("conv2d", x, w, b, stride, padding)
     return Conv2dFunction.call(x, w, b, stride, padding)
 

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_positive
 from ._function import ManualFunction
-from .dense import _check_linear, _conv_args, _conv_t_args, _linear_args_ok, conv_backward, linear_backward
+from .dense import (_check_linear, _conv_args, _conv_t_args, _linear_args_ok, _tf_same, conv_backward,
+                    linear_backward)
 
 aten = torch.ops.aten
 
@@ -169,6 +170,8 @@ def conv2d_act(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, 
     Returns:
         Tensor of shape ``(N, C_out, H_out, W_out)``, bit-identical to the two ops run separately.
     """
+    if isinstance(padding, str) and padding == "tf_same":
+        x, padding = _tf_same("conv2d_act", x, w, stride)
     stride, padding = _conv_args("conv2d_act", x, w, b, stride, padding)
     return Conv2dActFunction.call(x, w, b, stride, padding, activation, _check_act("conv2d_act", activation, alpha))
 

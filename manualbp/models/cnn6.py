@@ -25,19 +25,25 @@ class CNN6(nn.Module):
         equal_init: every layer whose weight has the shape of an earlier one starts as a copy of it
             (with the default channels: layers 2-5 start equal), as in the weights-pov article's code,
             whose same-seeded draws repeated for equal shapes.
+        padding: ``"same"`` (one pixel on every side) or ``"tf_same"`` (TensorFlow's "SAME", as the
+            articles' ``tf.nn.conv2d(..., padding='SAME')``: at stride 2 on an even input the one
+            pixel goes to the bottom and right only, a grid shifted by a pixel; see
+            ``manualbp.functional.tf_same_padding``).
 
     Input ``(N, in_channels, H, W)``; output ``(N, channels[-1])``."""
 
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 16, 16, 16, 16, 10),
                  strides: Sequence[int] = (2, 2, 2, 2, 1, 1), batch_norm: bool = False, init_std: float = 0.05,
                  bn_eps: float = 1e-8, bn_momentum: float = 0.1, bn_running_init: str = "torch",
-                 bn_running_variance: str = "unbiased", equal_init: bool = False):
+                 bn_running_variance: str = "unbiased", equal_init: bool = False, padding: str = "same"):
         super().__init__()
+        if padding not in ("same", "tf_same"):
+            raise ValueError(f"CNN6: padding must be 'same' or 'tf_same' (TensorFlow's SAME), got {padding!r}")
         if len(channels) != len(strides):
             raise ValueError(f"CNN6: channels ({len(channels)}) and strides ({len(strides)}) must have one entry "
                              "per layer")
         chans = [in_channels, *channels]
-        self.convs = nn.ModuleList(Conv2d(a, b, 3, s, "same", bias=False, init_std=init_std)
+        self.convs = nn.ModuleList(Conv2d(a, b, 3, s, padding, bias=False, init_std=init_std)
                                    for a, b, s in zip(chans[:-1], chans[1:], strides))
         self.acts = nn.ModuleList(Activation("relu") for _ in self.convs)
         if equal_init:

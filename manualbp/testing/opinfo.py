@@ -191,6 +191,12 @@ def _conv_samples(dtype, device):
         Sample((t(2, 3, 7, 7), t(4, 3, 3, 3), t(4)), dict(stride=1, padding="same"), "same, stride 1, bias"),
         Sample((t(2, 3, 8, 8), t(4, 3, 3, 3)), dict(stride=2, padding="same"), "same, stride 2, no bias"),
         Sample((t(1, 2, 6, 5), t(3, 2, 3, 3), t(3)), dict(stride=(2, 1), padding=0), "valid, batch 1"),
+        Sample((t(2, 3, 8, 8), t(4, 3, 3, 3), t(4)), dict(stride=2, padding="tf_same"),
+               "tf_same, stride 2, even input: 0 before, 1 after"),
+        Sample((t(1, 2, 7, 7), t(3, 2, 3, 3), t(3)), dict(stride=2, padding="tf_same"),
+               "tf_same, stride 2, odd input: (1, 1), the native path"),
+        Sample((t(1, 2, 7, 6), t(3, 2, 4, 4)), dict(stride=(2, 1), padding="tf_same"),
+               "tf_same, kernel 4, stride (2, 1): (1, 2) rows and columns"),
     ]
 
 
@@ -485,6 +491,9 @@ def _build() -> list[OpInfo]:
     ops = [
         OpInfo("linear", "dense", M.linear, E.linear, _dense_samples),
         OpInfo("conv2d", "dense", M.conv2d, E.conv2d, _conv_samples),
+        OpInfo("pad2d", "dense", M.pad2d, E.pad2d,
+               lambda dt, dev: [Sample((_t(2, 3, 4, 5, dtype=dt, device=dev, gen=_gen(19)), (0, 1, 2, 1)),
+                                       desc="(0, 1, 2, 1)")]),
         OpInfo("conv_transpose2d", "dense", M.conv_transpose2d, E.conv_transpose2d, _conv_t_samples),
         OpInfo("max_pool2d", "dense", M.max_pool2d, E.max_pool2d, _pool_samples),
         OpInfo("pool_mix", "dense", M.pool_mix, E.pool_mix, _pool_mix_samples, gradgrad=False),

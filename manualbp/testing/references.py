@@ -94,15 +94,30 @@ def _pair(v):
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def pad2d(x, pads):
+    """Zero padding as a new tensor with x copied into its middle."""
+    top, bottom, left, right = pads
+    out = x.new_zeros(*x.shape[:-2], x.shape[-2] + top + bottom, x.shape[-1] + left + right)
+    out[..., top:top + x.shape[-2], left:left + x.shape[-1]] = x
+    return out
+
+
 def conv2d(x, w, b=None, stride=1, padding="same"):
     """Cross-correlation as patches (``unfold``) times the weight matrix."""
     kh, kw = w.shape[2], w.shape[3]
-    if padding == "same":
+    sh, sw = _pair(stride)
+    if padding == "tf_same":   # TensorFlow's "SAME": the output has ceil(n / s) entries; the odd pixel after
+        pads = []
+        for n, k, s in ((x.shape[3], kw, sw), (x.shape[2], kh, sh)):
+            total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+            pads += [total // 2, total - total // 2]
+        x = F.pad(x, tuple(pads))
+        padding = (0, 0)
+    elif padding == "same":
         padding = (kh // 2, kw // 2)
     elif padding == "valid":
         padding = (0, 0)
     ph, pw = _pair(padding)
-    sh, sw = _pair(stride)
     x = F.pad(x, (pw, pw, ph, ph))
     n, _, h, wd = x.shape
     oh, ow = (h - kh) // sh + 1, (wd - kw) // sw + 1
