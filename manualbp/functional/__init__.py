@@ -16,8 +16,8 @@ __all__ = [
     "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
     "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv2d_act",
     "conv_transpose2d", "conv_transpose2d_act", "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d",
-    "interpolate", "iter_norm", "leaky_relu", "linear", "linear_act", "max_pool2d", "mse", "pad2d", "pool_mix", "regularize",
-    "relu", "reshape", "sigmoid", "soft_abs", "softmax_binary_cross_entropy", "softmax_cross_entropy",
+    "interpolate", "iter_norm", "leaky_relu", "linear", "linear_act", "max_pool2d", "mse", "pad2d", "pool_mix",
+    "regularize", "relu", "reshape", "sigmoid", "soft_abs", "softmax_binary_cross_entropy", "softmax_cross_entropy",
     "sparse_filtering", "standardize", "sum_squared_error", "tanh", "tanh_sigmoid_derivative", "tf_same_padding",
     "zca_whiten",
 ]
