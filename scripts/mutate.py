@@ -39,7 +39,25 @@ ARTICLE_MODELS = ("tests/test_article_options.py", "tests/test_models.py", "test
                   "not sweep")
 PRESETS = ("tests/test_article_options.py", "tests/test_gradient_pov.py", "tests/test_weights_pov.py",
            "tests/test_zca_experiment.py", "-k", "preset or article or coded or grid")
+PADDING = ("tests/test_padding.py", "tests/test_article_options.py")
 PROBE = ("tests/test_train.py", "-k", "moment")
+
+
+def _indented(text: str, spaces: int = 20) -> str:
+    return "".join(" " * spaces + line + "\n" for line in text.strip("\n").splitlines())
+
+
+# the loop's per-example statistics before the optimizer step, and the same lines after it
+_PER_EXAMPLE = _indented("""
+if probe and lg["per_example"]:
+    probes.disarm()   # the probed forward and backward are captured; the hooks must not
+    per_example(x.detach(), y, step, epoch)   # see the per-example passes""")
+_STEP = _indented("""
+measure = update_size is not None and (probe or (after_epoch and i == spe - 1))
+if measure:
+    update_size.snapshot()
+optimizer.step()""")
+PER_EXAMPLE_BEFORE, PER_EXAMPLE_AFTER = _PER_EXAMPLE + _STEP, _STEP + _PER_EXAMPLE
 
 
 @dataclass
@@ -106,10 +124,7 @@ MUTANTS = [
       "                    optimizer.step()\n                    if measure:\n"
       "                        update_size.snapshot()\n", INSTR),
     M("loop: per-example statistics on the weights after the step", "manualbp/train/loop.py",
-      "                    if probe and lg[\"per_example\"]:\n                        probes.disarm()   # the probed "
-      "forward and backward are captured; the hooks must not\n                        per_example(x, y, step, "
-      "epoch)   # see the per-example passes\n",
-      "", INSTR),
+      PER_EXAMPLE_BEFORE, PER_EXAMPLE_AFTER, INSTR),
     M("loop: gradient-pov's extra moment step with weight b1", "manualbp/train/loop.py",
       "m.mul_(b1).add_(p.grad, alpha=1 - b1)", "m.mul_(b1).add_(p.grad, alpha=b1)", PROBE),
     M("loop: the instruments' start check skipped", "manualbp/train/loop.py",
@@ -236,6 +251,31 @@ MUTANTS = [
     M("BatchNorm article: running variance starts at 1", "manualbp/nn/norm.py",
       'torch.zeros(num_features) if running_init == "zero"', 'torch.ones(num_features) if running_init == "zero"',
       ARTICLE_MODELS),
+    M("tf_same: the odd pixel before, not after", "manualbp/functional/dense.py",
+      "return total // 2, total - total // 2", "return total - total // 2, total // 2", PADDING),
+    M("tf_same: symmetric padding sent down the asymmetric path with the pads swapped", "manualbp/functional/dense.py",
+      "return pad2d(x, (top, bottom, left, right)), (0, 0)", "return pad2d(x, (left, right, top, bottom)), (0, 0)",
+      PADDING),
+    M("pad2d backward: slice from 0", "manualbp/functional/dense.py",
+      "return g[..., top:top + h, left:left + w], None", "return g[..., :h, :w], None", PADDING),
+    M("probes: passed gradients not scaled", "manualbp/train/probes.py",
+      "return g if self.input_grad_scale == 1.0 else g * self.input_grad_scale", "return g", ARTICLE),
+    M("loop: layer 1's passed gradient not recorded on probe steps", "manualbp/train/loop.py",
+      "                        if lg[\"first_input_grad\"]:   # layer 1's passed gradient: the batch requires grad\n"
+      "                            x = x.detach().requires_grad_(True)\n", "", ARTICLE),
+    M("ArticleSegAE equal_init: pool mixes drawn apart", "manualbp/models/segae.py",
+      "            draws = draws[:1].repeat(4)\n", "            pass\n", ARTICLE),
+    M("ArticleSegAE equal_init: weights drawn apart", "manualbp/models/segae.py",
+      "                    w.copy_(next(v for v in weights[:i + 1] if v.shape == w.shape))", "                    pass",
+      ARTICLE),
+    M("gradient-pov article: lambda 1e-5", "manualbp/experiments/gradient_pov.py",
+      "ARTICLE_LAMBDA = 1e-4", "ARTICLE_LAMBDA = 1e-5", ARTICLE),
+    M("weights-pov article: symmetric padding", "manualbp/experiments/weights_pov.py",
+      '"bn_running_variance": "biased",\n                      "padding": "tf_same"}',
+      '"bn_running_variance": "biased",\n                      "padding": "same"}', ARTICLE),
+    M("zca article: seed 0 on torch's draw", "manualbp/experiments/zca.py",
+      '{"variant": {"article": {"model": {"numpy_init_seed": ARTICLE_NUMPY_SEED}}}, "seed": [0]}',
+      '{"variant": {"article": {}}, "seed": [0]}', ARTICLE),
     M("weights-pov: data weight B / S", "manualbp/experiments/weights_pov.py",
       "return FINAL_MAP_AREA[dataset] / batch_size", "return batch_size / FINAL_MAP_AREA[dataset]", PRESETS),
     M("gradient-pov: coded derivatives never used", "manualbp/experiments/gradient_pov.py",

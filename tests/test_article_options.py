@@ -161,3 +161,104 @@ def test_penn_fudan_article_mask_recomputed_pixel_by_pixel(tmp_path):
         near = np.asarray(Image.fromarray(inst.astype(np.uint8)).resize((32, 32), Image.NEAREST)) > 0
         assert 0 < (got[0].numpy() != near).sum() < 0.2 * near.size
     assert compared >= 3 * 32 * 32 - 12
+
+
+def _article_configs(experiment, preset_name):
+    from pathlib import Path
+
+    from manualbp.experiments import get_experiment
+    from manualbp.train.sweep import expand
+    exp = get_experiment(experiment)
+    return {tuple(sorted(s.labels.items())): s.config
+            for s in expand(preset(experiment, preset_name), exp.grid(preset_name), Path("/nonexistent"))}
+
+
+def test_second_reading_options_are_set_by_the_article_presets_only():
+    """gradient-pov: lambda 1e-4 (the notebook whose logs the article shows), TensorFlow's SAME padding, the
+    passed gradients at the script's scale (x B = 20) with layer 1's; weights-pov: SAME padding;
+    sparse-filtering: the seeded equal draws; zca: seed 0 on the script's numpy draw. The sound presets
+    set none of them."""
+    for name, cfg in _article_configs("gradient-pov", "article-cpu").items():
+        letter = dict(name)["case"]
+        assert cfg["regularizer"]["lam"] == (0.0 if letter == "Z" else 1e-4)
+        assert cfg["model"]["padding"] == "tf_same" and cfg["model"]["equal_init"]
+        assert cfg["log"]["input_grad_scale"] == 20.0 == cfg["batch_size"] and cfg["log"]["first_input_grad"]
+    for name, cfg in _article_configs("gradient-pov", "sound-cpu").items():
+        assert cfg["regularizer"]["lam"] in (0.0, 1e-5) and cfg["model"].get("padding", "same") == "same"
+        assert cfg["log"]["input_grad_scale"] == 1.0 and not cfg["log"]["first_input_grad"]
+    for pre, padding in (("article-cpu", "tf_same"), ("sound-cpu", "same")):
+        assert {c["model"].get("padding", "same") for c in _article_configs("weights-pov", pre).values()} == {padding}
+    for pre, equal in (("article-cpu", True), ("sound-cpu", False)):
+        assert {c["model"].get("equal_init", False) for c in _article_configs("sparse-filtering", pre).values()} \
+            == {equal}
+    zca = {dict(k)["seed"]: c["model"].get("numpy_init_seed") for k, c in _article_configs("zca", "article").items()}
+    assert zca == {"seed0": 1234, **{f"seed{s}": None for s in range(1, 10)}}
+
+
+def test_article_segae_equal_init_repeats_the_scripts_seeded_draws():
+    """equal_init: every weight of a shape seen before is a copy of the first (three 3 -> 3 decoder
+    convolutions and the 3 -> 3 transposed convolution: one (3, 3, 3, 3) tensor), the four pool mixes
+    share one draw (max-first blocks d, average-first ones 1 - d); other weights as without it."""
+    torch.manual_seed(0)
+    plain = build_model({"name": "segae_article"})
+    torch.manual_seed(0)
+    eq = build_model({"name": "segae_article", "equal_init": True})
+    weights = [m.weight for m in [*eq.enc_convs, *eq.dec_tconvs, *eq.dec_convs]]
+    shapes = [tuple(w.shape) for w in weights]
+    same = [w for w in weights if tuple(w.shape) == (3, 3, 3, 3)]
+    assert len(same) == 4 and all(torch.equal(w, same[0]) for w in same)
+    for i, w in enumerate(weights):
+        if shapes.index(tuple(w.shape)) == i:   # the first of its shape: drawn as without equal_init
+            p = [m.weight for m in [*plain.enc_convs, *plain.dec_tconvs, *plain.dec_convs]][i]
+            assert torch.equal(w, p)
+    mix = [float(p.detach()) for p in eq.pool_mix]
+    d = mix[0]
+    assert mix == pytest.approx([d, 1 - d, d, 1 - d], rel=1e-6)
+    assert len({round(float(p.detach()), 9) for p in plain.pool_mix}) == 4
+    torch.testing.assert_close(eq.code.weight, plain.code.weight)
+
+
+@pytest.mark.parametrize("probe_every", ["epoch", "after_epoch"])
+def test_probe_passed_gradients_at_the_scripts_scale_with_layer_one(tmp_path, probe_every):
+    """log.input_grad_scale=20 and log.first_input_grad=true: each layer's recorded passed gradient (layer 1's
+    included, the gradient at the images) is 20 x the objective's gradient at that layer's input, at the
+    probed weights: one step per epoch, recomputed in the test from the initial weights (probe_every=epoch,
+    before the step) or the checkpoint (after_epoch, after it)."""
+    import json
+
+    import torch.nn.functional as F
+
+    from manualbp.train import train
+    from manualbp.train.loop import build_initial_model, epoch_generator
+    from manualbp.train.probes import tensor_stats
+    from manualbp.train.tasks import make_task
+
+    from .fakedata import write_cifar_batches
+    write_cifar_batches(tmp_path / "data", n_per_batch=2)
+    cfg = resolve({"device": "cpu", "epochs": 1, "batch_size": 10, "dtype": "float64",
+                   "data": {"name": "cifar10", "root": str(tmp_path / "data")},
+                   "model": {"name": "cnn6", "padding": "tf_same"}, "optim": {"name": "Adam", "lr": 1e-2},
+                   "log": {"probe_every": probe_every, "input_grad_scale": 20.0, "first_input_grad": True,
+                           "histograms": False, "progress": False}})
+    train(cfg, tmp_path / "run", log=lambda *_: None)
+    rows = {r["layer"]: r for r in map(json.loads, (tmp_path / "run" / "probes.jsonl").read_text().splitlines())
+            if r["quantity"] == "input_grad"}
+    assert sorted(rows) == [f"conv{i}" for i in range(1, 7)]
+    task = make_task(cfg, torch.device("cpu"))
+    data, _ = task.load_data()
+    model = build_initial_model(cfg, task, "cpu")
+    if probe_every == "after_epoch":
+        model.load_state_dict(torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["model"])
+    x, y = next(iter(data.batches(10, shuffle=True, dtype=task.dtype, generator=epoch_generator(0, 1))))
+    h = x.clone().requires_grad_(True)
+    inputs = []
+    for conv, s in zip(model.convs, (2, 2, 2, 2, 1, 1)):
+        inputs.append(h)
+        pad = (0, 1, 0, 1) if s == 2 else (1, 1, 1, 1)
+        h = torch.relu(F.conv2d(F.pad(h, pad), conv.weight.detach(), stride=s))
+    loss = F.cross_entropy(h.mean((2, 3)), y)
+    grads = torch.autograd.grad(loss, inputs)
+    for i, g in enumerate(grads):
+        want = tensor_stats(20.0 * g).tolist()
+        got = [rows[f"conv{i + 1}"][k] for k in ("mean", "std", "skewness", "kurtosis", "nonzero")]
+        assert got == pytest.approx(want, rel=1e-7, abs=1e-12), f"conv{i + 1}"

@@ -178,7 +178,7 @@ def test_ablation_steps_fix_one_error_at_a_time():
     assert len(specs) == 4 * 5 + 2 * 10    # 10 seeds for the two ends, 5 for the steps between
     assert "article-seed9" in specs and "sound-seed9" in specs and "exact_zca-seed5" not in specs
     with pytest.raises(ConfigError, match="name a run twice"):   # a list of grids must not overlap
-        expand(preset("zca", "ablation"), [grid("article"), grid("article")], Path("/tmp/x"))
+        expand(preset("zca", "ablation"), [*grid("article"), grid("article")[1]], Path("/tmp/x"))
     art, ex, th, ad, ce, snd = (specs[f"{k}-seed0"] for k in ABLATION)
     # the last step is the sound preset's zca_example run, key for key
     sound = expand(preset("zca", "sound"), {"variant": {"zca_example": {}}, "seed": [0]}, Path("/tmp/x"))[0].config

@@ -74,7 +74,9 @@ SCHEDULES = {
     "sound-cpu": (30, 90, "float32", True, [0, 1, 2]),      # without sf_elu (see grid)
     "quick": (2, 2, "float32", True, [0, 1, 2]),
 }
-PRESETS = {name: dict(_preset(pre + sup, dtype), **({"init_seed": 0} if not sound else {}))
+# the article presets: one initial draw (init_seed 0) made as the script's seeded draws made it (equal_init)
+PRESETS = {name: dict(_preset(pre + sup, dtype),
+                      **({"init_seed": 0, "model": {**_MODEL, "equal_init": True}} if not sound else {}))
            for name, (pre, sup, dtype, sound, _) in SCHEDULES.items()}
 MODELS = _models(2, 2, True)
 

@@ -51,11 +51,13 @@ _SOUND = {"model": _MODEL, "optim": {"name": "Adam", "lr": 0.0008}, "eval_batch_
 
 
 def _article(dataset: str, epochs: int, limits: tuple = (None, None)) -> dict:
-    """The authors' code: one shared initial draw (init_seed 0; layers 2-5 equal), batch-norm running
+    """The authors' code: one shared initial draw (init_seed 0; layers 2-5 equal), TensorFlow's "SAME"
+    padding (``model.padding=tf_same``), batch-norm running
     statistics from 0 with the biased variance, pixels / 255 in file order, the data term weighted S / B,
     Adam-c (lr 0.0008, eps 1e-9), test accuracy over batches of B."""
     b = ARTICLE_BATCH[dataset]
-    return {"model": {**_MODEL, "equal_init": True, "bn_running_init": "zero", "bn_running_variance": "biased"},
+    return {"model": {**_MODEL, "equal_init": True, "bn_running_init": "zero", "bn_running_variance": "biased",
+                      "padding": "tf_same"},
             "optim": {"name": "ConstantBiasAdam", "lr": 0.0008, "eps": 1e-9}, "init_seed": 0,
             "data": {"name": dataset, "shuffle": False, "train_limit": limits[0], "test_limit": limits[1]},
             "batch_size": b, "eval_batch_size": b, "epochs": epochs,

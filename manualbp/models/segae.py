@@ -106,7 +106,11 @@ class ArticleSegAE(nn.Module):
     bicubic to 12, transposed conv and conv; bilinear to 24, concatenated with encoder block 3's
     output, transposed conv and conv; bilinear to 48 with block 2's, transposed conv and conv;
     bicubic to 96 with block 1's, transposed conv, and a 3x3 conv to one channel with a sigmoid.
-    ELU after every other convolution. Convolution weights N(0, ``init_std``^2).
+    ELU after every other convolution. Convolution weights N(0, ``init_std``^2). ``equal_init``: as the
+    script's ``tf.random_normal(..., seed=2)`` drew them, weights of the same shape start equal (a 3 -> 3
+    convolution and a 3 -> 3 transposed convolution too: TensorFlow's filters [k, k, in, out] and
+    [k, k, out, in] map to torch's (out, in, k, k) and (in, out, k, k) by the same permutation) and the
+    four pool mixes share one draw.
 
     ``forward(x)`` with x ``(N, 3, 96, 96)`` returns (mask probabilities ``(N, 1, 96, 96)``, code
     ``(N, code)`` before its activation). ``sparse_cost(z)``: the sparse-filtering cost of the code
@@ -116,8 +120,10 @@ class ArticleSegAE(nn.Module):
     def __init__(self, in_channels: int = 3, size: int = 96, channels=(4, 8, 16, 8), code: int = 9,
                  dec_channels: int = 3, code_activation: str | None = "soft_abs", code_init_std: float = 0.05,
                  init_std: float = 0.05, sparse_eps: float = 1e-20, sparse_reduction: str = "mean",
-                 sparse_activation: str = "soft_abs"):
+                 sparse_activation: str = "soft_abs", equal_init: bool = False):
         super().__init__()
+        if not isinstance(equal_init, bool):
+            raise ValueError(f"ArticleSegAE: equal_init must be true or false, got {equal_init!r}")
         side = math.isqrt(code)
         if size % 16 or size < 16:
             raise ValueError(f"ArticleSegAE: size must be a multiple of 16 (four 2x2 pools), got {size}")
@@ -138,6 +144,8 @@ class ArticleSegAE(nn.Module):
                                        for a, b in zip(chans[:-1], chans[1:]))
         self.enc_acts = nn.ModuleList(Activation("elu") for _ in range(4))
         draws = torch.randn(4) * 0.05
+        if equal_init:   # the script's tf.random_normal([], seed=2): one draw for the four pool mixes
+            draws = draws[:1].repeat(4)
         self.pool_mix = nn.ParameterList(nn.Parameter((d if i % 2 == 0 else 1 - d).reshape(1))
                                          for i, d in enumerate(draws))
         self.code = Linear(grid * grid * channels[-1], code, bias=False, init_std=code_init_std)
@@ -154,6 +162,11 @@ class ArticleSegAE(nn.Module):
                                        + [Conv2d(c, 1, 3, 1, "same", bias=False, init_std=init_std)])
         for t in self.dec_tconvs:
             nn.init.normal_(t.weight, 0.0, init_std)
+        if equal_init:   # tf.random_normal(shape, seed=2) per layer: weights of one (TensorFlow) shape start equal
+            with torch.no_grad():
+                weights = [m.weight for m in [*self.enc_convs, *self.dec_tconvs, *self.dec_convs]]
+                for i, w in enumerate(weights):
+                    w.copy_(next(v for v in weights[:i + 1] if v.shape == w.shape))
         self.dec_acts = nn.ModuleList(Activation("elu") for _ in range(8))
         self.out_act = Activation("sigmoid")
 

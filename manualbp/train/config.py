@@ -41,6 +41,9 @@ BASE: dict = {
             #                             extra forward and backward on the epoch's last batch after its last update
             "probe_moment_step": False,   # after_epoch: that gradient also enters the optimizer's first moment
             #                               (m <- b1 m + (1 - b1) g, kept in its state: the gradient-pov article's code)
+            "input_grad_scale": 1.0,    # the probes' passed gradients (input_grad) multiplied by this (the gradient-pov
+            #                             article's script passed B times the gradient of its mean cost: 20)
+            "first_input_grad": False,  # on probe steps the batch requires grad: layer 1's passed gradient recorded
             "per_example": False,       # on probe steps: per-example gradient statistics (manualbp.train.instruments)
             "optimizer_state": False,   # on probe steps: second moment, update-to-weight ratio, gradient norms
             "spectra": "off",           # weight spectra: "off", "end" (after the last epoch) or "epoch"
@@ -160,6 +163,12 @@ def validate(cfg: dict) -> dict:
         raise ConfigError(f"log.per_example=true: model.norm={norm!r} couples the examples of a batch (it normalises "
                           "or whitens over the batch), so per-example gradients are not defined for it (only batch "
                           "norm, with its statistics fixed); set log.per_example=false or another model.norm")
+    scale = cfg["log"]["input_grad_scale"]
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise ConfigError(f"log.input_grad_scale must be a finite number > 0 (1: the gradient of the objective; the "
+                          f"gradient-pov article's script: the batch size), got {scale!r}")
+    if not isinstance(cfg["log"]["first_input_grad"], bool):
+        raise ConfigError(f"log.first_input_grad must be true or false, got {cfg['log']['first_input_grad']!r}")
     if cfg["log"]["spectra"] not in ("off", "end", "epoch"):
         raise ConfigError(f"log.spectra must be 'off', 'end' or 'epoch', got {cfg['log']['spectra']!r}")
     if not isinstance(cfg["log"]["probe_moment_step"], bool):

@@ -122,7 +122,7 @@ def build_initial_model(cfg: dict, task, device) -> torch.nn.Module:
 
 
 def _after_epoch_probe(model, task, optimizer, weights, x, y, probes, moment_step: bool, step: int,
-                       epoch: int) -> list[dict]:
+                       epoch: int, first_input_grad: bool = False) -> list[dict]:
     """``log.probe_every=after_epoch``: one extra forward and backward on the epoch's last batch (x, y) after
     its last update, recorded by the probes; the weights do not change and batch-norm running statistics
     are restored. ``moment_step`` (the gradient-pov article's code): that gradient also takes one
@@ -130,6 +130,8 @@ def _after_epoch_probe(model, task, optimizer, weights, x, y, probes, moment_ste
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     probes.arm()
     optimizer.zero_grad(set_to_none=True)
+    if first_input_grad:   # layer 1's passed gradient: the batch requires grad
+        x = x.detach().requires_grad_(True)
     loss, _ = task.loss(model, x, y, weights)
     loss.backward()
     if moment_step:
@@ -297,7 +299,7 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(rd.tb), purge_step=start_epoch * spe + 1 if start_epoch else None)
     lg = cfg["log"]
-    probes = Probes(model, writer, lg["histograms"]) if lg["probe_every"] else None
+    probes = Probes(model, writer, lg["histograms"], lg["input_grad_scale"]) if lg["probe_every"] else None
     update_size = UpdateSize(model) if lg["optimizer_state"] else None
     after_epoch = lg["probe_every"] == "after_epoch"
 
@@ -351,6 +353,8 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                     probe = probes is not None and _is_probe_step(lg["probe_every"], step, i, spe)
                     if probe:
                         probes.arm()
+                        if lg["first_input_grad"]:   # layer 1's passed gradient: the batch requires grad
+                            x = x.detach().requires_grad_(True)
                     optimizer.zero_grad(set_to_none=True)
                     loss, stats = (task.loss if probe else step_loss)(model, x, y, ph.weights)
                     loss.backward()
@@ -360,7 +364,7 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                             t(with_grad, step - 1, epoch, noise)
                     if probe and lg["per_example"]:
                         probes.disarm()   # the probed forward and backward are captured; the hooks must not
-                        per_example(x, y, step, epoch)   # see the per-example passes
+                        per_example(x.detach(), y, step, epoch)   # see the per-example passes
                     measure = update_size is not None and (probe or (after_epoch and i == spe - 1))
                     if measure:
                         update_size.snapshot()
@@ -385,7 +389,8 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                     if update_size is not None:   # the update of the epoch's last step, its gradient and state
                         rd.append_jsonl(rd.instruments, update_size.rows(optimizer, step, epoch, writer))
                     rd.append_jsonl(rd.stats, _after_epoch_probe(model, task, optimizer, ph.weights, x, y, probes,
-                                                                 lg["probe_moment_step"], step, epoch))
+                                                                 lg["probe_moment_step"], step, epoch,
+                                                                 lg["first_input_grad"]))
                     if lg["per_example"]:
                         per_example(x, y, step, epoch)
                 te = task.evaluate(model, test_data, ebs)

@@ -3,7 +3,8 @@
 
 For each probe point (a layer and the activation that follows it): the pre-activation (layer
 output), the post-activation, the weight, the weight gradient (regularizer included), the
-gradient passed to the layer's input, and the optimizer's first moment (Adam's ``exp_avg`` or
+gradient passed to the layer's input (the first layer's too when the batch requires grad), and the
+optimizer's first moment (Adam's ``exp_avg`` or
 SGD's momentum buffer). Statistics: mean, standard deviation, skewness, excess kurtosis (biased,
 as scipy.stats' defaults) and the count of non-zeros.
 """
@@ -53,9 +54,13 @@ def probe_points(model) -> list:
 
 
 class Probes:
-    def __init__(self, model, writer=None, histograms: bool = True):
+    """``input_grad_scale``: the passed gradients are recorded multiplied by it (the gradient-pov article's
+    script passed B times the gradient of the mean cost from layer to layer)."""
+
+    def __init__(self, model, writer=None, histograms: bool = True, input_grad_scale: float = 1.0):
         self.points = probe_points(model)
         self.writer, self.histograms = writer, histograms
+        self.input_grad_scale = float(input_grad_scale)
         self._handles: list = []
         self._captured: dict = {}
 
@@ -72,8 +77,12 @@ class Probes:
             self._captured[(name, "pre_activation")] = output.detach()
             x = inputs[0]
             if isinstance(x, torch.Tensor) and x.requires_grad:
-                x.register_hook(lambda g: self._captured.__setitem__((name, "input_grad"), g.detach()))
+                x.register_hook(lambda g: self._captured.__setitem__((name, "input_grad"), self._scaled(g)))
         return hook
+
+    def _scaled(self, g):
+        g = g.detach()
+        return g if self.input_grad_scale == 1.0 else g * self.input_grad_scale
 
     def _act_hook(self, name):
         def hook(module, inputs, output):
