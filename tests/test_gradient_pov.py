@@ -50,7 +50,7 @@ def test_article_preset_matches_the_authors_code():
     """SPEC's numbers: one run per letter, batch 20, 150 epochs, no batch norm, the weights-pov
     initialisation (one draw, layers 2-5 equal), TensorFlow's SAME padding, file order, lambda 1e-4 (the
     "blog - higher lambda" notebook), Adam-c (lr 0.0008, eps 1e-9),
-    the data term at S / B (36 / 20 on STL-10; 4 / 20 on the CIFAR-10 stand-in of STL-10's sizes),
+    the data term at S / B (36 / 20 on STL-10, kept on the CIFAR-10 stand-in of STL-10's sizes),
     G's coded derivative, the after-epoch probe with its moment step."""
     from manualbp.optim import ConstantBiasAdam
     from manualbp.train.sweep import expand
@@ -73,7 +73,7 @@ def test_article_preset_matches_the_authors_code():
                                             Path("/tmp/x"))}
     c = cpu["G-seed0"]
     assert (c["data"]["name"], c["data"]["train_limit"], c["data"]["test_limit"]) == ("cifar10", 5000, 8000)
-    assert c["objective"]["data"] == pytest.approx(4 / 20) and c["batch_size"] == 20
+    assert c["objective"]["data"] == pytest.approx(36 / 20) and c["batch_size"] == 20   # STL-10's S / B
     _, model, opt = built_run(specs["A-seed0"])
     assert type(opt) is ConstantBiasAdam
     assert all(torch.equal(model.convs[1].weight, model.convs[i].weight) for i in (2, 3, 4))
