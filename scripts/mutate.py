@@ -317,7 +317,7 @@ def run_tests(copy: Path, tests: tuple, timeout: float) -> tuple[str, float]:
         if out.returncode not in (0, 1):
             verdict += ": " + (out.stdout + out.stderr).strip().splitlines()[-1][:200]
     except subprocess.TimeoutExpired:
-        verdict = "killed (timeout)"
+        verdict = "timeout"
     return verdict, time.perf_counter() - t0
 
 
@@ -371,7 +371,8 @@ def main(argv=None) -> int:
     with ThreadPoolExecutor(max_workers=len(copies)) as pool:
         results = list(pool.map(one, mutants))
     shutil.rmtree(base, ignore_errors=True)
-    killed = [r for r in results if r[1].startswith("killed")]
+    killed = [r for r in results if r[1] == "killed"]
+    timeouts = [r for r in results if r[1] == "timeout"]
     survived = [r for r in results if r[1] == "survived"]
     equivalent = [r for r in survived if r[0].equivalent]
     gaps = [r for r in survived if not r[0].equivalent]
@@ -383,13 +384,14 @@ def main(argv=None) -> int:
     counted = len(results) - len(equivalent)
     summary = (f"{len(killed)} of {len(results)} mutants killed ({100 * len(killed) / max(1, len(results)):.0f}%); "
                f"{len(equivalent)} survivors shown equivalent; {len(gaps)} survivors not explained; "
-               f"{len(errors)} errors. Killed among the non-equivalent: {len(killed)} of {counted} "
+               f"{len(timeouts)} timed out (not counted as killed); {len(errors)} errors. Killed among the "
+               f"non-equivalent: {len(killed)} of {counted} "
                f"({100 * len(killed) / max(1, counted):.0f}%). {time.perf_counter() - t0:.0f} s with "
                f"{len(copies)} workers.")
     print("\n".join(lines) + "\n\n" + summary)
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n\n" + summary + "\n")
-    return 0 if not gaps and not errors else 1
+    return 0 if not gaps and not errors and not timeouts else 1
 
 
 if __name__ == "__main__":

@@ -173,7 +173,7 @@ def _article_configs(experiment, preset_name):
             for s in expand(preset(experiment, preset_name), exp.grid(preset_name), Path("/nonexistent"))}
 
 
-def test_second_reading_options_are_set_by_the_article_presets_only():
+def test_tensorflow_script_options_are_set_by_the_article_presets_only():
     """gradient-pov: lambda 1e-4 (the notebook whose logs the article shows), TensorFlow's SAME padding, the
     passed gradients at the script's scale (x B = 20) with layer 1's; weights-pov: SAME padding;
     sparse-filtering: the seeded equal draws; zca: seed 0 on the script's numpy draw. The sound presets

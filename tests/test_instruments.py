@@ -99,8 +99,8 @@ def _cockpit_mean_gsnr(flat, eps):
 
 def test_gsnr_against_cockpits_mean_gsnr():
     """Equal to Cockpit's with eps 0 when no variance is 0; a parameter with zero variance (a dead unit)
-    is left out here and counted as 0 by Cockpit; Cockpit's eps 1e-5 shrinks the value of small gradients,
-    this one is invariant to the loss's scale."""
+    is left out by gradient_statistics and counted as 0 by Cockpit; Cockpit's eps 1e-5 shrinks the value
+    of small gradients, gradient_statistics is invariant to the loss's scale."""
     rng = np.random.default_rng(1)
     flat = rng.normal(0.2, 1.0, size=(16, 10))
     s = gradient_statistics(torch.from_numpy(flat))["gsnr"]
@@ -108,7 +108,7 @@ def test_gsnr_against_cockpits_mean_gsnr():
     dead = np.concatenate([flat, np.zeros((16, 2))], axis=1)
     assert gradient_statistics(torch.from_numpy(dead))["gsnr"] == pytest.approx(s, rel=1e-12)
     assert _cockpit_mean_gsnr(dead, 1e-5) == pytest.approx(s * 10 / 12, rel=1e-4)
-    small = flat * 1e-4   # variances near 1e-8: Cockpit's eps dominates, the ratio here does not move
+    small = flat * 1e-4   # variances near 1e-8: Cockpit's eps dominates, gradient_statistics does not move
     assert gradient_statistics(torch.from_numpy(small))["gsnr"] == pytest.approx(s, rel=1e-10)
     assert _cockpit_mean_gsnr(small, 1e-5) < 0.01 * s
 
@@ -167,7 +167,7 @@ def test_layer_spectrum_against_numpy_without_weightwatcher():
 
 
 def _power_law_fit(ev):
-    """The continuous power-law fit of Clauset, Shalizi and Newman (2009), written here from its
+    """The continuous power-law fit of Clauset, Shalizi and Newman (2009), written in this test from its
     formulas: for each candidate xmin (every sorted value but the largest) the maximum-likelihood
     alpha = 1 + n / sum log(x_i / xmin) over the n values x_i >= xmin and the Kolmogorov-Smirnov
     distance max |(1 - (x / xmin)^(1 - alpha)) - (i / n)|; the xmin of the smallest distance."""
@@ -293,7 +293,7 @@ def test_second_moment_of_every_optimizer_equals_its_equation(name):
 
 
 def _matrix(layer):
-    """A probed layer's weight as the spectra read it, recomputed here: (out, rest); a transposed
+    """A probed layer's weight as the spectra read it, recomputed in the test: (out, rest); a transposed
     convolution's weight is (in, out, kH, kW), so its out axis goes first."""
     w = layer.weight.detach().double()
     if type(layer).__name__ == "ConvTranspose2d":

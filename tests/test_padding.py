@@ -30,6 +30,14 @@ def test_tf_same_padding_is_tensorflows_formula(n, k, s):
     assert MF.conv2d(x, w, stride=s, padding="tf_same").shape[-2:] == (out, out)
 
 
+@pytest.mark.parametrize("n, k, s, pads", [(5, 3, 2, (1, 1)), (8, 4, 1, (1, 2)), (9, 1, 3, (0, 0)), (32, 3, 2, (0, 1)),
+                                          (7, 4, 2, (1, 2)), (6, 5, 3, (1, 1)), (10, 2, 4, (0, 0)),
+                                          (10, 3, 4, (0, 1))])
+def test_tf_same_padding_worked_by_hand(n, k, s, pads):
+    """Cases worked out by hand from TensorFlow's rule (e.g. n 8, k 4, s 1: out 8, total 3 = 1 before, 2 after)."""
+    assert MF.tf_same_padding(n, k, s) == pads
+
+
 def test_cnn6_layers_on_cifar_pad_one_pixel_after_only():
     """The articles' CNN6 on 32 x 32 inputs: layers 1-4 (3 x 3, stride 2) on 32, 16, 8, 4 pixels pad 0 before
     and 1 after; "same" pads 1 on each side (the same output size, another sampling grid)."""
@@ -87,6 +95,8 @@ def test_pad2d_backward_and_errors():
         MF.pad2d(x, (1, -1, 0, 0))
     with pytest.raises(ValueError, match=r"conv2d: x must be a 4-D tensor"):
         MF.conv2d(torch.randn(3, 8, 8), torch.randn(4, 3, 3, 3), stride=2, padding="tf_same")
+    with pytest.raises(ValueError, match=r"conv2d: stride must be >= 1, got 0"):
+        MF.conv2d(torch.randn(1, 3, 8, 8), torch.randn(4, 3, 3, 3), stride=0, padding="tf_same")
     with pytest.raises(ValueError, match=r"CNN6: padding must be 'same' or 'tf_same'"):
         CNN6(padding="SAME")
 

@@ -23,6 +23,7 @@ from .report import load_runs, markdown_table, mean_ci, plt, save, status_figure
 LETTERS = ARTICLE_LETTERS["gradient-pov"]
 LAMBDA = 1e-5           # the sound presets
 ARTICLE_LAMBDA = 1e-4   # the notebook whose logs the article shows ("blog - higher lambda": lamda = 0.0001)
+ARTICLE_BATCH = 20      # its batch size, also the scale of the gradients it passed between layers
 CLAIMS = {"best_test": "H", "worst": "C", "sparser_post_activation": "H"}   # the article's findings
 FINAL_MAP_AREA = {"stl10": 6 * 6, "cifar10": 2 * 2}   # S: the final feature map's area (96 or 32 pixels / 16)
 STL10_SIZE = (5000, 8000)     # STL-10's training and test images: the CIFAR-10 stand-in keeps these sizes
@@ -45,10 +46,10 @@ def _article(dataset: str, epochs: int, limits: tuple = (None, None), area: str 
                       "padding": "tf_same"},
             "optim": {"name": "ConstantBiasAdam", "lr": 0.0008, "eps": 1e-9}, "init_seed": 0,
             "data": {"name": dataset, "shuffle": False, "train_limit": limits[0], "test_limit": limits[1]},
-            "batch_size": 20, "eval_batch_size": 20, "epochs": epochs,
-            "objective": {"data": FINAL_MAP_AREA[area or dataset] / 20, "regularizer": 1.0},
+            "batch_size": ARTICLE_BATCH, "eval_batch_size": ARTICLE_BATCH, "epochs": epochs,
+            "objective": {"data": FINAL_MAP_AREA[area or dataset] / ARTICLE_BATCH, "regularizer": 1.0},
             "log": {"probe_every": "after_epoch", "probe_moment_step": True, "histograms": True,
-                    "input_grad_scale": 20.0, "first_input_grad": True}}
+                    "input_grad_scale": float(ARTICLE_BATCH), "first_input_grad": True}}
 
 
 PRESETS = {
@@ -59,7 +60,7 @@ PRESETS = {
     # weighs against the data as in the article's runs (CIFAR-10's own 2x2 map would give 4 / 20: lambda 9x
     # heavier, and the l2 network A, which trained in the article, collapses in its first epoch)
     "article-cpu": _article("cifar10", 40, STL10_SIZE, area="stl10"),
-    "article-quick": _article("cifar10", 3, (1000, 1000)),
+    "article-quick": _article("cifar10", 3, (1000, 1000), area="stl10"),
     # the errors fixed: seeds as episodes (own initial weights, shuffled batches), the mean cross-entropy,
     # Adam, G's exact derivative (zero), probes on the epoch's last training step; STL-10, 150 epochs
     "sound": {**_SOUND, "data": {"name": "stl10"}, "epochs": 150},

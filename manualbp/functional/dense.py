@@ -157,6 +157,8 @@ def _tf_same(op: str, x, w, stride):
     if not isinstance(x, Tensor) or x.dim() != 4 or not isinstance(w, Tensor) or w.dim() != 4:
         return x, "tf_same"   # the checks that follow explain what is wrong
     sh, sw = pair(op, "stride", stride)
+    if sh < 1 or sw < 1:
+        raise ValueError(f"{op}: stride must be >= 1, got {stride!r}")
     (top, bottom), (left, right) = (tf_same_padding(x.shape[2], w.shape[2], sh),
                                     tf_same_padding(x.shape[3], w.shape[3], sw))
     if top == bottom and left == right:

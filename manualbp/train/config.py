@@ -169,6 +169,9 @@ def validate(cfg: dict) -> dict:
                           f"gradient-pov article's script: the batch size), got {scale!r}")
     if not isinstance(cfg["log"]["first_input_grad"], bool):
         raise ConfigError(f"log.first_input_grad must be true or false, got {cfg['log']['first_input_grad']!r}")
+    if not pe and (scale != 1 or cfg["log"]["first_input_grad"]):
+        raise ConfigError("log.input_grad_scale and log.first_input_grad change what the probes record; set "
+                          "log.probe_every (epoch, after_epoch or a step count), or leave them at 1 and false")
     if cfg["log"]["spectra"] not in ("off", "end", "epoch"):
         raise ConfigError(f"log.spectra must be 'off', 'end' or 'epoch', got {cfg['log']['spectra']!r}")
     if not isinstance(cfg["log"]["probe_moment_step"], bool):

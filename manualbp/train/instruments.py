@@ -7,7 +7,8 @@
   signal-to-noise ratio (GSNR: the mean over parameters of mean^2 / variance, with the 1/N variance,
   over the parameters whose variance is not 0). Cockpit's MeanGSNR computes mean^2 / (variance +
   1e-5) and averages over every parameter: it counts a parameter whose per-example gradients are all
-  equal (a dead unit: all 0) as 0 where this one leaves it out, and its 1e-5 dominates variances of
+  0 (a dead unit) as 0 where this one leaves it out (and one whose gradients are all equal and not 0
+  as mean^2 / 1e-5), and its 1e-5 dominates variances of
   that size or smaller, so its value shrinks with the loss's scale; this one is invariant to the
   scale and equals Cockpit's with eps 0 when no variance is 0. Batch norm couples the examples of a batch; its
   per-example gradients are defined with the batch statistics fixed: each example is normalised

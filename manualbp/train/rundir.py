@@ -12,6 +12,12 @@ no longer exists, or now belongs to a process started at another time), on other
 hold has not been refreshed for ``HOLD_STALE_S`` seconds. A hold file that cannot be read (garbled,
 or written by hand) is treated as live until it is ``HOLD_STALE_S`` seconds old. On a file system
 without hard links the hold falls back to ``O_CREAT | O_EXCL`` and a write.
+
+Limits: taking over an abandoned hold moves it aside and checks it; if a third process creates a hold
+in that moment while the moved one turns out live, the live one cannot be put back and two processes
+hold the folder (it needs a dead holder and three processes within microseconds). A process killed
+between writing its temporary record and linking it leaves a ``HOLD.*.tmp`` file behind, which no
+hold reads.
 """
 from __future__ import annotations
 
@@ -145,11 +151,16 @@ class RunDir:
         than ``HOLD_STALE_S``."""
         try:
             age = time.time() - self.hold_file.stat().st_mtime
-            text = self.hold_file.read_text()
         except FileNotFoundError:
             return None
         except OSError:
-            return {"host": None, "pid": None, "age_s": 0.0, "unreadable": True}
+            age = 0.0
+        try:
+            text = self.hold_file.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError:   # a directory, no permission: live until stale, as a garbled record
+            return {"host": None, "pid": None, "age_s": age, "unreadable": True}
         try:
             info = json.loads(text)
             if not isinstance(info, dict):
