@@ -1,13 +1,16 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test gradcheck gpu-check tensorboard zca zca-sound zca-article zca-ablation weights-pov weights-pov-article-cpu weights-pov-sound-cpu weights-pov-article weights-pov-sound gradient-pov gradient-pov-article-cpu gradient-pov-sound-cpu gradient-pov-article gradient-pov-sound sparse-filtering sparse-filtering-article-cpu sparse-filtering-sound-cpu sparse-filtering-article sparse-filtering-sound optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound bench lint clean
+.PHONY: install test mutate gradcheck gpu-check tensorboard zca zca-sound zca-article zca-ablation weights-pov weights-pov-article-cpu weights-pov-sound-cpu weights-pov-article weights-pov-sound gradient-pov gradient-pov-article-cpu gradient-pov-sound-cpu gradient-pov-article gradient-pov-sound sparse-filtering sparse-filtering-article-cpu sparse-filtering-sound-cpu sparse-filtering-article sparse-filtering-sound optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound bench lint clean
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
 
 test:  ## the whole test suite (CPU; CUDA checks run when a GPU is present)
 	$(PYTHON) -m pytest -q
+
+mutate:  ## mutation run over the instruments, run folder, optimizers and article options (~1 h on 2 cores); ARGS="--workers 2"
+	$(PYTHON) scripts/mutate.py $(ARGS)
 
 lint:
 	$(PYTHON) -m ruff check manualbp scripts tests

@@ -129,6 +129,14 @@ def test_update_size_is_the_relative_step():
     total = torch.cat([p.grad.flatten() for p in model.parameters()]).norm()
     assert rows["conv3"]["global_grad_norm"] == pytest.approx(float(total), rel=1e-5)
     assert np.isnan(rows["conv3"]["second_moment_mean"])     # SGD keeps no second moment
+    # an MLP's biases are no probe point: the global norm still counts them
+    mlp = MLP([6, 5, 3]).double()
+    MF.softmax_cross_entropy(mlp(torch.randn(4, 6, dtype=torch.float64)), torch.tensor([0, 1, 2, 0])).backward()
+    rows = UpdateSize(mlp).rows(None, 1, 1)
+    every = torch.cat([p.grad.flatten() for p in mlp.parameters()]).norm()
+    weights = torch.cat([lay.weight.grad.flatten() for lay in mlp.layers]).norm()
+    assert rows[0]["global_grad_norm"] == pytest.approx(float(every), rel=1e-12)
+    assert float(every) > float(weights) * (1 + 1e-6)
 
 
 @pytest.mark.parametrize("family", ["segae", "segae_article", "cnn6", "mlp"])

@@ -541,3 +541,36 @@ def test_after_epoch_probe_and_its_moment_step(data, tmp_path):
     with pytest.raises(ValueError, match="needs an optimizer with a first moment"):
         train(small_cfg(data, optim={"name": "SGD", "lr": 0.1},
                         log={"probe_every": "after_epoch", "probe_moment_step": True}), tmp_path / "sgd", log=quiet)
+
+
+def test_a_run_stopped_mid_epoch_after_probes_resumes_to_the_same_probe_and_instrument_rows(data, tmp_path):
+    """Probes every 2 steps (6 steps per epoch): a run stopped at step 10 (epoch 2, after two of its probe
+    steps) and run again drops that epoch's rows (probes.jsonl, instruments.jsonl) and ends with the same
+    rows as an uninterrupted run, none twice."""
+    from manualbp.train.loop import add_step_hook
+    cfg = small_cfg(data, model={"name": "mlp", "widths": [784, 16, 10]},
+                    log={"probe_every": 2, "optimizer_state": True, "histograms": False})
+
+    def rows(run, name):
+        out = []
+        for r in map(json.loads, (run / name).read_text().splitlines()):
+            out.append({k: v for k, v in r.items() if k != "hist"})
+        return out
+    train(cfg, tmp_path / "whole", log=quiet)
+
+    def stop(path, epoch, step):
+        if step == 10 and path == tmp_path / "cut":
+            raise KeyboardInterrupt
+    remove = add_step_hook(stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "cut", log=quiet)
+    finally:
+        remove()
+    assert {r["epoch"] for r in rows(tmp_path / "cut", "probes.jsonl")} == {1, 2}   # epoch 2's probes written
+    train(cfg, tmp_path / "cut", log=quiet)
+    for name in ("probes.jsonl", "instruments.jsonl", "metrics.jsonl"):
+        whole, cut = rows(tmp_path / "whole", name), rows(tmp_path / "cut", name)
+        if name == "metrics.jsonl":
+            whole, cut = without_time(whole), without_time(cut)
+        assert cut == whole, name
