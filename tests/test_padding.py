@@ -53,7 +53,7 @@ def test_cnn6_layers_on_cifar_pad_one_pixel_after_only():
 
 
 @pytest.mark.parametrize("shape, k, stride", [((2, 3, 8, 8), 3, 2), ((1, 2, 7, 6), 4, (2, 1)), ((2, 2, 9, 9), 3, 2),
-                                              ((1, 1, 5, 6), 2, 1), ((2, 2, 8, 7), 3, 2)])   # rows (0, 1), columns (1, 1)
+                                              ((1, 1, 5, 6), 2, 1), ((2, 2, 8, 7), 3, 2)])  # rows 0+1, columns 1+1
 @pytest.mark.parametrize("act", [None, "relu", "elu"])
 def test_conv2d_tf_same_equals_explicit_padding_and_its_gradients(shape, k, stride, act):
     """Forward and every gradient of conv2d / conv2d_act with padding="tf_same" equal F.pad by the formula
