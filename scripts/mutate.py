@@ -380,7 +380,8 @@ def main(argv=None) -> int:
     lines = ["| mutant | file | result | s |", "|---|---|---|---|"]
     for m, verdict, secs in results:
         note = f" (equivalent: {m.equivalent})" if verdict == "survived" and m.equivalent else ""
-        lines.append(f"| {m.id} | `{m.path}` | {verdict}{note} | {secs:.0f} |")
+        mid, result = (t.replace("|", "\\|") for t in (m.id, verdict + note))   # a | inside a cell
+        lines.append(f"| {mid} | `{m.path}` | {result} | {secs:.0f} |")
     counted = len(results) - len(equivalent)
     summary = (f"{len(killed)} of {len(results)} mutants killed ({100 * len(killed) / max(1, len(results)):.0f}%); "
                f"{len(equivalent)} survivors shown equivalent; {len(gaps)} survivors not explained; "
