@@ -131,8 +131,9 @@ MUTANTS = [
       "    check_instruments(model, cfg[\"log\"])", "    pass", INSTR),
     # ---- manualbp/train/rundir.py
     M("rundir: an unreadable hold taken as abandoned at once", "manualbp/train/rundir.py",
-      'return {"host": None, "pid": None, "age_s": age, "unreadable": True}',
-      'return {"host": None, "pid": None, "age_s": float("inf"), "unreadable": True}', HOLD),
+      'except ValueError:\n            return {"host": None, "pid": None, "age_s": age, "unreadable": True}',
+      'except ValueError:\n            return {"host": None, "pid": None, "age_s": float("inf"), "unreadable": True}',
+      HOLD),
     M("rundir: hold created empty, then written (no hard link)", "manualbp/train/rundir.py",
       "                os.link(tmp, self.hold_file)\n                return\n",
       "                raise OSError('no hard links')\n", HOLD),
