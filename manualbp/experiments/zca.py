@@ -29,9 +29,10 @@ _MODEL = {"name": "mlp", "widths": [784, 256, 256, 10], "activation": "relu", "b
           "norm": "zca_example", "norm_at": 1, "norm_kwargs": {"eps": 1.0}}
 _COMMON = {"batch_size": 100, "model": _MODEL, "optim": {"name": "Adam", "lr": 1e-3}}
 
-# The article's script (SPEC "What the articles' code did", zca): the last 55,000 training images in the
-# file's order, batch 250; 784 -> 676 tanh (its coded derivative 1 - sigmoid^2), ZCA per example with
-# eps 0.06 and the script's backward, then 676 -> 256 -> 10 with leaky ReLU (the output too); weights
+# The article's script (Understanding_Concepts/EIG_Layer/a_zca.py of the authors' repository): the last
+# 55,000 training images in the file's order, batch 250; 784 -> 676 tanh (its coded derivative
+# 1 - sigmoid^2), ZCA per example with eps 0.06 and the script's backward, then 676 -> 256 -> 10 with
+# leaky ReLU (the output too); weights
 # N(0, 0.008^2), biases N(0, 0.0001^2); 0.5 sum (y - t)^2 on the output activations; Adam with
 # constant bias corrections, eps 1e-40, learning rate 1e-3 * 0.99^(t + 1) in epoch t; float64.
 ARTICLE_LOG = [85.64, 87.04, 87.82, 88.25, 88.62, 88.87, 88.93, 89.13, 89.25, 89.25, 89.23, 89.41, 89.37, 89.39,

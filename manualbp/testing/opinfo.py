@@ -137,7 +137,7 @@ def ref_standardize(x, eps=1e-5, dim=0):
     return xc / torch.sqrt((xc ** 2).mean(dim, keepdim=True) + eps)
 
 
-# R(theta) written from SPEC's table, independently of manualbp.functional.regularizers (eps = 1e-7;
+# R(theta) written from the articles' formulas, independently of manualbp.functional.regularizers (eps = 1e-7;
 # smooth_abs, elastic and abs_smooth keep eps inside R, as the op documents)
 _REG_EPS = 1e-7
 REGULARIZER_REFERENCES = {
