@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""Run the gradient suite over the op registry and print one row per op:
-checks run, largest backward error against the reference, pass/fail. Exit 1 on any failure."""
+"""Run the gradient suite over the op registry and print one row per op: whether its forward-mode
+rule and its double backward pass (or the op refuses them, with a clear error that the suite
+checks), the checks run, the largest backward and tangent errors against the reference (float64
+tangents), pass/fail. Exit 1 on any failure."""
 from __future__ import annotations
 
 import argparse
@@ -23,11 +25,15 @@ def main(argv=None) -> int:
     for info in OPS:
         if args.filter not in info.name:
             continue
-        ran, bad, worst = [], [], 0.0
+        ran, bad, worst, worst_jvp = [], [], 0.0, 0.0
         for check in checks:
             name = check + ("+batched" if check == "gradcheck" and info.batched_grad else "")
             try:
-                worst = max(worst, run_check(info, check))
+                err = run_check(info, check)
+                if check.startswith(("ref", "cuda")):
+                    worst = max(worst, err)
+                elif check == "jvp-ref":
+                    worst_jvp = err
                 ran.append(name)
             except Exception as e:  # report every failing check, not only the first
                 bad.append(name)
@@ -35,9 +41,11 @@ def main(argv=None) -> int:
                     print(f"--- {info.name} / {check}:\n{''.join(traceback.format_exception_only(e))}")
         n = len(info.samples(torch.float64, torch.device("cpu")))
         failed += bool(bad)
-        rows.append((info.name, info.family, n, ", ".join(ran + [f"FAILED {b}" for b in bad]),
-                     f"{worst:.2e}", "FAIL" if bad else "pass"))
-    head = ("op", "family", "samples", "checks", "max |bwd err|", "result")
+        fwd = "FAIL" if {"forward-ad", "jvp-ref"} & set(bad) else ("pass" if info.jvp else "refuses")
+        second = "FAIL" if {"gradgradcheck", "second-order"} & set(bad) else ("pass" if info.gradgrad else "refuses")
+        rows.append((info.name, info.family, n, fwd, second, ", ".join(ran + [f"FAILED {b}" for b in bad]),
+                     f"{worst:.2e}", f"{worst_jvp:.2e}" if info.jvp else "-", "FAIL" if bad else "pass"))
+    head = ("op", "family", "samples", "forward-AD", "gradgrad", "checks", "max |bwd err|", "max |jvp err|", "result")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     print(fmt.format(*head))

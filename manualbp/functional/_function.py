@@ -18,34 +18,122 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch.autograd.function import once_differentiable as _torch_once_differentiable
+from torch.autograd import forward_ad as _fwad
 
 _grad_enabled = torch._C.is_grad_enabled
 _transforms_active = torch._C._are_functorch_transforms_active
 _is_compiling = torch.compiler.is_compiling
 
 
-def once_differentiable(fn):
-    """``torch.autograd.function.once_differentiable`` without its cost in the common case.
+class RefusedDerivative(RuntimeError):
+    """Raised where an op's backward is differentiated (reverse or forward mode) but the op provides
+    no second derivative, or where forward mode reaches an op that has no forward-mode rule."""
 
-    torch's wrapper enters ``torch.no_grad()`` on every backward call (about 20 us of Python on a
-    CPU, per Function per step). A backward run without ``create_graph`` already runs with grad mode
-    off, where that wrapper returns ``fn``'s outputs unchanged; so this calls ``fn`` directly then,
-    and torch's wrapper otherwise (``create_graph=True``: the outputs get the node that raises
-    "trying to differentiate twice a function that was marked with @once_differentiable")."""
-    guarded = _torch_once_differentiable(fn)
 
-    @functools.wraps(fn)
-    def wrapper(ctx, *args):
-        if _grad_enabled():
-            return guarded(ctx, *args)
-        return fn(ctx, *args)
-    return wrapper
+class _Refuse(torch.autograd.Function):
+    """Identity on the results of a once-differentiable backward, tied to every tensor that backward
+    read (the incoming gradients and the saved tensors) and to a fresh leaf that requires grad: a
+    reverse pass through it or a tangent reaching it raises ``RefusedDerivative`` with the op's
+    reason. (torch's ``once_differentiable`` returns its result as a constant when no incoming
+    gradient requires grad, and under torch.func transforms or forward-over-reverse it can return a
+    silently wrong second derivative; this never does.)"""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(message, n, *tensors):
+        return tuple(t.clone() for t in tensors[:n])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.message = inputs[0]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        raise RefusedDerivative(ctx.message)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RefusedDerivative(ctx.message)
+
+
+def once_differentiable(reason: str):
+    """Mark a backward as not differentiable again, for ``reason`` (said in the error).
+
+    When no graph is recorded and no forward-mode level is open (a plain ``backward()``), the
+    backward runs as written, at no extra cost. Otherwise (``create_graph=True``, torch.func
+    ``grad`` / ``jacrev`` / ``jacfwd`` / ``hessian``, forward-over-reverse) it runs without recording
+    and its results pass through ``_Refuse``: the first-order result is right, and any attempt to
+    differentiate it raises ``RefusedDerivative`` naming the op and the reason."""
+    def decorate(fn):
+        owner = fn.__qualname__.split(".")[0]
+        message = (f"{owner}: a second derivative through this op is not provided ({reason}). Differentiate "
+                   "a model without it, or use first-order gradients only (create_graph=False, no torch.func "
+                   "hessian / jacfwd over its gradient).")
+
+        @functools.wraps(fn)
+        def wrapper(ctx, *args):
+            if not second_order_possible():
+                return fn(ctx, *args)
+            with torch.no_grad():
+                out = fn(ctx, *args)
+            return refuse_second_order(message, (*args, *ctx.saved_tensors), out)
+        wrapper.refuses = reason
+        return wrapper
+    return decorate
+
+
+def second_order_possible() -> bool:
+    """Whether a backward running now can itself be differentiated: a graph is being recorded
+    (create_graph, torch.func grad transforms) or a forward-mode level is open."""
+    return _grad_enabled() or _fwad._current_level >= 0
+
+
+def refuse_second_order(message: str, read: tuple, out):
+    """A backward's results ``out`` (a tensor or a tuple with Nones) passed through ``_Refuse``, tied to
+    the tensors in ``read`` (what the backward read) and to a fresh leaf that requires grad."""
+    anchors = [a for a in read if isinstance(a, torch.Tensor)]
+    anchors.append(torch.empty(0, requires_grad=True))
+    single = not isinstance(out, tuple)
+    outs = (out,) if single else out
+    where = [i for i, o in enumerate(outs) if isinstance(o, torch.Tensor)]
+    refused = _Refuse.apply(message, len(where), *(outs[i] for i in where), *anchors)
+    full = list(outs)
+    for i, r in zip(where, refused):
+        full[i] = r
+    return full[0] if single else tuple(full)
+
+
+def no_forward_rule(reason: str):
+    """A ``jvp`` that refuses forward mode for ``reason`` (the op then never returns a wrong tangent)."""
+    def jvp(ctx, *tangents):
+        raise RefusedDerivative(f"{ctx_name(ctx)}: forward-mode differentiation (jvp, jacfwd, forward-over-reverse "
+                                f"Hessians) is not provided for this op: {reason}")
+    jvp.refuses = reason
+    return staticmethod(jvp)
+
+
+def ctx_name(ctx) -> str:
+    """The op's Function name from a ctx (its backward node's class name, without 'Backward')."""
+    return type(ctx).__name__.removesuffix("Backward")
+
+
+def tangent_sum(*terms):
+    """The sum of the tangent terms that are not None (an input without a tangent contributes none);
+    None when every term is."""
+    out = None
+    for t in terms:
+        if t is not None:
+            out = t if out is None else out + t
+    return out
 
 
 class ManualFunction(torch.autograd.Function):
-    """Base class: subclasses define static ``forward(*args)``, ``setup_context(ctx, inputs, output)``
-    and ``backward(ctx, *grads)``, and are called through ``call``."""
+    """Base class: subclasses define static ``forward(*args)``, ``setup_context(ctx, inputs, output)``,
+    ``backward(ctx, *grads)`` and ``jvp(ctx, *tangents)`` (the forward-mode rule: a tangent for each
+    output from a tangent for each input, from what ``setup_context`` passed to
+    ``ctx.save_for_forward``), and are called through ``call``. Both paths (the eager twin and
+    ``apply``) run the same ``jvp``."""
 
     _eager: type[torch.autograd.Function]
 
@@ -64,16 +152,26 @@ class ManualFunction(torch.autograd.Function):
         # returned (no extra output tensors, no zero gradients materialized for them). ``call`` then
         # returns a tuple under ``apply`` and a tensor in eager mode: callers take ``first(out)``.
         own = cls.__dict__.get("eager_forward")
+        jvp = cls.jvp
         if own is not None:
             eager_forward = own.__func__ if isinstance(own, staticmethod) else own
+            apply_jvp = jvp
+
+            def jvp(ctx, *tangents):   # the twin returns the result alone: its tangent alone
+                return apply_jvp(ctx, *tangents)[0]
         # the same __name__, so that graphs show one node name (e.g. ReLUFunctionBackward) on both paths
         cls._eager = type(cls.__name__, (torch.autograd.Function,), {
             "forward": staticmethod(eager_forward),
             "backward": staticmethod(cls.backward),
+            "jvp": staticmethod(jvp),
             "__doc__": f"The eager twin of {cls.__qualname__} (same forward, setup_context and backward).",
             "__module__": __name__,
             "__qualname__": f"{cls.__qualname__}._eager",
         })
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        raise RefusedDerivative(f"{ctx_name(ctx)}: no forward-mode rule is written for this op")
 
     @classmethod
     def call(cls, *args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_positive, check_tensor
-from ._function import ManualFunction, once_differentiable
+from ._function import ManualFunction, no_forward_rule, once_differentiable
 
 aten = torch.ops.aten
 
@@ -19,12 +19,19 @@ class ReLUFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, g):
         # y = max(x, 0) ; dL/dx = g * [y > 0]   (aten.threshold_backward computes exactly this, fused)
         (y,) = ctx.saved_tensors
         return aten.threshold_backward(g, y, 0)
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dy = [y > 0] dx   (the Jacobian is diagonal: the backward's kernel applied to the tangent)
+        (y,) = ctx.saved_tensors
+        return aten.threshold_backward(t, y, 0)
 
 
 class ELUFunction(ManualFunction):
@@ -37,6 +44,7 @@ class ELUFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
         ctx.alpha = inputs[1]
 
     @staticmethod
@@ -45,6 +53,12 @@ class ELUFunction(ManualFunction):
         # (aten.elu_backward with is_result=True evaluates this from the saved output y, fused)
         (y,) = ctx.saved_tensors
         return aten.elu_backward(g, ctx.alpha, 1.0, 1.0, True, y), None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dy = dx (y > 0), (y + alpha) dx (y <= 0)
+        (y,) = ctx.saved_tensors
+        return aten.elu_backward(t, ctx.alpha, 1.0, 1.0, True, y)
 
 
 class TanhFunction(ManualFunction):
@@ -57,12 +71,19 @@ class TanhFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, g):
         # y = tanh x ; dL/dx = g (1 - y^2)   (aten.tanh_backward, fused)
         (y,) = ctx.saved_tensors
         return aten.tanh_backward(g, y)
+
+    @staticmethod
+    def jvp(ctx, t):
+        # dy = (1 - y^2) dx
+        (y,) = ctx.saved_tensors
+        return aten.tanh_backward(t, y)
 
 
 class ArctanFunction(ManualFunction):
@@ -75,12 +96,19 @@ class ArctanFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
 
     @staticmethod
     def backward(ctx, g):
         # y = arctan x ; dy/dx = 1 / (1 + x^2)
         (x,) = ctx.saved_tensors
         return g / (1 + x * x)
+
+    @staticmethod
+    def jvp(ctx, t):
+        # dy = dx / (1 + x^2)
+        (x,) = ctx.saved_tensors
+        return t / (1 + x * x)
 
 
 class SigmoidFunction(ManualFunction):
@@ -93,12 +121,19 @@ class SigmoidFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, g):
         # y = 1 / (1 + e^-x) ; dL/dx = g y (1 - y)   (aten.sigmoid_backward, fused)
         (y,) = ctx.saved_tensors
         return aten.sigmoid_backward(g, y)
+
+    @staticmethod
+    def jvp(ctx, t):
+        # dy = y (1 - y) dx
+        (y,) = ctx.saved_tensors
+        return aten.sigmoid_backward(t, y)
 
 
 class SoftAbsFunction(ManualFunction):
@@ -111,12 +146,19 @@ class SoftAbsFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0], output)
+        ctx.save_for_forward(inputs[0], output)
 
     @staticmethod
     def backward(ctx, g):
         # y = sqrt(x^2 + eps) ; dy/dx = x / y
         x, y = ctx.saved_tensors
         return g * x / y, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dy = (x / y) dx
+        x, y = ctx.saved_tensors
+        return t * x / y
 
 
 class LeakyReLUFunction(ManualFunction):
@@ -129,6 +171,7 @@ class LeakyReLUFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
+        ctx.save_for_forward(inputs[0])
         ctx.slope = inputs[1]
 
     @staticmethod
@@ -136,6 +179,12 @@ class LeakyReLUFunction(ManualFunction):
         # y = x (x > 0), slope x (x <= 0) ; dL/dx = g (x > 0), slope g (x <= 0)
         (x,) = ctx.saved_tensors
         return torch.where(x > 0, g, g * ctx.slope), None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dy = dx (x > 0), slope dx (x <= 0)
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, t, t * ctx.slope)
 
 
 class TanhSigmoidDerivativeFunction(ManualFunction):
@@ -153,12 +202,17 @@ class TanhSigmoidDerivativeFunction(ManualFunction):
         ctx.save_for_backward(inputs[0])
 
     @staticmethod
-    @once_differentiable   # not a gradient: differentiating it again means nothing
+    @once_differentiable("its backward is the zca article's coded derivative, not tanh's: a derivative of it "
+                         "would mean nothing")
     def backward(ctx, g):
         # the article's code: dL/dx = g (1 - sigmoid(x)^2)   (tanh's own derivative is 1 - tanh(x)^2)
         (x,) = ctx.saved_tensors
         sg = torch.sigmoid(x)
         return g * (1 - sg * sg)
+
+    jvp = no_forward_rule("its backward is the zca article's coded derivative 1 - sigmoid(x)^2, not tanh's; a "
+                          "tangent would have to be either tanh's (disagreeing with the backward) or the coded one "
+                          "(not a derivative of the forward)")
 
 
 def relu(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, pair
-from ._function import ManualFunction, once_differentiable
+from ._function import ManualFunction, tangent_sum
 
 aten = torch.ops.aten
 
@@ -33,12 +33,24 @@ class LinearFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b = inputs
         ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
         ctx.has_bias = b is not None
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         return linear_backward(ctx.needs_input_grad, ctx.has_bias, x, w, g)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        # dy = dx w^T + x dw^T + db
+        x, w = ctx.saved_tensors
+        return linear_jvp(x, w, tx, tw, tb)
+
+
+def linear_jvp(x, w, tx, tw, tb):
+    """The tangent of y = x w^T + b: dx w^T + x dw^T + db (terms without a tangent left out)."""
+    return tangent_sum(None if tx is None else tx @ w.mT, None if tw is None else x @ tw.mT, tb)
 
 
 def linear_backward(need, has_bias: bool, x, w, g):
@@ -129,6 +141,12 @@ class Pad2dFunction(ManualFunction):
         h, w = ctx.hw
         return g[..., top:top + h, left:left + w], None
 
+    @staticmethod
+    def jvp(ctx, t, _):
+        # padding is linear: dy = dx zero-padded the same way
+        top, bottom, left, right = ctx.pads
+        return F.pad(t, (left, right, top, bottom))
+
 
 def pad2d(x: torch.Tensor, pads: Sequence[int]) -> torch.Tensor:
     """Zero padding of the last two dimensions (rows, columns) of ``x``.
@@ -216,6 +234,7 @@ class Conv2dFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding = inputs
         ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
         ctx.conf = (stride, padding, b is not None)
 
     @staticmethod
@@ -223,6 +242,25 @@ class Conv2dFunction(ManualFunction):
         x, w = ctx.saved_tensors
         stride, padding, has_bias = ctx.conf
         return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, g, stride, padding), None, None)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        x, w = ctx.saved_tensors
+        stride, padding, _ = ctx.conf
+        return conv_jvp(x, w, tx, tw, tb, stride, padding)
+
+
+def conv_jvp(x, w, tx, tw, tb, stride, padding, output_padding=None):
+    """The tangent of a (transposed, when ``output_padding`` is given) convolution, bilinear in (x, w):
+    dy = conv(dx, w) + conv(x, dw) + db (broadcast over the spatial dimensions)."""
+    if output_padding is None:
+        def conv(a, k):
+            return F.conv2d(a, k, None, stride, padding)
+    else:
+        def conv(a, k):
+            return F.conv_transpose2d(a, k, None, stride, padding, output_padding)
+    return tangent_sum(None if tx is None else conv(tx, w), None if tw is None else conv(x, tw),
+                       None if tb is None else tb[:, None, None])
 
 
 def conv_backward(need, has_bias: bool, x, w, g, stride, padding, output_padding=None):
@@ -289,6 +327,7 @@ class ConvTranspose2dFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding, output_padding = inputs
         ctx.save_for_backward(x, w)
+        ctx.save_for_forward(x, w)
         ctx.conf = (stride, padding, output_padding, b is not None)
 
     @staticmethod
@@ -298,6 +337,12 @@ class ConvTranspose2dFunction(ManualFunction):
         stride, padding, output_padding, has_bias = ctx.conf
         return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, g, stride, padding, output_padding),
                 None, None, None)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        x, w = ctx.saved_tensors
+        stride, padding, output_padding, _ = ctx.conf
+        return conv_jvp(x, w, tx, tw, tb, stride, padding, output_padding)
 
 
 def conv_transpose2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None, stride=1,
@@ -351,6 +396,7 @@ class MaxPool2dFunction(ManualFunction):
         ctx.mark_non_differentiable(idx)
         ctx.set_materialize_grads(False)   # no zero tensor for the indices' gradient
         ctx.save_for_backward(x, idx)
+        ctx.save_for_forward(idx)
         ctx.conf = (kernel, stride, padding)
 
     @staticmethod
@@ -363,6 +409,17 @@ class MaxPool2dFunction(ManualFunction):
             gx = aten.max_pool2d_with_indices_backward(g, x, list(kernel), list(stride), list(padding),
                                                        [1, 1], False, idx)
         return gx, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dy[n,c,i,j] = dx at the argmax of the window (the indices count within each H x W plane)
+        (idx,) = ctx.saved_tensors
+        return _gather_planes(t, idx), None
+
+
+def _gather_planes(t, idx):
+    """t[n, c] read at the flat positions idx[n, c] of each H x W plane."""
+    return t.flatten(-2).gather(-1, idx.flatten(-2)).view(idx.shape)
 
 
 def max_pool2d(x: torch.Tensor, kernel_size=2, stride=None, padding=0) -> torch.Tensor:
@@ -406,18 +463,22 @@ class PoolMixFunction(ManualFunction):
         ctx.mark_non_differentiable(diff, idx)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, w, diff, idx)
+        ctx.save_for_forward(w, diff, idx)
         ctx.conf = (kernel, stride)
 
     @staticmethod
-    @once_differentiable   # dw uses the saved max - avg as a constant: not differentiable again
     def backward(ctx, g, _g_diff, _g_idx):
         # dL/dx = max-pool backward of w g (to each window's argmax) + avg-pool backward of (1 - w) g
         # (spread evenly over the window); dL/dw = sum g (max - avg)
+        # Under create_graph, max - avg is recomputed from x (x read at the saved argmax, minus the
+        # window mean), so that a second derivative sees its dependence on x.
         x, w, diff, idx = ctx.saved_tensors
         kernel, stride = ctx.conf
         gx = gw = None
         if g is None:
             return None, None, None, None
+        if torch.is_grad_enabled():
+            diff = _gather_planes(x, idx) - aten.avg_pool2d(x, list(kernel), list(stride), [0, 0], False, True, None)
         if ctx.needs_input_grad[0]:
             gx = aten.max_pool2d_with_indices_backward(w * g, x, list(kernel), list(stride), [0, 0], [1, 1],
                                                        False, idx)
@@ -426,6 +487,15 @@ class PoolMixFunction(ManualFunction):
         if ctx.needs_input_grad[1]:
             gw = (g * diff).sum().reshape(w.shape)
         return gx, gw, None, None
+
+    @staticmethod
+    def jvp(ctx, tx, tw, *_):
+        # dy = w dmax + (1 - w) davg + dw (max - avg), dmax = dx at each window's argmax, davg = avg_pool(dx)
+        w, diff, idx = ctx.saved_tensors
+        kernel, stride = ctx.conf
+        ty = tangent_sum(None if tx is None else w * _gather_planes(tx, idx) + (1 - w) * aten.avg_pool2d(
+            tx, list(kernel), list(stride), [0, 0], False, True, None), None if tw is None else tw.reshape(()) * diff)
+        return ty, None, None
 
 
 def pool_mix(x: torch.Tensor, w: torch.Tensor, kernel_size=2, stride=None) -> torch.Tensor:
@@ -487,6 +557,12 @@ class InterpolateFunction(ManualFunction):
                                     *(scales or (None, None)))
         return gx, None, None, None, None
 
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # resizing is linear: dy = R dx
+        _, size, mode, align_corners, scales = ctx.conf
+        return _UPSAMPLE[mode][0](t, list(size), align_corners, *(scales or (None, None)))
+
 
 def interpolate(x: torch.Tensor, size=None, scale_factor=None, mode: str = "bilinear",
                 align_corners: bool = False) -> torch.Tensor:
@@ -530,12 +606,17 @@ class ReshapeFunction(ManualFunction):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.in_shape = inputs[0].shape
+        ctx.in_shape, ctx.shape = inputs[0].shape, inputs[1]
 
     @staticmethod
     def backward(ctx, g):
         # dL/dx = g reshaped back to x's shape
         return g.reshape(ctx.in_shape), None
+
+    @staticmethod
+    def jvp(ctx, t, _):
+        # dy = dx reshaped
+        return t.reshape(ctx.shape)
 
 
 def reshape(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -580,6 +661,11 @@ class ConcatFunction(ManualFunction):
     def backward(ctx, g):
         # dL/dx_i = the slice of g that x_i occupies
         return (None, *g.split(ctx.sizes, ctx.dim))
+
+    @staticmethod
+    def jvp(ctx, _, *ts):
+        # dy = cat(dx_1, ..., dx_k)
+        return torch.cat(ts, ctx.dim)
 
 
 def concat(xs: Sequence[torch.Tensor], dim: int = 1) -> torch.Tensor:
@@ -628,6 +714,11 @@ class GlobalAvgPool2dFunction(ManualFunction):
     def backward(ctx, g):
         return gap_backward(g, ctx.in_shape)
 
+    @staticmethod
+    def jvp(ctx, t):
+        # dy = mean_{h,w} dx
+        return t.mean(dim=(-2, -1))
+
 
 def gap_backward(g, in_shape):
     """dL/dx of the global average pool over an input of shape ``in_shape``."""
@@ -666,6 +757,11 @@ class AddFunction(ManualFunction):
         # dL/dx_i = w_i g
         return (None, *(g * w if need else None
                         for w, need in zip(ctx.weights, ctx.needs_input_grad[1:])))
+
+    @staticmethod
+    def jvp(ctx, _, *ts):
+        # dy = sum_i w_i dx_i
+        return tangent_sum(*(None if t is None else t * w for w, t in zip(ctx.weights, ts)))
 
 
 def add(*xs: torch.Tensor, weights: Sequence[float] | None = None) -> torch.Tensor:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_kwargs
-from ._function import ManualFunction
+from ._function import ManualFunction, RefusedDerivative, refuse_second_order, second_order_possible
 
 # rule: {layer l: ("sum" | "prod", (j, ...))}: layer l is fed g_{l+1} + r * combine(g_j)
 _R1 = {3: ("sum", (5,)), 2: ("sum", (4,)), 1: ("sum", (3,))}
@@ -68,6 +68,7 @@ class DilatedTap(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         _, ctx.tape, ctx.k = inputs
+        ctx.save_for_backward(inputs[0])   # only so that a second derivative through a dilated rule reaches the refusal
 
     @staticmethod
     def backward(ctx, g):
@@ -86,7 +87,23 @@ class DilatedTap(ManualFunction):
         extra = tape.grads[js[0]]
         for j in js[1:]:
             extra = extra + tape.grads[j] if op == "sum" else extra * tape.grads[j]
-        return g + tape.rate * extra, None, None
+        out = g + tape.rate * extra
+        if second_order_possible():   # a dilated rule is not a gradient: its derivative means nothing
+            return refuse_second_order(_NOT_A_GRADIENT.format(k=k), (g, *ctx.saved_tensors, *tape.grads.values()),
+                                       (out, None, None))
+        return out, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # the tap is the identity: dy = dx, where layer k - 1 has no rule (its backward is then the identity too)
+        tape, k = ctx.tape, ctx.k
+        if tape.rules.get(k - 1) is not None and tape.rate != 0.0:
+            raise RefusedDerivative(_NOT_A_GRADIENT.format(k=k) + "; forward mode has no counterpart of it")
+        return t.view_as(t)
+
+
+_NOT_A_GRADIENT = ("DilatedTap (layer {k}): a dilated back-propagation rule feeds gradients of later layers back, "
+                   "which is not the derivative of the forward")
 
 
 def dilation_tap(x: torch.Tensor, tape: DilationTape, k: int) -> torch.Tensor:

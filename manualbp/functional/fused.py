@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from ._checks import check_choice, check_positive
 from ._function import ManualFunction
-from .dense import (_check_linear, _conv_args, _conv_t_args, _linear_args_ok, _tf_same, conv_backward,
-                    linear_backward)
+from .dense import (_check_linear, _conv_args, _conv_t_args, _linear_args_ok, _tf_same, conv_backward, conv_jvp,
+                    linear_backward, linear_jvp)
 
 aten = torch.ops.aten
 
@@ -72,6 +72,7 @@ class LinearActFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, act, alpha = inputs
         ctx.save_for_backward(x, w, output)
+        ctx.save_for_forward(x, w, output)
         ctx.conf = (b is not None, act, alpha)
 
     @staticmethod
@@ -82,6 +83,13 @@ class LinearActFunction(ManualFunction):
         has_bias, act, alpha = ctx.conf
         gz = _act_grad(act, g, y, alpha)
         return (*linear_backward(ctx.needs_input_grad, has_bias, x, w, gz), None, None)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        # dz = dx w^T + x dw^T + db ; dy = act'(z) dz, from the output y (the table above)
+        x, w, y = ctx.saved_tensors
+        _, act, alpha = ctx.conf
+        return _act_grad(act, linear_jvp(x, w, tx, tw, tb), y, alpha)
 
 
 class Conv2dActFunction(ManualFunction):
@@ -97,6 +105,7 @@ class Conv2dActFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding, act, alpha = inputs
         ctx.save_for_backward(x, w, output)
+        ctx.save_for_forward(x, w, output)
         ctx.conf = (b is not None, stride, padding, act, alpha)
 
     @staticmethod
@@ -106,6 +115,13 @@ class Conv2dActFunction(ManualFunction):
         has_bias, stride, padding, act, alpha = ctx.conf
         gz = _act_grad(act, g, y, alpha)
         return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, gz, stride, padding), None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        # dz = conv(dx, w) + conv(x, dw) + db ; dy = act'(z) dz, from the output y
+        x, w, y = ctx.saved_tensors
+        _, stride, padding, act, alpha = ctx.conf
+        return _act_grad(act, conv_jvp(x, w, tx, tw, tb, stride, padding), y, alpha)
 
 
 class ConvTranspose2dActFunction(ManualFunction):
@@ -121,6 +137,7 @@ class ConvTranspose2dActFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding, output_padding, act, alpha = inputs
         ctx.save_for_backward(x, w, output)
+        ctx.save_for_forward(x, w, output)
         ctx.conf = (b is not None, stride, padding, output_padding, act, alpha)
 
     @staticmethod
@@ -131,6 +148,13 @@ class ConvTranspose2dActFunction(ManualFunction):
         gz = _act_grad(act, g, y, alpha)
         return (*conv_backward(ctx.needs_input_grad, has_bias, x, w, gz, stride, padding, output_padding),
                 None, None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb, *_):
+        # dz = conv_transpose(dx, w) + conv_transpose(x, dw) + db ; dy = act'(z) dz, from the output y
+        x, w, y = ctx.saved_tensors
+        _, stride, padding, output_padding, act, alpha = ctx.conf
+        return _act_grad(act, conv_jvp(x, w, tx, tw, tb, stride, padding, output_padding), y, alpha)
 
 
 def _check_act(op: str, activation: str, alpha) -> float:

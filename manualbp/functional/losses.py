@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, values_checkable
-from ._function import ManualFunction, first, once_differentiable
+from ._function import ManualFunction, first, tangent_sum
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -34,11 +34,12 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, target, reduction = inputs
+        logits, target, reduction = inputs
         _, logp, total_weight = output
         ctx.mark_non_differentiable(logp, total_weight)
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of log softmax and the weight
-        ctx.save_for_backward(logp, target, total_weight)
+        ctx.save_for_backward(logp, target, total_weight, logits)
+        ctx.save_for_forward(logp, target)
         ctx.reduction = reduction
 
     @staticmethod
@@ -46,22 +47,28 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         """The eager twin's forward (see ``ManualFunction``): L only; log softmax and the total weight
         are saved, not returned."""
         loss, logp, total_weight = SoftmaxCrossEntropyFunction.forward(logits, target, reduction)
-        ctx.save_for_backward(logp, target, total_weight)
+        ctx.save_for_backward(logp, target, total_weight, logits)
+        ctx.save_for_forward(logp, target)
         ctx.reduction = reduction
         return loss
 
     @staticmethod
-    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
         # dL/dz[n,c] = g (softmax(z)[n,c] sum_c' t[n,c'] - t[n,c]) / N   (N only for "mean");
         # for class indices t[n,c] = [c == t_n], so sum_c' t = 1 and the -1 lands at (n, t_n):
         #   dL/dlogp = -g [c == t_n] / N (aten.nll_loss_backward), then
         #   dL/dz = dL/dlogp - softmax(z) sum_c dL/dlogp (aten._log_softmax_backward_data), fused kernels
         # dL/dt[n,c] = -g log softmax(z)[n,c] / N   (floating targets only)
-        logp, t, total_weight = ctx.saved_tensors
+        # Under create_graph, log softmax(z) is recomputed from the saved logits (the same formulas on
+        # differentiable ops), so that a second derivative sees softmax's curvature diag(p) - p p^T.
+        logp, t, total_weight, z = ctx.saved_tensors
         gz = gt = None
         if g is None:
             return None, None, None
+        if torch.is_grad_enabled():
+            logp = torch.log_softmax(z, dim=1)
+            if not t.is_floating_point():
+                t = torch.nn.functional.one_hot(t, z.shape[1]).to(z.dtype)
         if not t.is_floating_point():
             if ctx.needs_input_grad[0]:
                 glogp = torch.ops.aten.nll_loss_backward(g, logp, t, None, _REDUCTION_ENUM[ctx.reduction],
@@ -74,6 +81,20 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         if ctx.needs_input_grad[1]:
             gt = -logp * scale
         return gz, gt, None
+
+    @staticmethod
+    def jvp(ctx, tz, tt, _):
+        # dL = reduce_n( -sum_c (t[n,c] dlogp[n,c] + dt[n,c] logp[n,c]) ),
+        # dlogp[n,c] = dz[n,c] - sum_c' softmax(z)[n,c'] dz[n,c']   (class indices: t one-hot, no dt)
+        logp, t = ctx.saved_tensors
+        dlogp = tz - (logp.exp() * tz).sum(1, keepdim=True)
+        if t.is_floating_point():
+            per_row = -(t * dlogp).sum(1)
+            if tt is not None:
+                per_row = per_row - (tt * logp).sum(1)
+        else:
+            per_row = -dlogp.gather(1, t[:, None])[:, 0]
+        return (per_row.mean() if ctx.reduction == "mean" else per_row.sum()), None, None
 
 
 def softmax_cross_entropy(logits: torch.Tensor, target: torch.Tensor,
@@ -147,6 +168,7 @@ class MSEFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         pred, target, reduction = inputs
         ctx.save_for_backward(pred, target)
+        ctx.save_for_forward(pred, target)
         ctx.reduction = reduction
 
     @staticmethod
@@ -157,6 +179,13 @@ class MSEFunction(ManualFunction):
         d = torch.ops.aten.mse_loss_backward(g, pred, target, _REDUCTION_ENUM[ctx.reduction])
         return (d if ctx.needs_input_grad[0] else None,
                 -d if ctx.needs_input_grad[1] else None, None)
+
+    @staticmethod
+    def jvp(ctx, tp, tt, _):
+        # dL = sum( 2 (p - t) / n o (dp - dt) )   (n only for "mean")
+        pred, target = ctx.saved_tensors
+        d = torch.ops.aten.mse_loss_backward(pred.new_ones(()), pred, target, _REDUCTION_ENUM[ctx.reduction])
+        return (d * tangent_sum(tp, None if tt is None else -tt)).sum()
 
 
 class SoftmaxBCEFunction(ManualFunction):
@@ -176,29 +205,52 @@ class SoftmaxBCEFunction(ManualFunction):
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        _, target, reduction = inputs
+        logits, target, reduction = inputs
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(output[1], target)
+        ctx.save_for_backward(output[1], target, logits)
+        ctx.save_for_forward(output[1], target)
         ctx.reduction = reduction
 
     @staticmethod
-    @once_differentiable   # its backward uses the forward's p as a constant
     def backward(ctx, g, *_):
         # dL/dp = -(t / p - (1 - t) / (1 - p)) (scaled by g, and 1 / N for "mean");
         # through the softmax: dL/dz = p o (dL/dp - sum_k (dL/dp)_k p_k)  (row-wise)
         # dL/dt = -(log p - log(1 - p))
-        p, t = ctx.saved_tensors
+        # Under create_graph, p = softmax(z) is recomputed from the saved logits (differentiable ops).
+        p, t, z = ctx.saved_tensors
         if g is None:
             return None, None, None
+        if torch.is_grad_enabled():
+            p = torch.softmax(z, dim=1)
         scale = g / p.shape[0] if ctx.reduction == "mean" else g
         gz = gt = None
         if ctx.needs_input_grad[0]:
-            gp = -(t / p - (1 - t) / (1 - p)) * scale
-            gz = p * (gp - (gp * p).sum(1, keepdim=True))
+            gz = _sbce_grad_z(p, t, scale)
         if ctx.needs_input_grad[1]:
-            gt = -(torch.log(p).clamp_min(-100) - torch.log1p(-p).clamp_min(-100)) * scale
+            gt = _sbce_grad_t(p, scale)
         return gz, gt, None
+
+    @staticmethod
+    def jvp(ctx, tz, tt, _):
+        # L is a scalar: dL = sum(dL/dz o dz) + sum(dL/dt o dt), the backward's formulas at g = 1
+        p, t = ctx.saved_tensors
+        scale = 1.0 / p.shape[0] if ctx.reduction == "mean" else 1.0
+        dl = (_sbce_grad_z(p, t, scale) * tz).sum()
+        if tt is not None:
+            dl = dl + (_sbce_grad_t(p, scale) * tt).sum()
+        return dl, None
+
+
+def _sbce_grad_z(p, t, scale):
+    """dL/dz of the softmax BCE: p o (dL/dp - sum_k (dL/dp)_k p_k), dL/dp = -(t / p - (1 - t) / (1 - p)) scale."""
+    gp = -(t / p - (1 - t) / (1 - p)) * scale
+    return p * (gp - (gp * p).sum(1, keepdim=True))
+
+
+def _sbce_grad_t(p, scale):
+    """dL/dt of the softmax BCE: -(log p - log(1 - p)) scale (the logs clamped at -100)."""
+    return -(torch.log(p).clamp_min(-100) - torch.log1p(-p).clamp_min(-100)) * scale
 
 
 def softmax_binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
@@ -235,6 +287,7 @@ class SumSquaredErrorFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
+        ctx.save_for_forward(*inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -242,6 +295,12 @@ class SumSquaredErrorFunction(ManualFunction):
         pred, target = ctx.saved_tensors
         d = (pred - target) * (g / pred.shape[0])
         return (d if ctx.needs_input_grad[0] else None, -d if ctx.needs_input_grad[1] else None)
+
+    @staticmethod
+    def jvp(ctx, tp, tt):
+        # dL = sum( (p - t) o (dp - dt) ) / N
+        pred, target = ctx.saved_tensors
+        return ((pred - target) * tangent_sum(tp, None if tt is None else -tt)).sum() / pred.shape[0]
 
 
 def sum_squared_error(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -300,6 +359,7 @@ class BinaryCrossEntropyFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         p, t, reduction = inputs
         ctx.save_for_backward(p, t)
+        ctx.save_for_forward(p, t)
         ctx.reduction = reduction
 
     @staticmethod
@@ -314,6 +374,17 @@ class BinaryCrossEntropyFunction(ManualFunction):
             scale = g / p.numel() if ctx.reduction == "mean" else g
             gt = (torch.log1p(-p).clamp_min(-100) - torch.log(p).clamp_min(-100)) * scale
         return gp, gt, None
+
+    @staticmethod
+    def jvp(ctx, tp, tt, _):
+        # L is a scalar: dL = sum(dL/dp o dp) + sum(dL/dt o dt), the backward's formulas at g = 1
+        p, t = ctx.saved_tensors
+        red = _REDUCTION_ENUM[ctx.reduction]
+        dl = (torch.ops.aten.binary_cross_entropy_backward(p.new_ones(()), p, t, None, red) * tp).sum()
+        if tt is not None:
+            scale = 1.0 / p.numel() if ctx.reduction == "mean" else 1.0
+            dl = dl + ((torch.log1p(-p).clamp_min(-100) - torch.log(p).clamp_min(-100)) * scale * tt).sum()
+        return dl
 
 
 def binary_cross_entropy(p: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:

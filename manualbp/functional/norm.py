@@ -31,6 +31,11 @@ class CenterFunction(ManualFunction):
         # dL/dx = g - mean(g, dim)   (the exact Jacobian I - 11^T/N applied to g; not g (1 - 1/N))
         return g - g.mean(ctx.dim, keepdim=True), None
 
+    @staticmethod
+    def jvp(ctx, t, _):
+        # dy = dx - mean(dx, dim)
+        return t - t.mean(ctx.dim, keepdim=True)
+
 
 def center(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
     """Subtract the mean over ``dim``: ``x - mean(x, dim)``.
@@ -63,6 +68,7 @@ class StandardizeFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, dim, eps = inputs
         ctx.save_for_backward(x, output)
+        ctx.save_for_forward(x, output)
         ctx.conf = (dim, eps)
 
     @staticmethod
@@ -73,6 +79,16 @@ class StandardizeFunction(ManualFunction):
         xc = x - x.mean(dim, keepdim=True)
         inv_std = torch.rsqrt((xc * xc).mean(dim, keepdim=True) + eps)
         return (g - g.mean(dim, keepdim=True) - y * (g * y).mean(dim, keepdim=True)) * inv_std, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dxc = dx - mean(dx) ; dy = (dxc - y mean(y dxc)) / sqrt(var + eps)   (the Jacobian is symmetric)
+        x, y = ctx.saved_tensors
+        dim, eps = ctx.conf
+        xc = x - x.mean(dim, keepdim=True)
+        inv_std = torch.rsqrt((xc * xc).mean(dim, keepdim=True) + eps)
+        tc = t - t.mean(dim, keepdim=True)
+        return (tc - y * (tc * y).mean(dim, keepdim=True)) * inv_std
 
 
 def standardize(x: torch.Tensor, eps: float = 1e-5, dim: int = 0) -> torch.Tensor:
@@ -120,6 +136,7 @@ class BatchNormFunction(ManualFunction):
         ctx.mark_non_differentiable(mu, inv_std)
         ctx.set_materialize_grads(False)   # no zero tensors for the two statistics' gradients
         ctx.save_for_backward(x, mu, inv_std)
+        ctx.save_for_forward(output[0], inv_std)
         ctx.conf = (training, eps)
 
     @staticmethod
@@ -131,12 +148,33 @@ class BatchNormFunction(ManualFunction):
         training, eps = ctx.conf
         if g is None or not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        if training:
+        if training and torch.is_grad_enabled():
+            # create_graph: the same formula on differentiable ops, the statistics recomputed from x, so
+            # that a second derivative sees their dependence on x
+            dims = [0, *range(2, x.dim())]
+            xc = x - x.mean(dims, keepdim=True)
+            inv_std = torch.rsqrt((xc * xc).mean(dims, keepdim=True) + eps)
+            y = xc * inv_std
+            gx = (g - g.mean(dims, keepdim=True) - y * (g * y).mean(dims, keepdim=True)) * inv_std
+        elif training:
             gx = torch.ops.aten.native_batch_norm_backward(g, x, None, None, None, a, b, True, eps,
                                                             [True, False, False])[0]
         else:   # b = running_var: g / sqrt(running_var + eps), broadcast over the channel dimension
             gx = g * (b + eps).rsqrt().reshape(-1, *([1] * (x.dim() - 2)))
         return gx, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # training: dxc = dx - mean(dx) ; dy = (dxc - y mean(y dxc)) / sqrt(var_B + eps)   (means over N, H, W)
+        # eval:     dy = dx / sqrt(running_var + eps)
+        y, b = ctx.saved_tensors   # b: 1 / sqrt(var_B + eps) (training) or a copy of running_var (eval)
+        training, eps = ctx.conf
+        shape = (-1, *([1] * (t.dim() - 2)))
+        if not training:
+            return t * (b + eps).rsqrt().reshape(shape), None, None
+        dims = [0, *range(2, t.dim())]
+        tc = t - t.mean(dims, keepdim=True)
+        return (tc - y * (tc * y).mean(dims, keepdim=True)) * b.reshape(shape), None, None
 
 
 def _check_batch_norm(x, running_mean, running_var, training, momentum, eps) -> None:

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ._checks import check_tensor
-from ._function import ManualFunction
+from ._function import ManualFunction, RefusedDerivative
 
 aten = torch.ops.aten
 EPS = 1e-7  # the articles' epsilon
@@ -178,6 +178,7 @@ class RegularizeFunction(ManualFunction):
         w, name, lam, article_grad = inputs
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(w, output[1])
+        ctx.save_for_forward(w)
         ctx.conf = (name, lam, article_grad)
 
     @staticmethod
@@ -191,6 +192,17 @@ class RegularizeFunction(ManualFunction):
             return reg.grad_from_saved(w, saved, g * lam), None, None, None
         d = reg.article_grad(w) if (article_grad and reg.article_grad is not None) else reg.grad(w)
         return (d * (g * lam)).expand_as(w), None, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dP = lam sum(R'(w) o dw)
+        (w,) = ctx.saved_tensors
+        name, lam, article_grad = ctx.conf
+        if article_grad:
+            raise RefusedDerivative(f"regularize[{name}, article_grad]: forward mode is not provided: the backward is "
+                                    "the article's coded derivative, not R's, and a tangent would have to be either "
+                                    "R's (disagreeing with the backward) or the coded one (not a derivative of P)")
+        return lam * (REGULARIZERS[name].grad(w) * t).sum(), None
 
 
 def regularize(w: torch.Tensor, name: str, lam: float = 1.0, article_grad: bool = False) -> torch.Tensor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_positive, check_tensor
-from ._function import ManualFunction, once_differentiable
+from ._function import ManualFunction
 
 SPARSE_ACTIVATIONS = ("soft_abs", "elu")
 
@@ -26,14 +26,7 @@ class SparseFilteringFunction(ManualFunction):
 
     @staticmethod
     def forward(z, eps, activation, mean):
-        if activation == "soft_abs":
-            f = torch.sqrt(z * z + eps)
-        else:
-            f = torch.where(z > 0, z, torch.expm1(z))
-        n1 = torch.sqrt((f * f).sum(0, keepdim=True) + eps)
-        f1 = f / n1
-        n2 = torch.sqrt((f1 * f1).sum(1, keepdim=True) + eps)
-        f2 = f1 / n2
+        f, f1, f2, n1, n2 = _normalised(z, eps, activation)
         return (f2.mean() if mean else f2.sum()), f, f1, f2, n1, n2
 
     @staticmethod
@@ -42,24 +35,50 @@ class SparseFilteringFunction(ManualFunction):
         _, f, f1, f2, n1, n2 = output
         ctx.mark_non_differentiable(f, f1, f2, n1, n2)
         ctx.save_for_backward(z, f, f1, f2, n1, n2)
-        ctx.activation, ctx.mean = activation, mean
+        ctx.save_for_forward(z, f, f1, f2, n1, n2)
+        ctx.activation, ctx.mean, ctx.eps = activation, mean, eps
 
     @staticmethod
-    @once_differentiable   # its backward saves outputs as constants: not differentiable again
     def backward(ctx, g, *_):
-        # L2 normalisation y = x / sqrt(sum x^2 + eps) has dL/dx = (dL/dy - y sum(dL/dy y)) / norm:
-        #   dL/dF2 = g (g / (N K) for the mean) ; dL/dF1 = (g - F2 sum_k(g F2)) / n2 ;
-        #   dL/dF = (dL/dF1 - F1 sum_n(dL/dF1 F1)) / n1
-        #   soft-abs: dL/dz = dL/dF z / F ;  ELU: dL/dz = dL/dF (1 if z > 0 else F + 1)
-        z, f, f1, f2, n1, n2 = ctx.saved_tensors
-        g2 = (g / f2.numel() if ctx.mean else g).expand_as(f2)
-        g1 = (g2 - f2 * (g2 * f2).sum(1, keepdim=True)) / n2
-        gf = (g1 - f1 * (g1 * f1).sum(0, keepdim=True)) / n1
-        if ctx.activation == "soft_abs":
-            gz = gf * z / f
-        else:
-            gz = gf * torch.where(z > 0, torch.ones_like(f), f + 1)
-        return gz, None, None, None
+        # see _cost_grad; under create_graph F, F1, F2, n1 and n2 are recomputed from z (the forward's
+        # formulas on differentiable ops), so that a second derivative sees their dependence on z
+        z, *inter = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            inter = _normalised(z, ctx.eps, ctx.activation)
+        return _cost_grad(z, *inter, g, ctx.activation, ctx.mean), None, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # the cost is a scalar: dL = sum(dL/dz o dz), dL/dz the backward's formula at g = 1
+        z, *inter = ctx.saved_tensors
+        return (_cost_grad(z, *inter, z.new_ones(()), ctx.activation, ctx.mean) * t).sum(), *(None,) * 5
+
+
+def _normalised(z, eps, activation):
+    """F = act(z), F1 = F / n1 (n1 = sqrt(sum_n F^2 + eps), per feature), F2 = F1 / n2 (n2 = sqrt(sum_k F1^2 + eps),
+    per example): (F, F1, F2, n1, n2)."""
+    if activation == "soft_abs":
+        f = torch.sqrt(z * z + eps)
+    else:
+        f = torch.where(z > 0, z, torch.expm1(z))
+    n1 = torch.sqrt((f * f).sum(0, keepdim=True) + eps)
+    f1 = f / n1
+    n2 = torch.sqrt((f1 * f1).sum(1, keepdim=True) + eps)
+    return f, f1, f1 / n2, n1, n2
+
+
+def _cost_grad(z, f, f1, f2, n1, n2, g, activation, mean):
+    """dL/dz of the cost given g = dL/dcost."""
+    # L2 normalisation y = x / sqrt(sum x^2 + eps) has dL/dx = (dL/dy - y sum(dL/dy y)) / norm:
+    #   dL/dF2 = g (g / (N K) for the mean) ; dL/dF1 = (g - F2 sum_k(g F2)) / n2 ;
+    #   dL/dF = (dL/dF1 - F1 sum_n(dL/dF1 F1)) / n1
+    #   soft-abs: dL/dz = dL/dF z / F ;  ELU: dL/dz = dL/dF (1 if z > 0 else F + 1)
+    g2 = (g / f2.numel() if mean else g).expand_as(f2)
+    g1 = (g2 - f2 * (g2 * f2).sum(1, keepdim=True)) / n2
+    gf = (g1 - f1 * (g1 * f1).sum(0, keepdim=True)) / n1
+    if activation == "soft_abs":
+        return gf * z / f
+    return gf * torch.where(z > 0, torch.ones_like(f), f + 1)
 
 
 def sparse_filtering(z: torch.Tensor, eps: float = 1e-8, activation: str = "soft_abs",

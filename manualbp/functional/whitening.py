@@ -16,9 +16,12 @@ from __future__ import annotations
 import torch
 
 from ._checks import NonFiniteError, check_choice, check_momentum, check_positive, check_tensor
-from ._function import ManualFunction, once_differentiable
+from ._function import ManualFunction, RefusedDerivative, once_differentiable
 
 BACKENDS = ("eigh", "svd")
+_NO_SECOND = ("its backward reads the eigendecomposition of the covariance as constants; a second derivative "
+              "would differentiate the Daleckii-Krein formula itself")
+_NO_SECOND_ITER = "its backward reads the saved Newton-Schulz iterates as constants"
 ZCA_MODES = ("dim", "example")
 ZCA_GRADS = ("exact", "no_eigenvalue_term", "article")
 
@@ -49,6 +52,14 @@ def _inv_sqrt_backward(gU: torch.Tensor, E: torch.Tensor, s: torch.Tensor, no_ei
     if no_eigenvalue_term:
         K = K * (1 - torch.eye(K.shape[-1], dtype=K.dtype, device=K.device))
     return E @ (K * (E.mT @ gU @ E)) @ E.mT
+
+
+def _whiten_jvp(A, tA, U, E, s):
+    """The tangent of Y = A U, U = (A^T A / n + eps I)^{-1/2}, given the tangent tA of A:
+    dS = (dA^T A + A^T dA) / n ; dU = E (K o (E^T dS E)) E^T (the Frechet derivative of S^{-1/2}, the same
+    self-adjoint map as in the backward: ``_inv_sqrt_backward``) ; dY = dA U + A dU."""
+    dS = (tA.mT @ A + A.mT @ tA) / A.shape[-2]
+    return tA @ U + A @ _inv_sqrt_backward(dS, E, s)
 
 
 def _sign_convention(E: torch.Tensor) -> torch.Tensor:
@@ -110,10 +121,11 @@ class ZCAWhitenFunction(ManualFunction):
         ctx.mark_non_differentiable(U, E, s)
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of U, E, s
         ctx.save_for_backward(x, U, E, s)
+        ctx.save_for_forward(x, U, E, s)
         ctx.conf = (mode, grad, eps)
 
     @staticmethod
-    @once_differentiable   # its backward saves outputs as constants: not differentiable again
+    @once_differentiable(_NO_SECOND)
     def backward(ctx, g, *_):
         # see _whiten_backward: dL/dA = G U + A (dS + dS^T) / n with the Daleckii-Krein dS;
         # mode "example" applies it to A = x^T, G = g^T and transposes back
@@ -126,6 +138,18 @@ class ZCAWhitenFunction(ManualFunction):
         else:
             gx = _whiten_backward(x.mT, g.mT, U, E, s, grad, eps).mT
         return gx, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # dY = dA U + A dU, dU by the Daleckii-Krein formula (``_whiten_jvp``); mode "example": A = x^T, dA = dx^T
+        x, U, E, s = ctx.saved_tensors
+        mode, grad, _ = ctx.conf
+        if grad != "exact":
+            raise RefusedDerivative(f"zca_whiten[{grad}]: forward mode is not provided: the backward is a variant "
+                                    "that is not the gradient, and a tangent would disagree with it")
+        if mode == "dim":
+            return _whiten_jvp(x, t, U, E, s), None, None, None
+        return _whiten_jvp(x.mT, t.mT, U, E, s).mT, None, None, None
 
 
 def _check_zca_settings(eps, mode, backend, grad) -> None:
@@ -241,15 +265,16 @@ class DecorrelatedBatchNormFunction(ManualFunction):
         _, A, U, E, s = output
         ctx.mark_non_differentiable(*(t for t in (A, U, E, s) if t is not None))
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of A, U, E, s
-        ctx.save_for_backward(A, U, E, s)
+        ctx.save_for_backward(A, U, E, s, inputs[0])   # x: only so that a second derivative reaches the refusal
+        ctx.save_for_forward(A, U, E, s)
         ctx.conf = (training, inputs[7])
 
     @staticmethod
-    @once_differentiable   # its backward saves outputs as constants: not differentiable again
+    @once_differentiable(_NO_SECOND)
     def backward(ctx, g, *_):
         # per group, training: dL/dA = G U + A (dS + dS^T) / N (the ZCA backward), then the centering
         #           backward dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dA = G W^T
-        A, U, E, s = ctx.saved_tensors
+        A, U, E, s, _ = ctx.saved_tensors
         training, group_size = ctx.conf
         if g is None or not ctx.needs_input_grad[0]:
             return (None,) * 8
@@ -258,6 +283,17 @@ class DecorrelatedBatchNormFunction(ManualFunction):
             return _ungroup(G @ U.mT), None, None, None, None, None, None, None
         gxc = _ungroup(_whiten_backward(A, G, U, E, s))
         return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None, None
+
+    @staticmethod
+    def jvp(ctx, t, *_):
+        # per group, training: dA = (dx - mean(dx))[:, group], dY = dA U + A dU (``_whiten_jvp``);
+        #            eval: dY = dA W (the running matrices are constants)
+        A, U, E, s = ctx.saved_tensors
+        training, group_size = ctx.conf
+        if not training:
+            return _ungroup(_groups(t, group_size) @ U), None, None, None, None
+        tA = _groups(t - t.mean(0, keepdim=True), group_size)
+        return _ungroup(_whiten_jvp(A, tA, U, E, s)), None, None, None, None
 
 
 def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
@@ -334,11 +370,35 @@ class IterNormFunction(ManualFunction):
         _, xc, Ps, S = output
         ctx.mark_non_differentiable(*(t for t in (xc, Ps, S) if t is not None))
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of xc, the iterates and S
-        ctx.save_for_backward(xc, Ps, S)
+        ctx.save_for_backward(xc, Ps, S, inputs[0])   # x: only so that a second derivative reaches the refusal
+        ctx.save_for_forward(xc, Ps, S)
         ctx.training = training
 
     @staticmethod
-    @once_differentiable   # its backward saves outputs as constants: not differentiable again
+    def jvp(ctx, t, *_):
+        # training, in the forward's notation: dxc = dx - mean(dx) ; dS = (dxc^T xc + xc^T dxc) / N ;
+        #   dtr = tr(dS) ; dS_N = dS / tr - S dtr / tr^2 ; dP_0 = 0 and, with P = P_{k-1},
+        #   dP_k = 3 dP / 2 - (dP P^2 + P dP P + P^2 dP) S_N / 2 - P^3 dS_N / 2 ;
+        #   dU = dP_T / sqrt(tr) - P_T dtr / (2 tr^{3/2}) ; dy = dxc U + xc dU
+        # eval: dy = dx W (the running matrix, a constant)
+        xc, Ps, S = ctx.saved_tensors
+        if not ctx.training:
+            return t @ Ps[0], None, None, None
+        tc = t - t.mean(0, keepdim=True)
+        tr = torch.diagonal(S).sum()
+        dS = (tc.mT @ xc + xc.mT @ tc) / xc.shape[0]
+        dtr = torch.diagonal(dS).sum()
+        SN, dSN = S / tr, dS / tr - S * (dtr / tr ** 2)
+        dP = torch.zeros_like(S)
+        for k in range((Ps.shape[0] - 1) // 3):
+            P, P2, P3 = Ps[3 * k], Ps[3 * k + 1], Ps[3 * k + 2]
+            dP = 1.5 * dP - 0.5 * ((dP @ P2 + P @ dP @ P + P2 @ dP) @ SN + P3 @ dSN)
+        PT = Ps[-1]
+        dU = dP / torch.sqrt(tr) - PT * (dtr / (2 * tr ** 1.5))
+        return tc @ (PT / torch.sqrt(tr)) + xc @ dU, None, None, None
+
+    @staticmethod
+    @once_differentiable(_NO_SECOND_ITER)
     def backward(ctx, g, *_):
         # Reverse mode through the iterations, in the forward's notation:
         #   dL/dU = xc^T G ;  dL/dP_T = dL/dU / sqrt(tr) ;  dL/dtr = -sum(dL/dU o P_T) / (2 tr^{3/2})
@@ -347,7 +407,7 @@ class IterNormFunction(ManualFunction):
         #     dL/dP = 3 B / 2 + (P^2)^T C + D P^T + P^T D,  D = dL/d(P^2) = C P^T   (P^3 = P^2 P, P^2 = P P)
         #   dL/dS = dL/dS_N / tr + (dL/dtr - sum(dL/dS_N o S) / tr^2) I
         #   dL/dxc = G U^T + xc (dS + dS^T) / N ;  dL/dx = dL/dxc - mean(dL/dxc)
-        xc, Ps, S = ctx.saved_tensors
+        xc, Ps, S, _ = ctx.saved_tensors
         if g is None or not ctx.needs_input_grad[0]:
             return (None,) * 7
         if not ctx.training:

@@ -1,14 +1,20 @@
 """Checks run for every registry entry: gradcheck (float64, CPU and CUDA), batched gradcheck,
-double backward, and forward/backward agreement with the entry's independent reference (float32
-and float64, CPU and CUDA, and on non-contiguous views of the samples)."""
+forward-mode AD (gradcheck's check_forward_ad, and the tangents of both paths against the
+reference's), double backward (gradgradcheck, and a second derivative built through the backward
+with a constant incoming gradient, against the reference's, or the op's clear refusal), and
+forward/backward agreement with the entry's independent reference (float32 and float64, CPU and
+CUDA, and on non-contiguous views of the samples)."""
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as fwAD
+
+from manualbp.functional._function import RefusedDerivative
 
 from .opinfo import OpInfo, Sample
 
-CHECKS = ("gradcheck", "gradgradcheck", "ref-float32", "ref-float64", "ref-noncontiguous", "cuda-gradcheck",
-          "cuda-float32", "cuda-float64")
+CHECKS = ("gradcheck", "forward-ad", "jvp-ref", "gradgradcheck", "second-order", "ref-float32", "ref-float64",
+          "ref-noncontiguous", "cuda-gradcheck", "cuda-float32", "cuda-float64")
 
 
 def clone_args(args):
@@ -46,7 +52,8 @@ def _as_function(info: OpInfo, sample: Sample):
     pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
 
     def fn(*diff):
-        full = list(clone_args(args))  # fresh running buffers on each call
+        # fresh running buffers on each call (no requires_grad_: torch.func transforms forbid it)
+        full = [a.detach().clone() if isinstance(a, torch.Tensor) and i not in pos else a for i, a in enumerate(args)]
         for i, d in zip(pos, diff, strict=True):
             full[i] = d
         return info.op(*full, **sample.kwargs)
@@ -79,10 +86,107 @@ def run_gradgradcheck(info: OpInfo, sample: Sample) -> None:
     (g,) = torch.autograd.grad(out, inputs[0], v, create_graph=True)
     try:
         g.sum().backward()
-    except RuntimeError as e:
-        assert "once_differentiable" in str(e), f"{info.name}: double backward failed with {e}"
+    except RefusedDerivative as e:
+        assert "second derivative" in str(e) and "not provided" in str(e), f"{info.name}: unclear refusal {e}"
         return
-    raise AssertionError(f"{info.name}: double backward ran, but the entry says its backward is once_differentiable")
+    raise AssertionError(f"{info.name}: double backward ran, but the entry says the op refuses it")
+
+
+def _tangents(inputs, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(a.shape, generator=gen, dtype=torch.float64).to(a) for a in inputs)
+
+
+def run_forward_ad(info: OpInfo, sample: Sample) -> None:
+    """gradcheck with check_forward_ad (float64): the hand-written jvp against finite differences, on
+    the eager twin (plain forward-mode AD). An entry without a forward-mode rule must raise
+    ``RefusedDerivative`` instead."""
+    fn, inputs = _as_function(info, sample)
+    if not info.jvp:
+        with fwAD.dual_level():
+            duals = [fwAD.make_dual(a.detach(), t) for a, t in zip(inputs, _tangents(inputs))]
+            try:
+                fn(*duals)
+            except RefusedDerivative as e:
+                assert "forward" in str(e), f"{info.name}: unclear refusal {e}"
+                return
+        raise AssertionError(f"{info.name}: forward mode ran, but the entry says the op refuses it")
+    if not info.gradient:
+        return   # a named backward that is not the gradient: its jvp is checked against the reference only
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, check_forward_ad=True,
+                                    check_backward_ad=False, check_undefined_grad=False, check_batched_grad=False,
+                                    raise_exception=True)
+
+
+def compare_jvp_reference(info: OpInfo, sample: Sample) -> float:
+    """The op's tangent on both paths (plain forward-mode AD runs the eager twin's jvp, torch.func.jvp
+    runs ``apply``'s) against the reference's forward-mode tangent, for a random tangent of every
+    differentiable input. Returns the largest difference."""
+    if not info.jvp:
+        return 0.0
+    fn_m, inputs = _as_function(info, sample)
+    fn_r, _ = _as_function(OpInfo(info.name, info.family, info.ref, info.ref, info.samples), sample)
+    primals = tuple(a.detach() for a in inputs)
+    tangents = _tangents(inputs)
+    rtol, atol = info.tolerance(primals[0].dtype)
+    _, t_ref = torch.func.jvp(fn_r, primals, tangents)
+    _, t_func = torch.func.jvp(fn_m, primals, tangents)
+    with fwAD.dual_level():
+        t_eager = fwAD.unpack_dual(fn_m(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents)))).tangent
+    worst = 0.0
+    for path, t in (("torch.func.jvp (apply)", t_func), ("forward_ad (eager twin)", t_eager)):
+        assert t is not None, f"{info.name} [{sample.desc}]: {path} returned no tangent"
+        worst = max(worst, (t - t_ref).abs().max().item() if t.numel() else 0.0)
+        torch.testing.assert_close(t, t_ref, rtol=rtol, atol=atol,
+                                   msg=lambda m: f"{info.name} [{sample.desc}]: {path} tangent differs from the "
+                                                 f"reference's\n{m}")
+    return worst
+
+
+def _second(out, inputs, v, u):
+    """d/dinputs < d<out, v>/dinputs, u >: a Hessian-vector product through the backward, v constant."""
+    grads = torch.autograd.grad(out, inputs, v, create_graph=True, allow_unused=True)
+    dot = sum((g * w).sum() for g, w in zip(grads, u) if g is not None and g.requires_grad)
+    if not isinstance(dot, torch.Tensor):   # every gradient is a constant: the second derivative is 0
+        return [torch.zeros_like(a) for a in inputs]
+    second = torch.autograd.grad(dot, inputs, allow_unused=True)
+    return [torch.zeros_like(a) if h is None else h for a, h in zip(inputs, second)]
+
+
+def run_second_order(info: OpInfo, sample: Sample, eps: float = 1e-6) -> float:
+    """A second derivative built through the op's backward with a constant incoming gradient v (what
+    ``torch.autograd.grad(loss, params, create_graph=True)`` hands the last op): where the entry is
+    differentiable twice, the Hessian-vector product H u of <op(inputs), v> equals the central
+    difference (grad(inputs + eps u) - grad(inputs - eps u)) / (2 eps) of the op's own first-order
+    backward (float64); otherwise the op raises ``RefusedDerivative``, never a silent constant.
+    Returns the largest difference."""
+    fn, inputs = _as_function(info, sample)
+    out = fn(*inputs)
+    gen = torch.Generator().manual_seed(2)
+    v = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out)
+    u = _tangents(inputs, seed=3)
+    if not info.gradgrad:
+        try:
+            _second(out, inputs, v, u)
+        except RefusedDerivative as e:
+            assert "second derivative" in str(e) and "not provided" in str(e), f"{info.name}: unclear refusal {e}"
+            return 0.0
+        raise AssertionError(f"{info.name} [{sample.desc}]: a second derivative through a refusing op ran")
+    hvp = _second(out, inputs, v, u)
+
+    def first(sign):
+        shifted = [(a.detach() + sign * eps * w).requires_grad_() for a, w in zip(inputs, u)]
+        grads = torch.autograd.grad(fn(*shifted), shifted, v, allow_unused=True)
+        return [torch.zeros_like(a) if g is None else g for a, g in zip(shifted, grads)]
+    fd = [(p - m) / (2 * eps) for p, m in zip(first(1.0), first(-1.0))]
+    worst = 0.0
+    for k, (a, b) in enumerate(zip(hvp, fd)):
+        worst = max(worst, (a - b).abs().max().item() if a.numel() else 0.0)
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5,
+                                   msg=lambda m: f"{info.name} [{sample.desc}]: second derivative {k} (through the "
+                                                 f"backward, constant incoming gradient) differs from central "
+                                                 f"differences of the backward\n{m}")
+    return worst
 
 
 def compare_reference(info: OpInfo, sample: Sample, seed: int = 0, noncontiguous: bool = False) -> tuple[float, float]:
@@ -149,6 +253,16 @@ def run_check(info: OpInfo, check: str) -> float:
             if s.gradgrad:
                 run_gradgradcheck(info, s)
         return 0.0
+    if check == "forward-ad":
+        for s in info.samples(torch.float64, torch.device("cpu")):
+            run_forward_ad(info, s)
+        return 0.0
+    if check == "jvp-ref":
+        return max([compare_jvp_reference(info, s) for s in info.samples(torch.float64, torch.device("cpu"))],
+                   default=0.0)
+    if check == "second-order":
+        return max([run_second_order(info, s) for s in info.samples(torch.float64, torch.device("cpu"))
+                    if s.gradgrad or not info.gradgrad], default=0.0)
     device = torch.device("cuda" if check.startswith("cuda") else "cpu")
     dtype = torch.float64 if check.endswith("64") else torch.float32
     worst = 0.0

@@ -32,7 +32,9 @@ class OpInfo:
     ref: Callable
     samples: Callable[[torch.dtype, torch.device], list]
     batched_grad: bool = True           # run gradcheck's check_batched_grad (vmap over the backward)
-    gradgrad: bool = True               # backward differentiable again (gradgradcheck); else once_differentiable
+    gradgrad: bool = True               # backward differentiable again (gradgradcheck); else it refuses
+    jvp: bool = True                    # a forward-mode rule (check_forward_ad, jvp against the reference); else it
+                                        # refuses with RefusedDerivative
     gradient: bool = True               # False: the backward is a named variant that is not the gradient
                                         # (gradcheck must FAIL for it; the reference checks it instead)
     tol32: tuple = (1e-4, 1e-5)         # (rtol, atol) against the reference in float32
@@ -496,7 +498,7 @@ def _build() -> list[OpInfo]:
                                        desc="(0, 1, 2, 1)")]),
         OpInfo("conv_transpose2d", "dense", M.conv_transpose2d, E.conv_transpose2d, _conv_t_samples),
         OpInfo("max_pool2d", "dense", M.max_pool2d, E.max_pool2d, _pool_samples),
-        OpInfo("pool_mix", "dense", M.pool_mix, E.pool_mix, _pool_mix_samples, gradgrad=False),
+        OpInfo("pool_mix", "dense", M.pool_mix, E.pool_mix, _pool_mix_samples),
         OpInfo("interpolate[bilinear]", "dense", M.interpolate, E.interpolate, _interp_samples("bilinear")),
         OpInfo("interpolate[bicubic]", "dense", M.interpolate, E.interpolate, _interp_samples("bicubic")),
         OpInfo("reshape", "dense", lambda x: M.reshape(x, (x.shape[0], -1)),
@@ -525,12 +527,11 @@ def _build() -> list[OpInfo]:
                lambda dt, dev: [Sample(s.args, {}, s.desc) for s in _unary_samples(dt, dev)]
                + [Sample(s.args, dict(slope=0.2), s.desc + ", slope 0.2") for s in _unary_samples(dt, dev)]),
         OpInfo("tanh_sigmoid_derivative", "activations", M.tanh_sigmoid_derivative, E.tanh_sigmoid_derivative,
-               _unary_samples, gradient=False, batched_grad=False, gradgrad=False),
+               _unary_samples, gradient=False, batched_grad=False, gradgrad=False, jvp=False),
         OpInfo("softmax_binary_cross_entropy", "losses", M.softmax_binary_cross_entropy,
-               E.softmax_binary_cross_entropy, _softmax_bce_samples, gradgrad=False),
+               E.softmax_binary_cross_entropy, _softmax_bce_samples),
         OpInfo("sum_squared_error", "losses", M.sum_squared_error, E.sum_squared_error, _mse_samples_plain),
-        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, E.softmax_cross_entropy, _ce_samples,
-               gradgrad=False),
+        OpInfo("softmax_cross_entropy", "losses", M.softmax_cross_entropy, E.softmax_cross_entropy, _ce_samples),
         OpInfo("mse", "losses", M.mse, E.mse, _mse_samples),
         OpInfo("binary_cross_entropy", "losses", M.binary_cross_entropy, E.binary_cross_entropy, _bce_samples),
         OpInfo("center", "normalisation", M.center, lambda x, dim=0: x - x.mean(dim, keepdim=True),
@@ -543,9 +544,10 @@ def _build() -> list[OpInfo]:
                tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
         OpInfo("zca_whiten[no_eigenvalue_term]", "whitening", M.zca_whiten, E.zca_article,
                _zca_variant_samples("no_eigenvalue_term"), tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False,
-               gradient=False, batched_grad=False),
+               gradient=False, batched_grad=False, jvp=False),
         OpInfo("zca_whiten[article]", "whitening", M.zca_whiten, E.zca_article, _zca_variant_samples("article"),
-               tol32=(5e-3, 5e-4), tol64=(1e-6, 1e-8), gradgrad=False, gradient=False, batched_grad=False),
+               tol32=(5e-3, 5e-4), tol64=(1e-6, 1e-8), gradgrad=False, gradient=False, batched_grad=False,
+               jvp=False),
         OpInfo("decorrelated_batch_norm[eigh]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
                _dbn_samples(dict(backend="eigh"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8),
                gradgrad=False),
@@ -555,12 +557,12 @@ def _build() -> list[OpInfo]:
         OpInfo("iter_norm", "whitening", M.iter_norm, ref_iter_norm, _dbn_samples(dict(iterations=5)),
                batched_grad=False, tol32=(2e-3, 2e-4), gradgrad=False),
         OpInfo("sparse_filtering[soft_abs]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
-               _sf_samples("soft_abs"), gradgrad=False),
+               _sf_samples("soft_abs")),
         OpInfo("sparse_filtering[elu]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
-               _sf_samples("elu"), gradgrad=False),
+               _sf_samples("elu")),
         # the sparse-filtering article's cost: soft-abs with eps 1e-20, the mean of the normalised entries
         OpInfo("sparse_filtering[article: mean, eps 1e-20]", "sparse filtering", M.sparse_filtering,
-               ref_sparse_filtering, _sf_article_samples, gradgrad=False),
+               ref_sparse_filtering, _sf_article_samples),
     ]
     ops += _fused_entries()
     # dilated back-propagation's tap: on a layer without a rule it is the identity both ways (with a rule
@@ -572,10 +574,10 @@ def _build() -> list[OpInfo]:
                           _reg_samples(name)))
     # the gradient-pov article's coded derivative of ratio (letter G): not a gradient (gradcheck must fail)
     ops.append(OpInfo("regularize[ratio, article_grad]", "regularizers", M.regularize, E.regularize_ratio_article,
-                      _ratio_article_samples, gradient=False, batched_grad=False))
+                      _ratio_article_samples, gradient=False, batched_grad=False, jvp=False))
     # the weights-pov article's coded derivative of log_sq (letter K): 2 / (w + eps), not the gradient
     ops.append(OpInfo("regularize[log_sq, article_grad]", "regularizers", M.regularize, E.regularize_log_sq_article,
-                      _log_sq_article_samples, gradient=False, batched_grad=False))
+                      _log_sq_article_samples, gradient=False, batched_grad=False, jvp=False))
     return ops
 
 
