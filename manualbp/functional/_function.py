@@ -32,7 +32,7 @@ class RefusedDerivative(RuntimeError):
 
 class _Refuse(torch.autograd.Function):
     """Identity on the results of a once-differentiable backward, tied to every tensor that backward
-    read (the incoming gradients and the saved tensors) and to a fresh leaf that requires grad: a
+    read (the incoming gradients and the saved tensors, which hold the op's differentiable inputs): a
     reverse pass through it or a tangent reaching it raises ``RefusedDerivative`` with the op's
     reason. (torch's ``once_differentiable`` returns its result as a constant when no incoming
     gradient requires grad, and under torch.func transforms or forward-over-reverse it can return a
@@ -91,9 +91,9 @@ def second_order_possible() -> bool:
 
 def refuse_second_order(message: str, read: tuple, out):
     """A backward's results ``out`` (a tensor or a tuple with Nones) passed through ``_Refuse``, tied to
-    the tensors in ``read`` (what the backward read) and to a fresh leaf that requires grad."""
+    the tensors in ``read`` (what the backward read; an op that refuses saves its differentiable inputs,
+    so that every path from its result back to them passes through the refusal)."""
     anchors = [a for a in read if isinstance(a, torch.Tensor)]
-    anchors.append(torch.empty(0, requires_grad=True))
     single = not isinstance(out, tuple)
     outs = (out,) if single else out
     where = [i for i, o in enumerate(outs) if isinstance(o, torch.Tensor)]
