@@ -11,7 +11,7 @@ import traceback
 
 import torch
 
-from manualbp.testing.gradsuite import CHECKS, run_check
+from manualbp.testing.gradsuite import CHECKS, refusal, run_check
 from manualbp.testing.opinfo import OPS
 
 
@@ -52,6 +52,13 @@ def main(argv=None) -> int:
     print(fmt.format(*("-" * w for w in widths)))
     for r in rows:
         print(fmt.format(*r))
+    refusing = [(info, kind) for info in OPS if args.filter in info.name
+                for kind, ok in (("forward", info.jvp), ("second", info.gradgrad)) if not ok]
+    if refusing:
+        print("\nRefusals (the RefusedDerivative each raises, on its first sample):")
+        for info, kind in refusing:
+            print(f"  {info.name}, {'forward mode' if kind == 'forward' else 'second derivative'}: "
+                  f"{refusal(info, kind)}")
     print(f"\n{len(rows) - failed} passed, {failed} failed ({'CUDA' if torch.cuda.is_available() else 'no CUDA'}; "
           f"torch {torch.__version__})")
     return 1 if failed else 0

@@ -181,3 +181,18 @@ def test_per_example_gradients_through_a_refusing_op_under_vmap():
         zi = z[i].clone().requires_grad_()
         (g,) = torch.autograd.grad(cost(zi), zi)
         torch.testing.assert_close(per[i], g, rtol=0, atol=1e-12)
+
+
+def test_per_example_gradients_through_the_cross_entropy_under_vmap():
+    """vmap(grad) runs the backward with grad enabled (its create_graph path): class indices included."""
+    torch.manual_seed(3)
+    z = torch.randn(5, 3, 4, dtype=torch.float64)
+    t = torch.randint(0, 4, (5, 3))
+
+    def cost(zi, ti):
+        return M.softmax_cross_entropy(zi, ti)
+    per = vmap(torch.func.grad(cost))(z, t)
+    for i in range(5):
+        zi = z[i].clone().requires_grad_()
+        (g,) = torch.autograd.grad(cost(zi, t[i]), zi)
+        torch.testing.assert_close(per[i], g, rtol=0, atol=1e-14)

@@ -68,7 +68,7 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         if torch.is_grad_enabled():
             logp = torch.log_softmax(z, dim=1)
             if not t.is_floating_point():
-                t = torch.nn.functional.one_hot(t, z.shape[1]).to(z.dtype)
+                t = (t[:, None] == torch.arange(z.shape[1], device=z.device)).to(z.dtype)   # one-hot, vmap-safe
         if not t.is_floating_point():
             if ctx.needs_input_grad[0]:
                 glogp = torch.ops.aten.nll_loss_backward(g, logp, t, None, _REDUCTION_ENUM[ctx.reduction],

@@ -224,6 +224,23 @@ def compare_reference(info: OpInfo, sample: Sample, seed: int = 0, noncontiguous
     return fwd, bwd
 
 
+def refusal(info: OpInfo, kind: str) -> str:
+    """The message an entry's op raises when ``kind`` ("second" order or "forward" mode) is refused, on
+    its first float64 sample."""
+    sample = info.samples(torch.float64, torch.device("cpu"))[0]
+    fn, inputs = _as_function(info, sample)
+    try:
+        if kind == "forward":
+            with fwAD.dual_level():
+                fn(*(fwAD.make_dual(a.detach(), t) for a, t in zip(inputs, _tangents(inputs))))
+        else:
+            out = fn(*inputs)
+            _second(out, inputs, torch.ones_like(out), _tangents(inputs))
+    except RefusedDerivative as e:
+        return str(e)
+    raise AssertionError(f"{info.name}: {kind} differentiation ran; the op does not refuse it")
+
+
 def backward_node_names(t: torch.Tensor) -> list[str]:
     """Class names of every node in the autograd graph behind ``t`` (each node once)."""
     seen, stack, names = set(), [t.grad_fn], []
