@@ -83,6 +83,25 @@ def once_differentiable(reason: str):
     return decorate
 
 
+def _jvp_level() -> bool:
+    """Whether a forward-mode level is open: ``torch.autograd.forward_ad.dual_level`` or a torch.func jvp
+    transform (jacfwd, hessian)."""
+    if _fwad._current_level >= 0:
+        return True
+    if not _transforms_active():
+        return False
+    stack = torch._C._functorch.get_interpreter_stack() or ()
+    return any(i.key() == torch._C._functorch.TransformType.Jvp for i in stack)
+
+
+def save_for_jvp(ctx, *tensors) -> None:
+    """``ctx.save_for_forward(*tensors)`` when a forward-mode level is open (the jvp rule reads them), and
+    nothing otherwise: saving them always costs the eager path a call and breaks torch.func's generated vmap
+    rule for the backward of a Function with extra outputs."""
+    if _jvp_level():
+        ctx.save_for_forward(*tensors)
+
+
 def second_order_possible() -> bool:
     """Whether a backward running now can itself be differentiated: a graph is being recorded
     (create_graph, torch.func grad transforms) or a forward-mode level is open."""
@@ -136,9 +155,22 @@ class ManualFunction(torch.autograd.Function):
     ``apply``) run the same ``jvp``."""
 
     _eager: type[torch.autograd.Function]
+    _func: type[torch.autograd.Function]
+    _with_jvp_of = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("_with_jvp_of") is not None:
+            return
+        # torch.compile (Dynamo) refuses to trace a Function that defines jvp, so the class itself keeps
+        # autograd.Function's jvp and ``call`` applies it while compiling (forward-mode AD does not run under
+        # torch.compile); under a torch.func transform ``call`` applies ``_func``, the same Function with the
+        # forward-mode rule
+        rule = cls.jvp
+        cls._func = type(cls.__name__, (cls,), {"jvp": staticmethod(rule), "_with_jvp_of": cls,
+                                                "__module__": cls.__module__,
+                                                "__qualname__": f"{cls.__qualname__}._func"})
+        cls.jvp = staticmethod(torch.autograd.Function.jvp)
         forward, setup_context = cls.forward, cls.setup_context
 
         def eager_forward(ctx, *args):
@@ -152,7 +184,7 @@ class ManualFunction(torch.autograd.Function):
         # returned (no extra output tensors, no zero gradients materialized for them). ``call`` then
         # returns a tuple under ``apply`` and a tensor in eager mode: callers take ``first(out)``.
         own = cls.__dict__.get("eager_forward")
-        jvp = cls.jvp
+        jvp = rule
         if own is not None:
             eager_forward = own.__func__ if isinstance(own, staticmethod) else own
             apply_jvp = jvp
@@ -178,8 +210,10 @@ class ManualFunction(torch.autograd.Function):
         """Apply the op: the eager twin in plain eager mode, ``apply`` under torch.compile or a
         torch.func transform (the order of the tests matters: dynamo folds ``is_compiling`` and
         never sees the functorch query)."""
-        if _is_compiling() or _transforms_active():
+        if _is_compiling():
             return cls.apply(*args)
+        if _transforms_active():
+            return cls._func.apply(*args)
         return cls._eager.apply(*args)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_positive, check_tensor
-from ._function import ManualFunction, no_forward_rule, once_differentiable
+from ._function import ManualFunction, no_forward_rule, once_differentiable, save_for_jvp
 
 aten = torch.ops.aten
 
@@ -19,7 +19,7 @@ class ReLUFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        save_for_jvp(ctx, output)
 
     @staticmethod
     def backward(ctx, g):
@@ -44,7 +44,7 @@ class ELUFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        save_for_jvp(ctx, output)
         ctx.alpha = inputs[1]
 
     @staticmethod
@@ -71,7 +71,7 @@ class TanhFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        save_for_jvp(ctx, output)
 
     @staticmethod
     def backward(ctx, g):
@@ -96,7 +96,7 @@ class ArctanFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
+        save_for_jvp(ctx, inputs[0])
 
     @staticmethod
     def backward(ctx, g):
@@ -121,7 +121,7 @@ class SigmoidFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(output)
-        ctx.save_for_forward(output)
+        save_for_jvp(ctx, output)
 
     @staticmethod
     def backward(ctx, g):
@@ -146,7 +146,7 @@ class SoftAbsFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0], output)
-        ctx.save_for_forward(inputs[0], output)
+        save_for_jvp(ctx, inputs[0], output)
 
     @staticmethod
     def backward(ctx, g):
@@ -171,7 +171,7 @@ class LeakyReLUFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(inputs[0])
-        ctx.save_for_forward(inputs[0])
+        save_for_jvp(ctx, inputs[0])
         ctx.slope = inputs[1]
 
     @staticmethod

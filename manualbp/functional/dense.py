@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, pair
-from ._function import ManualFunction, tangent_sum
+from ._function import ManualFunction, save_for_jvp, tangent_sum
 
 aten = torch.ops.aten
 
@@ -33,7 +33,7 @@ class LinearFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b = inputs
         ctx.save_for_backward(x, w)
-        ctx.save_for_forward(x, w)
+        save_for_jvp(ctx, x, w)
         ctx.has_bias = b is not None
 
     @staticmethod
@@ -234,7 +234,7 @@ class Conv2dFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding = inputs
         ctx.save_for_backward(x, w)
-        ctx.save_for_forward(x, w)
+        save_for_jvp(ctx, x, w)
         ctx.conf = (stride, padding, b is not None)
 
     @staticmethod
@@ -327,7 +327,7 @@ class ConvTranspose2dFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding, output_padding = inputs
         ctx.save_for_backward(x, w)
-        ctx.save_for_forward(x, w)
+        save_for_jvp(ctx, x, w)
         ctx.conf = (stride, padding, output_padding, b is not None)
 
     @staticmethod
@@ -396,7 +396,7 @@ class MaxPool2dFunction(ManualFunction):
         ctx.mark_non_differentiable(idx)
         ctx.set_materialize_grads(False)   # no zero tensor for the indices' gradient
         ctx.save_for_backward(x, idx)
-        ctx.save_for_forward(idx)
+        save_for_jvp(ctx, idx)
         ctx.conf = (kernel, stride, padding)
 
     @staticmethod
@@ -463,7 +463,7 @@ class PoolMixFunction(ManualFunction):
         ctx.mark_non_differentiable(diff, idx)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, w, diff, idx)
-        ctx.save_for_forward(w, diff, idx)
+        save_for_jvp(ctx, w, diff, idx)
         ctx.conf = (kernel, stride)
 
     @staticmethod

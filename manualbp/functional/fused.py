@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ._checks import check_choice, check_positive
-from ._function import ManualFunction
+from ._function import ManualFunction, save_for_jvp
 from .dense import (_check_linear, _conv_args, _conv_t_args, _linear_args_ok, _tf_same, conv_backward, conv_jvp,
                     linear_backward, linear_jvp)
 
@@ -72,7 +72,7 @@ class LinearActFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, act, alpha = inputs
         ctx.save_for_backward(x, w, output)
-        ctx.save_for_forward(x, w, output)
+        save_for_jvp(ctx, x, w, output)
         ctx.conf = (b is not None, act, alpha)
 
     @staticmethod
@@ -105,7 +105,7 @@ class Conv2dActFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding, act, alpha = inputs
         ctx.save_for_backward(x, w, output)
-        ctx.save_for_forward(x, w, output)
+        save_for_jvp(ctx, x, w, output)
         ctx.conf = (b is not None, stride, padding, act, alpha)
 
     @staticmethod
@@ -137,7 +137,7 @@ class ConvTranspose2dActFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, w, b, stride, padding, output_padding, act, alpha = inputs
         ctx.save_for_backward(x, w, output)
-        ctx.save_for_forward(x, w, output)
+        save_for_jvp(ctx, x, w, output)
         ctx.conf = (b is not None, stride, padding, output_padding, act, alpha)
 
     @staticmethod

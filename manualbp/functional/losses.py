@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, values_checkable
-from ._function import ManualFunction, first, tangent_sum
+from ._function import ManualFunction, first, save_for_jvp, tangent_sum
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -39,7 +39,7 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         ctx.mark_non_differentiable(logp, total_weight)
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of log softmax and the weight
         ctx.save_for_backward(logp, target, total_weight, logits)
-        ctx.save_for_forward(logp, target)
+        save_for_jvp(ctx, logp, target)
         ctx.reduction = reduction
 
     @staticmethod
@@ -48,7 +48,7 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         are saved, not returned."""
         loss, logp, total_weight = SoftmaxCrossEntropyFunction.forward(logits, target, reduction)
         ctx.save_for_backward(logp, target, total_weight, logits)
-        ctx.save_for_forward(logp, target)
+        save_for_jvp(ctx, logp, target)
         ctx.reduction = reduction
         return loss
 
@@ -168,7 +168,7 @@ class MSEFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         pred, target, reduction = inputs
         ctx.save_for_backward(pred, target)
-        ctx.save_for_forward(pred, target)
+        save_for_jvp(ctx, pred, target)
         ctx.reduction = reduction
 
     @staticmethod
@@ -209,7 +209,7 @@ class SoftmaxBCEFunction(ManualFunction):
         ctx.mark_non_differentiable(output[1])
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(output[1], target, logits)
-        ctx.save_for_forward(output[1], target)
+        save_for_jvp(ctx, output[1], target)
         ctx.reduction = reduction
 
     @staticmethod
@@ -287,7 +287,7 @@ class SumSquaredErrorFunction(ManualFunction):
     @staticmethod
     def setup_context(ctx, inputs, output):
         ctx.save_for_backward(*inputs)
-        ctx.save_for_forward(*inputs)
+        save_for_jvp(ctx, *inputs)
 
     @staticmethod
     def backward(ctx, g):
@@ -359,7 +359,7 @@ class BinaryCrossEntropyFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         p, t, reduction = inputs
         ctx.save_for_backward(p, t)
-        ctx.save_for_forward(p, t)
+        save_for_jvp(ctx, p, t)
         ctx.reduction = reduction
 
     @staticmethod

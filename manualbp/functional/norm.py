@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_momentum, check_positive, check_tensor
-from ._function import ManualFunction
+from ._function import ManualFunction, save_for_jvp
 
 
 def _check_dim(op: str, x: torch.Tensor, dim: int) -> int:
@@ -68,7 +68,7 @@ class StandardizeFunction(ManualFunction):
     def setup_context(ctx, inputs, output):
         x, dim, eps = inputs
         ctx.save_for_backward(x, output)
-        ctx.save_for_forward(x, output)
+        save_for_jvp(ctx, x, output)
         ctx.conf = (dim, eps)
 
     @staticmethod
@@ -136,7 +136,7 @@ class BatchNormFunction(ManualFunction):
         ctx.mark_non_differentiable(mu, inv_std)
         ctx.set_materialize_grads(False)   # no zero tensors for the two statistics' gradients
         ctx.save_for_backward(x, mu, inv_std)
-        ctx.save_for_forward(output[0], inv_std)
+        save_for_jvp(ctx, output[0], inv_std)
         ctx.conf = (training, eps)
 
     @staticmethod

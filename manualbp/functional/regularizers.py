@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ._checks import check_tensor
-from ._function import ManualFunction, RefusedDerivative
+from ._function import ManualFunction, RefusedDerivative, save_for_jvp
 
 aten = torch.ops.aten
 EPS = 1e-7  # the articles' epsilon
@@ -178,7 +178,7 @@ class RegularizeFunction(ManualFunction):
         w, name, lam, article_grad = inputs
         ctx.mark_non_differentiable(output[1])
         ctx.save_for_backward(w, output[1])
-        ctx.save_for_forward(w)
+        save_for_jvp(ctx, w)
         ctx.conf = (name, lam, article_grad)
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_positive, check_tensor
-from ._function import ManualFunction
+from ._function import ManualFunction, save_for_jvp
 
 SPARSE_ACTIVATIONS = ("soft_abs", "elu")
 
@@ -35,7 +35,7 @@ class SparseFilteringFunction(ManualFunction):
         _, f, f1, f2, n1, n2 = output
         ctx.mark_non_differentiable(f, f1, f2, n1, n2)
         ctx.save_for_backward(z, f, f1, f2, n1, n2)
-        ctx.save_for_forward(z, f, f1, f2, n1, n2)
+        save_for_jvp(ctx, z, f, f1, f2, n1, n2)
         ctx.activation, ctx.mean, ctx.eps = activation, mean, eps
 
     @staticmethod

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import NonFiniteError, check_choice, check_momentum, check_positive, check_tensor
-from ._function import ManualFunction, RefusedDerivative, once_differentiable
+from ._function import ManualFunction, RefusedDerivative, once_differentiable, save_for_jvp
 
 BACKENDS = ("eigh", "svd")
 _NO_SECOND = ("its backward reads the eigendecomposition of the covariance as constants; a second derivative "
@@ -121,7 +121,7 @@ class ZCAWhitenFunction(ManualFunction):
         ctx.mark_non_differentiable(U, E, s)
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of U, E, s
         ctx.save_for_backward(x, U, E, s)
-        ctx.save_for_forward(x, U, E, s)
+        save_for_jvp(ctx, x, U, E, s)
         ctx.conf = (mode, grad, eps)
 
     @staticmethod
@@ -266,7 +266,7 @@ class DecorrelatedBatchNormFunction(ManualFunction):
         ctx.mark_non_differentiable(*(t for t in (A, U, E, s) if t is not None))
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of A, U, E, s
         ctx.save_for_backward(A, U, E, s, inputs[0])   # x: only so that a second derivative reaches the refusal
-        ctx.save_for_forward(A, U, E, s)
+        save_for_jvp(ctx, A, U, E, s)
         ctx.conf = (training, inputs[7])
 
     @staticmethod
@@ -371,7 +371,7 @@ class IterNormFunction(ManualFunction):
         ctx.mark_non_differentiable(*(t for t in (xc, Ps, S) if t is not None))
         ctx.set_materialize_grads(False)   # no zero tensors for the gradients of xc, the iterates and S
         ctx.save_for_backward(xc, Ps, S, inputs[0])   # x: only so that a second derivative reaches the refusal
-        ctx.save_for_forward(xc, Ps, S)
+        save_for_jvp(ctx, xc, Ps, S)
         ctx.training = training
 
     @staticmethod
