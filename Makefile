@@ -15,7 +15,7 @@ mutate:  ## mutation run over the instruments, run folder, optimizers and articl
 lint:
 	$(PYTHON) -m ruff check manualbp scripts tests
 
-gradcheck:  ## table of every op: checks run, largest backward error against the reference
+gradcheck:  ## table of every op: forward-AD and gradgrad columns, checks run, largest errors against the reference, refusals
 	$(PYTHON) scripts/gradcheck.py
 
 gpu-check:  ## on a CUDA machine: CUDA tests, GPU benchmark, one short training per model family (~8 min); runs/gpu-check/report.md

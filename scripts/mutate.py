@@ -47,17 +47,6 @@ def _indented(text: str, spaces: int = 20) -> str:
     return "".join(" " * spaces + line + "\n" for line in text.strip("\n").splitlines())
 
 
-# the loop's per-example statistics before the optimizer step, and the same lines after it
-_PER_EXAMPLE = _indented("""
-if probe and lg["per_example"]:
-    probes.disarm()   # the probed forward and backward are captured; the hooks must not
-    per_example(x.detach(), y, step, epoch)   # see the per-example passes""")
-_STEP = _indented("""
-measure = update_size is not None and (probe or (after_epoch and i == spe - 1))
-if measure:
-    update_size.snapshot()
-optimizer.step()""")
-PER_EXAMPLE_BEFORE, PER_EXAMPLE_AFTER = _PER_EXAMPLE + _STEP, _STEP + _PER_EXAMPLE
 
 
 @dataclass
@@ -72,60 +61,65 @@ class Mutant:
 
 M = Mutant
 MUTANTS = [
-    # ---- manualbp/train/instruments.py
-    M("instruments: tf1.Adam's first moment m read as its second moment", "manualbp/train/instruments.py",
+    # ---- manualbp/train/instruments/statistics.py
+    M("instruments: tf1.Adam's first moment m read as its second moment", "manualbp/train/instruments/statistics.py",
       '"sum", "v", "ms"', '"sum", "m", "ms"', INSTR),
-    M("instruments: tf1.Momentum's velocity read as a second moment", "manualbp/train/instruments.py",
+    M("instruments: tf1.Momentum's velocity read as a second moment", "manualbp/train/instruments/statistics.py",
       'NO_SECOND_MOMENT = ("Momentum", ', 'NO_SECOND_MOMENT = (', INSTR),
-    M("instruments: per-example variance unbiased", "manualbp/train/instruments.py",
+    M("instruments: per-example variance unbiased", "manualbp/train/instruments/statistics.py",
       "var = flat.var(0, unbiased=False)", "var = flat.var(0, unbiased=True)", INSTR),
-    M("instruments: per-example norm sd unbiased", "manualbp/train/instruments.py",
+    M("instruments: per-example norm sd unbiased", "manualbp/train/instruments/statistics.py",
       '"norm_sd": float(norms.std(unbiased=False))', '"norm_sd": float(norms.std(unbiased=True))', INSTR),
-    M("instruments: GSNR with |mean| instead of mean^2", "manualbp/train/instruments.py",
+    M("instruments: GSNR with |mean| instead of mean^2", "manualbp/train/instruments/statistics.py",
       "gsnr = (mean[keep] ** 2 / var[keep])", "gsnr = (mean[keep].abs() / var[keep])", INSTR),
-    M("instruments: GSNR over zero-variance parameters too", "manualbp/train/instruments.py",
+    M("instruments: GSNR over zero-variance parameters too", "manualbp/train/instruments/statistics.py",
       "keep = var > 0", "keep = var >= 0", INSTR),
-    M("instruments: gradient variance summed, not averaged", "manualbp/train/instruments.py",
+    M("instruments: gradient variance summed, not averaged", "manualbp/train/instruments/statistics.py",
       '"grad_variance": float(var.mean())', '"grad_variance": float(var.sum())', INSTR),
-    M("instruments: median norm reported as the mean", "manualbp/train/instruments.py",
+    M("instruments: median norm reported as the mean", "manualbp/train/instruments/statistics.py",
       '"norm_mean": float(norms.mean())', '"norm_mean": float(norms.median())', INSTR),
-    M("instruments: batch-norm statistics with the unbiased variance", "manualbp/train/instruments.py",
+    M("instruments: batch-norm statistics with the unbiased variance", "manualbp/train/instruments/statistics.py",
       'out[f"{name}.running_var"] = t.var(dims, unbiased=False)',
       'out[f"{name}.running_var"] = t.var(dims, unbiased=True)', INSTR),
     M("instruments: per-example pass in training mode (each example its own BN statistics)",
-      "manualbp/train/instruments.py",
+      "manualbp/train/instruments/statistics.py",
       "model.eval()   # batch norm reads the (swapped-in) batch statistics", "model.train()", INSTR),
-    M("instruments: whitening layers not refused", "manualbp/train/instruments.py",
+    M("instruments: whitening layers not refused", "manualbp/train/instruments/statistics.py",
       'if kind in ("ZCAWhiten", "DecorrelatedBatchNorm", "IterNorm")', 'if kind in ("DecorrelatedBatchNorm", )',
       INSTR),
-    M("instruments: per-example check skipped at start", "manualbp/train/instruments.py",
+    M("instruments: per-example check skipped at start", "manualbp/train/instruments/statistics.py",
       'coupled = _batch_coupling_layers(model) if log.get("per_example") else []', "coupled = []", INSTR),
-    M("instruments: update ratio over the weight after the step", "manualbp/train/instruments.py",
+    M("instruments: update ratio over the weight after the step", "manualbp/train/instruments/statistics.py",
       "/ b.double().norm().clamp_min(1e-300)", "/ w.detach().double().norm().clamp_min(1e-300)", INSTR),
-    M("instruments: global gradient norm over the probed layers only", "manualbp/train/instruments.py",
+    M("instruments: global gradient norm over the probed layers only", "manualbp/train/instruments/statistics.py",
       "for p in self.model.parameters() if p.grad is not None]", "for _, p in self.points if p.grad is not None]",
       INSTR),
-    M("instruments: second-moment sd unbiased", "manualbp/train/instruments.py",
+    M("instruments: second-moment sd unbiased", "manualbp/train/instruments/statistics.py",
       'float(v.double().std(unbiased=False))', 'float(v.double().std(unbiased=True))', INSTR),
-    M("instruments: transposed convolution reshaped without moving its out axis", "manualbp/train/instruments.py",
+    M("instruments: transposed convolution reshaped without moving its out axis",
+      "manualbp/train/instruments/statistics.py",
       "    if transposed:\n        w = w.transpose(0, 1)", "    if False:\n        w = w.transpose(0, 1)", INSTR),
-    M("instruments: stable rank from singular values, not their squares", "manualbp/train/instruments.py",
+    M("instruments: stable rank from singular values, not their squares", "manualbp/train/instruments/statistics.py",
       '"stable_rank": float((s ** 2).sum() / s[0] ** 2)', '"stable_rank": float(s.sum() / s[0])', INSTR),
-    M("instruments: power-law fit on singular values, not eigenvalues", "manualbp/train/instruments.py",
+    M("instruments: power-law fit on singular values, not eigenvalues", "manualbp/train/instruments/statistics.py",
       "out.update(powerlaw_alpha(s ** 2))", "out.update(powerlaw_alpha(s))", INSTR),
-    M("instruments: eigenvalue floor 1e-3 instead of WeightWatcher's 1e-5", "manualbp/train/instruments.py",
+    M("instruments: eigenvalue floor 1e-3 instead of WeightWatcher's 1e-5", "manualbp/train/instruments/statistics.py",
       "ev = ev[ev > 1e-5]", "ev = ev[ev > 1e-3]", INSTR),
-    M("instruments: spectral norm is the smallest singular value", "manualbp/train/instruments.py",
+    M("instruments: spectral norm is the smallest singular value", "manualbp/train/instruments/statistics.py",
       'out = {"spectral_norm": float(s[0])', 'out = {"spectral_norm": float(s[-1])', INSTR),
     # ---- manualbp/train/loop.py (the instruments' timing)
-    M("loop: update snapshot taken after optimizer.step()", "manualbp/train/loop.py",
-      "                    if measure:\n                        update_size.snapshot()\n"
-      "                    optimizer.step()\n",
-      "                    optimizer.step()\n                    if measure:\n"
-      "                        update_size.snapshot()\n", INSTR),
-    M("loop: per-example statistics on the weights after the step", "manualbp/train/loop.py",
-      PER_EXAMPLE_BEFORE, PER_EXAMPLE_AFTER, INSTR),
-    M("loop: gradient-pov's extra moment step with weight b1", "manualbp/train/loop.py",
+    M("optimizer_state: update snapshot taken after optimizer.step()",
+      "manualbp/train/instruments/optimizer_state.py",
+      "        if s.probe:\n            self.run.write_instruments(self.update_size.rows(",
+      "        if s.probe:\n            self.update_size.snapshot()\n"
+      "            self.run.write_instruments(self.update_size.rows(", INSTR),
+    M("per_example: statistics on the weights after the step", "manualbp/train/instruments/per_example.py",
+      "    def after_backward(self, s) -> None:\n        if s.probe:\n            self._rows(",
+      "    def after_step(self, s) -> None:\n        if s.probe:\n            self._rows(", INSTR),
+    M("loop: the instruments' after-backward hooks run after optimizer.step()", "manualbp/train/loop.py",
+      '                    call("after_backward", s)\n                    optimizer.step()\n',
+      '                    optimizer.step()\n                    call("after_backward", s)\n', INSTR),
+    M("probes: gradient-pov's extra moment step with weight b1", "manualbp/train/instruments/probes.py",
       "m.mul_(b1).add_(p.grad, alpha=1 - b1)", "m.mul_(b1).add_(p.grad, alpha=b1)", PROBE),
     M("loop: the instruments' start check skipped", "manualbp/train/loop.py",
       "    check_instruments(model, cfg[\"log\"])", "    pass", INSTR),
@@ -261,9 +255,9 @@ MUTANTS = [
       "return g[..., top:top + h, left:left + w], None", "return g[..., :h, :w], None", PADDING),
     M("probes: passed gradients not scaled", "manualbp/train/probes.py",
       "return g if self.input_grad_scale == 1.0 else g * self.input_grad_scale", "return g", ARTICLE),
-    M("loop: layer 1's passed gradient not recorded on probe steps", "manualbp/train/loop.py",
-      "                        if lg[\"first_input_grad\"]:   # layer 1's passed gradient: the batch requires grad\n"
-      "                            x = x.detach().requires_grad_(True)\n", "", ARTICLE),
+    M("probes: layer 1's passed gradient not recorded on probe steps", "manualbp/train/instruments/probes.py",
+      "            if self.run.log[\"first_input_grad\"]:   # layer 1's passed gradient: the batch requires grad\n"
+      "                s.x = s.x.detach().requires_grad_(True)\n", "", ARTICLE),
     M("ArticleSegAE equal_init: pool mixes drawn apart", "manualbp/models/segae.py",
       "            draws = draws[:1].repeat(4)\n", "            pass\n", ARTICLE),
     M("ArticleSegAE equal_init: weights drawn apart", "manualbp/models/segae.py",

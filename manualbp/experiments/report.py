@@ -7,14 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as pyplot
-    pyplot.rcParams.update({"figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3, "font.size": 9,
-                            "axes.titlesize": 9})
-    return pyplot
+from manualbp.plotting import plt, save  # noqa: F401  (the experiments' figures use them from here)
 
 
 def load_runs(specs) -> list[dict]:
@@ -57,18 +50,6 @@ def mean_ci(values, level: float = 0.95):
 def markdown_table(head, rows) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
-
-
-def save(fig, path: Path, writer=None, tag=None):
-    """Write the figure as PNG and, with a writer, the same PNG to TensorBoard as an image (rendered once)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    import matplotlib.pyplot as pyplot
-    pyplot.close(fig)
-    if writer is not None:
-        from PIL import Image
-        with Image.open(path) as im:
-            writer.add_image(tag or path.stem, np.asarray(im.convert("RGB")), dataformats="HWC")
 
 
 def status_figures(dirs, writer=None) -> int:

@@ -47,6 +47,11 @@ BASE: dict = {
             "per_example": False,       # on probe steps: per-example gradient statistics (manualbp.train.instruments)
             "optimizer_state": False,   # on probe steps: second moment, update-to-weight ratio, gradient norms
             "spectra": "off",           # weight spectra: "off", "end" (after the last epoch) or "epoch"
+            "curvature": False,         # on probe steps: the Hessian's top eigenvalue and trace (data term, objective)
+            "curvature_lanczos_steps": 20,      # Lanczos iterations (Hessian-vector products) for the top eigenvalue
+            "curvature_hutchinson_samples": 20,  # Rademacher vectors for Hutchinson's trace estimate
+            "curvature_hvp": "auto",    # "double_backward", "finite_difference" or "auto" (the first unless an op
+            #                             of the model refuses a second derivative)
             "histograms": True, "progress": True, "progress_every": 50},
 }
 # model.norm layers that normalise over the batch (beyond batch norm): no per-example gradients
@@ -152,7 +157,7 @@ def validate(cfg: dict) -> dict:
     if not (pe in ("epoch", "after_epoch") or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
         raise ConfigError(f"log.probe_every must be 0 (off), 'epoch', 'after_epoch' or a positive step count, "
                           f"got {pe!r}")
-    for key in ("per_example", "optimizer_state"):
+    for key in ("per_example", "optimizer_state", "curvature"):
         if not isinstance(cfg["log"][key], bool):
             raise ConfigError(f"log.{key} must be true or false, got {cfg['log'][key]!r}")
         if cfg["log"][key] and not pe:
@@ -172,6 +177,13 @@ def validate(cfg: dict) -> dict:
     if not pe and (scale != 1 or cfg["log"]["first_input_grad"]):
         raise ConfigError("log.input_grad_scale and log.first_input_grad change what the probes record; set "
                           "log.probe_every (epoch, after_epoch or a step count), or leave them at 1 and false")
+    for key in ("curvature_lanczos_steps", "curvature_hutchinson_samples"):
+        v = cfg["log"][key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"log.{key} must be an int >= 1, got {v!r}")
+    if cfg["log"]["curvature_hvp"] not in ("auto", "double_backward", "finite_difference"):
+        raise ConfigError(f"log.curvature_hvp must be 'auto', 'double_backward' or 'finite_difference', got "
+                          f"{cfg['log']['curvature_hvp']!r}")
     if cfg["log"]["spectra"] not in ("off", "end", "epoch"):
         raise ConfigError(f"log.spectra must be 'off', 'end' or 'epoch', got {cfg['log']['spectra']!r}")
     if not isinstance(cfg["log"]["probe_moment_step"], bool):

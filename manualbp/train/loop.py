@@ -13,7 +13,6 @@ stops the run with the epoch and step, keeping the last good checkpoint.
 from __future__ import annotations
 
 import math
-import os
 import random
 import sys
 import time
@@ -27,8 +26,7 @@ from manualbp.optim import make_optimizer, make_scheduler
 from manualbp.optim.transforms import make_grad_transforms
 
 from .config import phase_list, validate
-from .instruments import UpdateSize, check_instruments, per_example_rows, spectra_rows
-from .probes import Probes, probes_to_arrays
+from .instruments import EpochState, RunContext, StepState, build_instruments, check_instruments
 from .rundir import RunDir, RunDirHeld
 from .tasks import make_task
 
@@ -119,35 +117,6 @@ def build_initial_model(cfg: dict, task, device) -> torch.nn.Module:
     if getattr(model, "numpy_init_seed", None) is not None:   # numpy's float64 draws, not their float32 rounding
         model.numpy_init()
     return model
-
-
-def _after_epoch_probe(model, task, optimizer, weights, x, y, probes, moment_step: bool, step: int,
-                       epoch: int, first_input_grad: bool = False) -> list[dict]:
-    """``log.probe_every=after_epoch``: one extra forward and backward on the epoch's last batch (x, y) after
-    its last update, recorded by the probes; the weights do not change and batch-norm running statistics
-    are restored. ``moment_step`` (the gradient-pov article's code): that gradient also takes one
-    moving-average step of the optimizer's first moment, m <- b1 m + (1 - b1) g, which stays in its state."""
-    buffers = {k: v.clone() for k, v in model.named_buffers()}
-    probes.arm()
-    optimizer.zero_grad(set_to_none=True)
-    if first_input_grad:   # layer 1's passed gradient: the batch requires grad
-        x = x.detach().requires_grad_(True)
-    loss, _ = task.loss(model, x, y, weights)
-    loss.backward()
-    if moment_step:
-        with torch.no_grad():
-            for group in optimizer.param_groups:
-                b1 = group["betas"][0]
-                for p in group["params"]:
-                    m = optimizer.state.get(p, {}).get("exp_avg")
-                    if p.grad is not None and m is not None:
-                        m.mul_(b1).add_(p.grad, alpha=1 - b1)
-    rows = probes.collect(optimizer, step, epoch)
-    optimizer.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for k, v in model.named_buffers():
-            v.copy_(buffers[k])
-    return rows
 
 
 @dataclass
@@ -260,6 +229,62 @@ def train(cfg: dict, run_dir, log=print, hparams=None) -> dict:
         raise
 
 
+def _check_settings(cfg: dict, phases, model) -> None:
+    """Settings errors (optimizer, schedule, train prefixes, the moment step) before the run folder is made."""
+    for ph in phases:
+        opt, _, _ = _phase_optimizer(cfg, ph, model)
+        if cfg["log"]["probe_moment_step"] and not all("betas" in g for g in opt.param_groups):
+            raise ValueError(f"log.probe_moment_step=true needs an optimizer with a first moment (betas: Adam, "
+                             f"ConstantBiasAdam, ...), not {type(opt).__name__}; set log.probe_moment_step=false")
+
+
+def _resume(rd: RunDir, model, noise, device, log, epochs: int):
+    """(checkpoint or None, first epoch to run, training time so far): the model, RNG and noise state restored
+    from the checkpoint; rows after it dropped from the run's jsonl files."""
+    ckpt = rd.load_checkpoint(device)
+    start_epoch, elapsed = 0, 0.0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        _set_rng_state(ckpt["rng"])
+        noise.set_state(ckpt["noise"])
+        start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed_s"]
+        log(f"{rd.path}: resuming after epoch {start_epoch} of {epochs}")
+    for path in (rd.metrics, rd.stats, rd.instruments):
+        rd.keep_metrics_until(start_epoch, path)
+    return ckpt, start_epoch, elapsed
+
+
+def _enter_phase(cfg: dict, ph: Phase, phases, model, ckpt, first: bool, rd: RunDir, log):
+    """The phase's optimizer and scheduler (their state from the checkpoint when it resumes inside it)."""
+    optimizer, scheduler, params = _phase_optimizer(cfg, ph, model)
+    if ckpt is not None and ckpt["phase"] == ph.index and ckpt["epoch"] < ph.last_epoch and first:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(ckpt["scheduler"])
+    elif len(phases) > 1:
+        log(f"{rd.path.name}: phase {ph.index + 1}/{len(phases)} {ph.spec['name']!r}: epochs "
+            f"{ph.first_epoch}-{ph.last_epoch}, objective {ph.weights}")
+    return optimizer, scheduler, params
+
+
+def _epoch_scalars(writer, task, row: dict) -> None:
+    for k in task.METRICS:
+        writer.add_scalar(f"train/{k}", row[f"train_{k}"], row["step"])
+        writer.add_scalar(f"test/{k}", row[f"test_{k}"], row["step"])
+    writer.add_scalar("lr", row["lr"], row["step"])
+    writer.add_scalar("train/objective", row["train_objective"], row["step"])
+    writer.flush()
+
+
+def _train_metrics(cfg: dict, task, model, train_data, sums, seen: int, ebs: int) -> dict:
+    tr = task.summarize(sums, seen)
+    if cfg["train_metrics"] == "full_pass":   # the articles' code: accuracy of the trained model on all of it
+        tr = task.evaluate(model, train_data, ebs)
+    elif cfg["train_metrics"] == "full_pass_accuracy":   # running cost, full-pass accuracy
+        tr = {**tr, "acc": task.evaluate(model, train_data, ebs)["acc"]}
+    return tr
+
+
 def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     device = pick_device(cfg["device"])
     task = make_task(cfg, device)
@@ -271,113 +296,62 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     transforms = make_grad_transforms(cfg["grad_transforms"])
     noise = torch.Generator(device=device)
     noise.manual_seed(cfg["seed"] * 7919 + 17)
-    if cfg["log"]["spectra"] != "off":   # the power-law fit's package, before any training
-        from .instruments import _wwfit
-        _wwfit()
-    for ph in phases:   # settings errors (optimizer, schedule, train prefixes) surface before the folder is made
-        opt, _, _ = _phase_optimizer(cfg, ph, model)
-        if cfg["log"]["probe_moment_step"] and not all("betas" in g for g in opt.param_groups):
-            raise ValueError(f"log.probe_moment_step=true needs an optimizer with a first moment (betas: Adam, "
-                             f"ConstantBiasAdam, ...), not {type(opt).__name__}; set log.probe_moment_step=false")
+    _check_settings(cfg, phases, model)
     rd.start(cfg)
-
-    bs = cfg["batch_size"]
-    ebs = cfg["eval_batch_size"] or bs
-    spe = train_data.num_batches(bs)
-    start_epoch, elapsed = 0, 0.0
-    ckpt = rd.load_checkpoint(device)
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        _set_rng_state(ckpt["rng"])
-        noise.set_state(ckpt["noise"])
-        start_epoch, elapsed = ckpt["epoch"], ckpt["elapsed_s"]
-        log(f"{rd.path}: resuming after epoch {start_epoch} of {cfg['epochs']}")
-    rd.keep_metrics_until(start_epoch)
-    rd.keep_metrics_until(start_epoch, rd.stats)
-    rd.keep_metrics_until(start_epoch, rd.instruments)
-
+    bs, ebs, spe, lg = cfg["batch_size"], cfg["eval_batch_size"] or cfg["batch_size"], train_data.num_batches(
+        cfg["batch_size"]), cfg["log"]
+    ckpt, start_epoch, elapsed = _resume(rd, model, noise, device, log, cfg["epochs"])
     from torch.utils.tensorboard import SummaryWriter
     writer = SummaryWriter(str(rd.tb), purge_step=start_epoch * spe + 1 if start_epoch else None)
-    lg = cfg["log"]
-    probes = Probes(model, writer, lg["histograms"], lg["input_grad_scale"]) if lg["probe_every"] else None
-    update_size = UpdateSize(model) if lg["optimizer_state"] else None
-    after_epoch = lg["probe_every"] == "after_epoch"
+    instruments = build_instruments(RunContext(model, task, writer, rd, lg, cfg["seed"], spe, cfg["epochs"]))
 
-    def per_example(x, y, step, epoch):   # per-example statistics of the probed batch (current weights)
-        rd.append_jsonl(rd.instruments, per_example_rows(model, task, x, y, step, epoch, writer, lg["histograms"]))
-    show = lg["progress"] and sys.stderr.isatty()
-    check_every = cfg["check_finite_every"]
+    def call(hook, state):
+        for instrument in instruments:
+            getattr(instrument, hook)(state)
     # compile=true: the forward and the objective as one graph (fullgraph: a graph break is an error);
     # AOTAutograd compiles the manual backward with it. Probe steps run eagerly (their hooks).
     step_loss = torch.compile(task.loss, fullgraph=True) if cfg["compile"] else task.loss
     row, phase, optimizer, scheduler, params = None, None, None, None, []
 
     def non_finite(epoch, step, cause=""):
-        kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {rd.checkpoint}" \
-            if rd.checkpoint.is_file() else "no checkpoint was written yet"
-        return NonFiniteLoss(f"{rd.path}: the loss became NaN or Inf at epoch {epoch}, step {step} "
-                             f"(step {step - (epoch - 1) * spe} of the epoch){cause}; {kept}. Lower optim.lr or "
-                             "check the regularizer.")
-
+        return _non_finite(rd, spe, epoch, step, cause)
     try:
         for epoch in range(start_epoch + 1, cfg["epochs"] + 1):
             ph = next(p for p in phases if p.first_epoch <= epoch <= p.last_epoch)
             if phase is not ph:
-                optimizer, scheduler, params = _phase_optimizer(cfg, ph, model)
-                if ckpt is not None and ckpt["phase"] == ph.index and ckpt["epoch"] < ph.last_epoch \
-                        and phase is None:
-                    optimizer.load_state_dict(ckpt["optimizer"])
-                    if scheduler is not None:
-                        scheduler.load_state_dict(ckpt["scheduler"])
-                elif len(phases) > 1:
-                    log(f"{rd.path.name}: phase {ph.index + 1}/{len(phases)} {ph.spec['name']!r}: epochs "
-                        f"{ph.first_epoch}-{ph.last_epoch}, objective {ph.weights}")
+                optimizer, scheduler, params = _enter_phase(cfg, ph, phases, model, ckpt, phase is None, rd, log)
                 phase = ph
             t0 = time.perf_counter()
             model.train()
             if hasattr(model, "set_epoch"):   # epoch-dependent models (dilated back-propagation's rate)
                 model.set_epoch(epoch - 1)
-            sums, seen, objective = None, 0, None
-            bad_step = torch.tensor(-1, device=device)
-            step = (epoch - 1) * spe
-            bar = None
-            if show:
-                from tqdm import tqdm
-                bar = tqdm(total=spe, desc=f"epoch {epoch}/{cfg['epochs']}", leave=False, dynamic_ncols=True)
+            sums, seen, objective, bad_step, step = None, 0, None, torch.tensor(-1, device=device), (epoch - 1) * spe
+            bar = _progress_bar(epoch, cfg["epochs"], spe) if lg["progress"] and sys.stderr.isatty() else None
             try:
                 for i, (x, y) in enumerate(train_data.batches(bs, shuffle=cfg["data"]["shuffle"], dtype=task.dtype,
                                                               generator=epoch_generator(cfg["seed"], epoch))):
                     step = (epoch - 1) * spe + i + 1
                     for hook in _STEP_HOOKS:
                         hook(rd.path, epoch, step)
-                    probe = probes is not None and _is_probe_step(lg["probe_every"], step, i, spe)
-                    if probe:
-                        probes.arm()
-                        if lg["first_input_grad"]:   # layer 1's passed gradient: the batch requires grad
-                            x = x.detach().requires_grad_(True)
+                    s = StepState(epoch, step, i, x, y, ph.weights, optimizer,
+                                  bool(lg["probe_every"]) and _is_probe_step(lg["probe_every"], step, i, spe))
+                    call("before_step", s)
                     optimizer.zero_grad(set_to_none=True)
-                    loss, stats = (task.loss if probe else step_loss)(model, x, y, ph.weights)
+                    loss, stats = (task.loss if s.probe else step_loss)(model, s.x, s.y, ph.weights)
                     loss.backward()
                     if transforms:
                         with_grad = [p for p in params if p.grad is not None]
                         for t in transforms:
                             t(with_grad, step - 1, epoch, noise)
-                    if probe and lg["per_example"]:
-                        probes.disarm()   # the probed forward and backward are captured; the hooks must not
-                        per_example(x.detach(), y, step, epoch)   # see the per-example passes
-                    measure = update_size is not None and (probe or (after_epoch and i == spe - 1))
-                    if measure:
-                        update_size.snapshot()
+                    s.loss = loss
+                    call("after_backward", s)
                     optimizer.step()
-                    if measure and probe:
-                        rd.append_jsonl(rd.instruments, update_size.rows(optimizer, step, epoch, writer))
+                    call("after_step", s)
                     sums = stats.double() if sums is None else sums + stats
                     objective = loss.detach().double() if objective is None else objective + loss.detach()
                     seen += y.shape[0]
                     bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss.detach()), step, bad_step)
-                    if probe:
-                        rd.append_jsonl(rd.stats, probes.collect(optimizer, step, epoch))
-                    if step % check_every == 0 and int(bad_step) >= 0:   # one host sync every check_every steps
+                    if step % cfg["check_finite_every"] == 0 and int(bad_step) >= 0:   # one host sync per check
                         break
                     if bar is not None:
                         bar.update(1)
@@ -385,30 +359,18 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
                             bar.set_postfix(loss=f"{loss.item():.4f}")
                 if int(bad_step) >= 0:
                     raise non_finite(epoch, int(bad_step))
-                if probes is not None and after_epoch:
-                    if update_size is not None:   # the update of the epoch's last step, its gradient and state
-                        rd.append_jsonl(rd.instruments, update_size.rows(optimizer, step, epoch, writer))
-                    rd.append_jsonl(rd.stats, _after_epoch_probe(model, task, optimizer, ph.weights, x, y, probes,
-                                                                 lg["probe_moment_step"], step, epoch,
-                                                                 lg["first_input_grad"]))
-                    if lg["per_example"]:
-                        per_example(x, y, step, epoch)
+                call("end_of_steps", s)
                 te = task.evaluate(model, test_data, ebs)
             except (NonFiniteError, torch.linalg.LinAlgError) as e:
                 # a whitening's eigh / SVD failed on non-finite input: the NaN / Inf reached it before the loss
                 bad = int(bad_step)
                 if not isinstance(e, NonFiniteError) and bad < 0 and _all_finite(model):
                     raise
-                raise non_finite(epoch, bad if bad >= 0 else step,
-                                 f" ({str(e).splitlines()[0]})")
+                raise non_finite(epoch, bad if bad >= 0 else step, f" ({str(e).splitlines()[0]})")
             finally:
                 if bar is not None:
                     bar.close()
-            tr = task.summarize(sums, seen)
-            if cfg["train_metrics"] == "full_pass":   # the articles' code: accuracy of the trained model on all of it
-                tr = task.evaluate(model, train_data, ebs)
-            elif cfg["train_metrics"] == "full_pass_accuracy":   # running cost, full-pass accuracy
-                tr = {**tr, "acc": task.evaluate(model, train_data, ebs)["acc"]}
+            tr = _train_metrics(cfg, task, model, train_data, sums, seen, ebs)
             if not all(math.isfinite(v) for v in te.values()):
                 raise non_finite(epoch, step, "; the evaluation gave non-finite values")
             elapsed += time.perf_counter() - t0
@@ -417,36 +379,44 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
             if scheduler is not None:
                 scheduler.step()
             rd.append_jsonl(rd.metrics, [row])
-            for k in task.METRICS:
-                writer.add_scalar(f"train/{k}", row[f"train_{k}"], row["step"])
-                writer.add_scalar(f"test/{k}", row[f"test_{k}"], row["step"])
-            writer.add_scalar("lr", row["lr"], row["step"])
-            writer.add_scalar("train/objective", row["train_objective"], row["step"])
-            writer.flush()
-            if lg["spectra"] == "epoch" or (lg["spectra"] == "end" and epoch == cfg["epochs"]):
-                rd.append_jsonl(rd.instruments, spectra_rows(model, row["step"], epoch, writer))
+            _epoch_scalars(writer, task, row)
+            call("after_epoch", EpochState(epoch, row["step"], row))
             rd.save_checkpoint({"epoch": epoch, "phase": ph.index, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                                 "rng": _rng_state(), "noise": noise.get_state(), "elapsed_s": elapsed})
-            extra = "".join(f" {k} {te[k]:.4f}" for k in task.METRICS if k not in ("loss", "acc"))
-            log(f"{rd.path.name} epoch {epoch}/{cfg['epochs']}: train loss {tr['loss']:.4f} acc {tr['acc']:.4f} | "
-                f"test loss {te['loss']:.4f} acc {te['acc']:.4f}{extra} | {elapsed:.1f}s")
+            _log_epoch(log, rd, task, epoch, cfg["epochs"], tr, te, elapsed)
         if row is None:  # every epoch was done before a crash between the last checkpoint and DONE
             row = rd.read_metrics()[-1]
         write_hparams(writer, cfg, hparams or ["seed"], row, task.METRICS)
     finally:
-        if probes is not None:
-            probes.disarm()
+        for instrument in instruments:
+            instrument.close()
         for p in model.parameters():
             p.requires_grad_(True)
         writer.close()
     summary = {"final": row, "epochs": cfg["epochs"], "device": str(device), "wall_time_s": round(elapsed, 3),
                "params": sum(p.numel() for p in model.parameters())}
-    if probes is not None:   # [probe, layer, quantity, statistic] in one compressed array
-        arrays = probes_to_arrays(rd.read_jsonl(rd.stats), [name for name, _, _ in probes.points])
-        tmp = rd.stats_npz.with_name("stats.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, rd.stats_npz)
+    for instrument in instruments:
+        instrument.finish(rd)
     rd.finish(summary)
     return summary
+
+
+def _non_finite(rd: RunDir, spe: int, epoch: int, step: int, cause: str = "") -> NonFiniteLoss:
+    kept = f"the last good checkpoint (epoch {epoch - 1}) is kept in {rd.checkpoint}" \
+        if rd.checkpoint.is_file() else "no checkpoint was written yet"
+    return NonFiniteLoss(f"{rd.path}: the loss became NaN or Inf at epoch {epoch}, step {step} "
+                         f"(step {step - (epoch - 1) * spe} of the epoch){cause}; {kept}. Lower optim.lr or "
+                         "check the regularizer.")
+
+
+def _log_epoch(log, rd: RunDir, task, epoch: int, epochs: int, tr: dict, te: dict, elapsed: float) -> None:
+    extra = "".join(f" {k} {te[k]:.4f}" for k in task.METRICS if k not in ("loss", "acc"))
+    log(f"{rd.path.name} epoch {epoch}/{epochs}: train loss {tr['loss']:.4f} acc {tr['acc']:.4f} | "
+        f"test loss {te['loss']:.4f} acc {te['acc']:.4f}{extra} | {elapsed:.1f}s")
+
+
+def _progress_bar(epoch: int, epochs: int, steps: int):
+    from tqdm import tqdm
+    return tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", leave=False, dynamic_ncols=True)

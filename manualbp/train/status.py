@@ -1,9 +1,10 @@
 """One status figure per run: what a researcher reads at a glance, from the run folder alone.
 
-Six panels: the loss curves (train, test), the accuracy curves (and IoU for segmentation), the
+Eight panels: the loss curves (train, test), the accuracy curves (and IoU for segmentation), the
 per-layer gradient norms, the per-layer gradient signal-to-noise ratios, the per-layer
-update-to-weight ratios, and the weight spectra (stable rank per layer over epochs, with the
-power-law exponent alpha where fitted). Panels whose instrument was off say which setting turns it
+update-to-weight ratios, the weight spectra (stable rank per layer over epochs, with the
+power-law exponent alpha where fitted), and the Hessian's top eigenvalue and trace (data term and
+objective). Panels whose instrument was off say which setting turns it
 on. ``status_figure(run_dir)`` writes ``status.png`` into the run folder and returns its path.
 """
 from __future__ import annotations
@@ -37,20 +38,31 @@ def _per_layer(rows, instrument, key):
     return out
 
 
+def _per_term(rows, key):
+    """{term: (steps, values)} of the curvature rows' ``key``, in step order."""
+    out: dict = {}
+    for r in rows:
+        if r.get("instrument") == "curvature" and r.get(key) is not None and np.isfinite(r[key]):
+            s, v = out.setdefault(r["term"], ([], []))
+            s.append(r["step"])
+            v.append(r[key])
+    return out
+
+
 def _off(ax, text):
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=8, color="gray")
 
 
 def status_figure(run_dir, path=None, writer=None, tag=None) -> Path:
     """Write the run's status figure (PNG; with ``writer``, also a TensorBoard image) and return its path."""
-    from manualbp.experiments.report import plt, save
+    from manualbp.plotting import plt, save
     run_dir = Path(run_dir)
     metrics = _rows(run_dir / "metrics.jsonl")
     if not metrics:
         raise ValueError(f"{run_dir}: no metrics.jsonl rows; the status figure needs a run that trained an epoch")
     inst = _rows(run_dir / "instruments.jsonl")
     pyplot = plt()
-    fig, axes = pyplot.subplots(2, 3, figsize=(16, 8))
+    fig, axes = pyplot.subplots(2, 4, figsize=(21, 8))
     ep = [m["epoch"] for m in metrics]
 
     curves = ((axes[0, 0], "loss", (("train_loss", "tab:red"), ("test_loss", "tab:blue"),
@@ -95,6 +107,18 @@ def status_figure(run_dir, path=None, writer=None, tag=None) -> Path:
         ax.legend(fontsize=6, ncol=2)
     ax.set_title("stable rank per layer (alpha: power-law exponent where fitted)")
     ax.set_xlabel("step")
+
+    for ax, key, title in ((axes[0, 3], "top_eigenvalue", "Hessian top eigenvalue (Lanczos)"),
+                           (axes[1, 3], "trace", "Hessian trace (Hutchinson)")):
+        series = _per_term(inst, key)
+        if not series:
+            _off(ax, "not recorded (log.curvature=true)")
+        for term, (s, v) in series.items():
+            ax.plot(s, v, marker=".", ms=3, lw=1, label=term)
+        if series:
+            ax.legend(fontsize=7)
+        ax.set_title(title)
+        ax.set_xlabel("step")
 
     fig.suptitle(f"{run_dir.name}: status after epoch {ep[-1]}")
     fig.tight_layout()

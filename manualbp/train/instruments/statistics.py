@@ -1,4 +1,5 @@
-"""Instruments beyond the articles' probes, computed on probe steps only and switched by configuration:
+"""The statistics of the instruments beyond the articles' probes (the classes that run them in the loop are in
+this package's other modules), computed on probe steps only and switched by configuration:
 
 - ``log.per_example``: per-example gradients of the data term through the model's own manual
   Functions (``torch.func.vmap`` of ``torch.func.grad`` over the examples of the probed batch), and
@@ -61,11 +62,13 @@ def _batch_coupling_layers(model) -> list[str]:
 def check_instruments(model, log: dict) -> None:
     """Refuse, before a run trains, instruments that its model cannot give: per-example gradients of a
     model with layers that couple the examples of a batch beyond batch norm."""
-    from .config import ConfigError
+    from ..config import ConfigError
     coupled = _batch_coupling_layers(model) if log.get("per_example") else []
     if coupled:
         raise ConfigError(f"log.per_example=true: {', '.join(coupled)} couple the examples of a batch beyond batch "
                           "norm, so per-example gradients are not defined for this model; set log.per_example=false")
+    if log.get("spectra", "off") != "off":   # the power-law fit's package, before any training
+        _wwfit()
 
 
 def batch_statistics(model, x) -> dict:
@@ -153,7 +156,7 @@ def gradient_statistics(g: torch.Tensor) -> dict:
 def per_example_rows(model, task, x, y, step: int, epoch: int, writer=None, histograms: bool = True) -> list[dict]:
     """One row per probed layer (``probe_points``) with ``gradient_statistics`` of its weight, from the
     per-example gradients of the task's data term; written to TensorBoard as ``per_example/*``."""
-    from .probes import histogram, probe_points
+    from ..probes import histogram, probe_points
     points = probe_points(model)
     index = {id(p): n for n, p in model.named_parameters()}
     layers = [(name, index[id(layer.weight)]) for name, layer, _ in points]
@@ -193,7 +196,7 @@ class UpdateSize:
     gradient norm over every parameter with a gradient."""
 
     def __init__(self, model):
-        from .probes import probe_points
+        from ..probes import probe_points
         self.points = [(name, layer.weight) for name, layer, _ in probe_points(model)]
         self.model = model
         self.before: dict = {}
@@ -280,7 +283,7 @@ def layer_spectrum(w: torch.Tensor, min_singular_values: int = MIN_SINGULAR_VALU
 
 def spectra_rows(model, step: int, epoch: int, writer=None) -> list[dict]:
     """One row per probed layer with ``layer_spectrum`` of its weight; TensorBoard ``spectra_*``."""
-    from .probes import probe_points
+    from ..probes import probe_points
     out = []
     for name, layer, _ in probe_points(model):
         spectrum = layer_spectrum(layer.weight, transposed=type(layer).__name__ == "ConvTranspose2d")
