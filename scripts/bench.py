@@ -484,6 +484,48 @@ def bench_instruments(device, tiny: bool, repeats: int) -> list:
     return rows
 
 
+def bench_curvature(device, tiny: bool, repeats: int) -> list:
+    """The curvature instrument's unit of work per model family: one Hessian-vector product through the manual
+    Functions (double backward) against one gradient (forward and backward) of the same loss, paired ratios
+    from interleaved rounds; goal <= 3x."""
+    import manualbp.functional as MF
+    from manualbp.models import CNN6, MLP, SegmentationAE
+    from manualbp.train.instruments import hvp
+
+    n = 4 if tiny else 32
+    g = torch.Generator().manual_seed(0)
+    fams = [("mlp", MLP([784, 64, 64, 10] if tiny else [784, 1024, 1024, 10]), (n, 784), False),
+            ("cnn6", CNN6(), (n, 3, 32, 32), False),
+            ("cnn6 + batch norm", CNN6(batch_norm=True), (n, 3, 32, 32), False),
+            ("segmentation AE", SegmentationAE(size=32 if tiny else 96), (max(2, n // 4), 3, 32 if tiny else 96,
+                                                                          32 if tiny else 96), True)]
+    rows = []
+    for name, model, shape, seg in fams:
+        model = model.to(device).train()
+        x = torch.randn(*shape, generator=g).to(device)
+        y = ((torch.rand(shape[0], 1, *shape[2:], generator=g) > 0.5).float() if seg
+             else torch.randint(0, 10, (shape[0],), generator=g)).to(device)
+        params = list(model.parameters())
+        vecs = [torch.randn_like(p) for p in params]
+
+        def loss():
+            out = model(x)
+            return MF.binary_cross_entropy(out[0], y) if seg else MF.softmax_cross_entropy(out, y)
+
+        def gradient():
+            torch.autograd.grad(loss(), params)
+
+        def product():
+            hvp(loss, params, vecs)
+        times = interleaved_times({"gradient": gradient, "hvp": product}, device, repeats)
+        med, lo, hi = paired_ratio(times["hvp"], times["gradient"])
+        rows.append({"part": "curvature", "name": name, "size": "x".join(map(str, shape)), "device": str(device),
+                     "gradient_ms": 1e3 * sorted(times["gradient"])[len(times["gradient"]) // 2],
+                     "hvp_ms": 1e3 * sorted(times["hvp"])[len(times["hvp"]) // 2], "paired_ratio": med,
+                     "paired_ratio_iqr": [lo, hi]})
+    return rows
+
+
 def bench_whitening(device, tiny: bool, repeats: int) -> list:
     rows = []
     for d in ((8, 16) if tiny else (64, 128, 256, 512, 1024)):
@@ -696,7 +738,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     repeats = args.repeats or (3 if args.tiny else 15)
-    parts = args.only or ["ops", "models", "whitening", "materialize", "instruments"]
+    parts = args.only or ["ops", "models", "whitening", "materialize", "instruments", "curvature"]
     rows = []
     for dev in devices:
         device = torch.device(dev)
@@ -720,6 +762,8 @@ def main(argv=None) -> int:
             rows += bench_profile(device, args.tiny)
         if "instruments" in parts:
             rows += bench_instruments(device, args.tiny, args.model_repeats or (3 if args.tiny else 20))
+        if "curvature" in parts:
+            rows += bench_curvature(device, args.tiny, args.model_repeats or (3 if args.tiny else 20))
     machine = {"torch": torch.__version__, "python": platform.python_version(), "cpu": platform.processor() or
                platform.machine(), "threads": torch.get_num_threads(),
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -739,6 +783,12 @@ def main(argv=None) -> int:
                           lambda r: "" if r.get("autograd_peak_mb") is None else f"{r['autograd_peak_mb']:.0f}"],
                     ["device", "family", "op", "size", "manual ms", "autograd ms", "ratio", "paired ratio [IQR]",
                      "unfused", "manual MB", "autograd MB"]))
+    cv = [r for r in rows if r["part"] == "curvature"]
+    if cv:
+        print()
+        print(table(cv, ["device", "name", "size", ms("gradient_ms"), ms("hvp_ms"),
+                         lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"])],
+                    ["device", "model", "batch", "gradient ms", "hvp ms", "hvp / gradient [IQR]"]))
     mr = [r for r in rows if r["part"] == "model runs"]
     if mr:
         print(table(mr, ["device", "name", "variant", lambda r: " ".join(f"{v:.3f}" for v in r["values"]),

@@ -3,6 +3,7 @@ twin and against a peer (curvlinops' HessianLinearOperator on the twin), Lanczos
 the exact Hessian of a tiny model (torch.func.hessian), finite differences against double backward, exact
 derivatives for models trained with a named backward, and the instrument in a run."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from manualbp.train import resolve, train
 from manualbp.train.instruments import curvature, exact_derivatives, hutchinson, hvp, hvp_finite_difference, lanczos
 
 from .fakedata import write_mnist_like
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Twin(torch.nn.Module):
@@ -218,3 +221,42 @@ def test_the_instrument_in_a_run_measures_the_final_weights_and_leaves_training_
     n = sum(p.numel() for p in params if p.dim() > 1)
     # (the two terms' estimates use the same Rademacher vectors, each with v^T v = P over the weights)
     assert rows[3]["trace"] - rows[2]["trace"] == pytest.approx(2e-3 * n, rel=1e-6)
+
+
+def test_the_report_pairs_by_seed_and_says_higher_only_when_the_interval_excludes_zero(tmp_path):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("curvature_report", ROOT / "scripts" / "curvature_report.py")
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+
+    def run(group, seed, top):
+        return {"labels": {"case": group, "seed": seed},
+                "rows": [{"term": "data", "epoch": 3, "top_eigenvalue": top, "trace": 2 * top}]}
+    base = [1.0, 2.0, 3.0]
+    runs = [run("Z", s, v) for s, v in enumerate(base)]
+    runs += [run("A", s, v + d) for s, (v, d) in enumerate(zip(base, [0.50, 0.52, 0.48]))]   # shifted: higher
+    runs += [run("B", s, v + d) for s, (v, d) in enumerate(zip(base, [0.5, -0.6, 0.1]))]     # noise: not separated
+    text = rep.table(runs, "case", None, "Z", "top_eigenvalue", "data", None)
+    lines = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+    assert lines["A"].rstrip(" |").endswith("higher") and "0.5 ± 0.02" in lines["A"]
+    assert lines["B"].rstrip(" |").endswith("not separated")
+    # the mean and interval of a group, recomputed: t_{2, 0.975} sd / sqrt(3)
+    from scipy.stats import t
+    hw = t.ppf(0.975, 2) * np.std(base, ddof=1) / np.sqrt(3)
+    assert f"[{2 - hw:.4g}, {2 + hw:.4g}]" in lines["Z"]
+
+
+def test_curvature_end_measures_once_after_the_last_epoch_and_bad_settings_are_named(data, tmp_path):
+    from manualbp.train import ConfigError
+    cfg = _cfg(data, probe_every=0, curvature="end", curvature_lanczos_steps=5, curvature_hutchinson_samples=2)
+    train(cfg, tmp_path / "end", log=lambda *_: None)
+    rows = [json.loads(line) for line in (tmp_path / "end" / "instruments.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["term"]) for r in rows] == [(2, "data"), (2, "objective")]
+    assert rows[0]["step"] == 8 and rows[0]["hvp"] == "double_backward"
+    for bad, match in (({"curvature": "sometimes"}, "log.curvature must be"),
+                       ({"curvature": True, "probe_every": 0}, "log.curvature=true is computed on probe steps"),
+                       ({"curvature": True, "curvature_lanczos_steps": 0}, "curvature_lanczos_steps must be"),
+                       ({"curvature": True, "curvature_hvp": "exact"}, "log.curvature_hvp must be")):
+        with pytest.raises(ConfigError, match=match):
+            train(_cfg(data, **bad), tmp_path / "bad", log=lambda *_: None)
+    assert not (tmp_path / "bad").exists()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, pair
-from ._function import ManualFunction, save_for_jvp, tangent_sum
+from ._function import ManualFunction, save_for_jvp, second_order_possible, tangent_sum
 
 aten = torch.ops.aten
 
@@ -477,7 +477,7 @@ class PoolMixFunction(ManualFunction):
         gx = gw = None
         if g is None:
             return None, None, None, None
-        if torch.is_grad_enabled():
+        if second_order_possible():
             diff = _gather_planes(x, idx) - aten.avg_pool2d(x, list(kernel), list(stride), [0, 0], False, True, None)
         if ctx.needs_input_grad[0]:
             gx = aten.max_pool2d_with_indices_backward(w * g, x, list(kernel), list(stride), [0, 0], [1, 1],

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_same_dtype_device, check_tensor, values_checkable
-from ._function import ManualFunction, first, save_for_jvp, tangent_sum
+from ._function import ManualFunction, first, save_for_jvp, second_order_possible, tangent_sum
 
 _REDUCTIONS = ("mean", "sum")
 
@@ -65,7 +65,7 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         gz = gt = None
         if g is None:
             return None, None, None
-        if torch.is_grad_enabled():
+        if second_order_possible():
             logp = torch.log_softmax(z, dim=1)
             if not t.is_floating_point():
                 t = (t[:, None] == torch.arange(z.shape[1], device=z.device)).to(z.dtype)   # one-hot, vmap-safe
@@ -87,13 +87,14 @@ class SoftmaxCrossEntropyFunction(ManualFunction):
         # dL = reduce_n( -sum_c (t[n,c] dlogp[n,c] + dt[n,c] logp[n,c]) ),
         # dlogp[n,c] = dz[n,c] - sum_c' softmax(z)[n,c'] dz[n,c']   (class indices: t one-hot, no dt)
         logp, t = ctx.saved_tensors
-        dlogp = tz - (logp.exp() * tz).sum(1, keepdim=True)
-        if t.is_floating_point():
-            per_row = -(t * dlogp).sum(1)
-            if tt is not None:
-                per_row = per_row - (tt * logp).sum(1)
-        else:
-            per_row = -dlogp.gather(1, t[:, None])[:, 0]
+        per_row = None
+        if tz is not None:
+            dlogp = tz - (logp.exp() * tz).sum(1, keepdim=True)
+            per_row = -(t * dlogp).sum(1) if t.is_floating_point() else -dlogp.gather(1, t[:, None])[:, 0]
+        if tt is not None and t.is_floating_point():
+            per_row = tangent_sum(per_row, -(tt * logp).sum(1))
+        if per_row is None:
+            return None, None, None
         return (per_row.mean() if ctx.reduction == "mean" else per_row.sum()), None, None
 
 
@@ -176,7 +177,11 @@ class MSEFunction(ManualFunction):
         # L = reduce (p - t)^2 ; dL/dp = 2 (p - t) g / n (n only for "mean") ; dL/dt = -dL/dp
         # (aten.mse_loss_backward evaluates dL/dp, fused)
         pred, target = ctx.saved_tensors
-        d = torch.ops.aten.mse_loss_backward(g, pred, target, _REDUCTION_ENUM[ctx.reduction])
+        if second_order_possible():   # the same formula on differentiable ops (aten's kernel has no forward-mode rule
+            #                           for a target tangent)
+            d = 2 * (pred - target) * (g / pred.numel() if ctx.reduction == "mean" else g)
+        else:
+            d = torch.ops.aten.mse_loss_backward(g, pred, target, _REDUCTION_ENUM[ctx.reduction])
         return (d if ctx.needs_input_grad[0] else None,
                 -d if ctx.needs_input_grad[1] else None, None)
 
@@ -221,7 +226,7 @@ class SoftmaxBCEFunction(ManualFunction):
         p, t, z = ctx.saved_tensors
         if g is None:
             return None, None, None
-        if torch.is_grad_enabled():
+        if second_order_possible():
             p = torch.softmax(z, dim=1)
         scale = g / p.shape[0] if ctx.reduction == "mean" else g
         gz = gt = None
@@ -236,9 +241,8 @@ class SoftmaxBCEFunction(ManualFunction):
         # L is a scalar: dL = sum(dL/dz o dz) + sum(dL/dt o dt), the backward's formulas at g = 1
         p, t = ctx.saved_tensors
         scale = 1.0 / p.shape[0] if ctx.reduction == "mean" else 1.0
-        dl = (_sbce_grad_z(p, t, scale) * tz).sum()
-        if tt is not None:
-            dl = dl + (_sbce_grad_t(p, scale) * tt).sum()
+        dl = tangent_sum(None if tz is None else (_sbce_grad_z(p, t, scale) * tz).sum(),
+                         None if tt is None else (_sbce_grad_t(p, scale) * tt).sum())
         return dl, None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_momentum, check_positive, check_tensor
-from ._function import ManualFunction, save_for_jvp
+from ._function import ManualFunction, save_for_jvp, second_order_possible
 
 
 def _check_dim(op: str, x: torch.Tensor, dim: int) -> int:
@@ -148,7 +148,7 @@ class BatchNormFunction(ManualFunction):
         training, eps = ctx.conf
         if g is None or not ctx.needs_input_grad[0]:
             return None, None, None, None, None, None
-        if training and torch.is_grad_enabled():
+        if training and second_order_possible():
             # create_graph: the same formula on differentiable ops, the statistics recomputed from x, so
             # that a second derivative sees their dependence on x
             dims = [0, *range(2, x.dim())]

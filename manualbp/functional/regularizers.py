@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from ._checks import check_tensor
-from ._function import ManualFunction, RefusedDerivative, save_for_jvp
+from ._function import ManualFunction, RefusedDerivative, refuse_second_order, save_for_jvp, second_order_possible
 
 aten = torch.ops.aten
 EPS = 1e-7  # the articles' epsilon
@@ -45,7 +45,9 @@ class Regularizer:
 # A derivative that is constant returns a 0-dim tensor (expanded later).
 
 def _fast(t) -> bool:
-    return not (torch.is_grad_enabled() and t.requires_grad)
+    """No graph is recorded through this backward and no forward-mode level is open: in-place kernels and
+    saved intermediates are safe."""
+    return not second_order_possible()
 
 
 def _sec2_neg(t):  # -(1 - tanh^2(t)) = tanh^2(t) - 1
@@ -190,8 +192,14 @@ class RegularizeFunction(ManualFunction):
         reg = REGULARIZERS[name]
         if saved.numel() and _fast(w):
             return reg.grad_from_saved(w, saved, g * lam), None, None, None
-        d = reg.article_grad(w) if (article_grad and reg.article_grad is not None) else reg.grad(w)
-        return (d * (g * lam)).expand_as(w), None, None, None
+        if article_grad and reg.article_grad is not None:
+            d = (reg.article_grad(w) * (g * lam)).expand_as(w)
+            if second_order_possible():   # not a derivative: a derivative of it would mean nothing
+                return refuse_second_order(f"RegularizeFunction: a second derivative through this op is not provided "
+                                           f"(regularize[{name}, article_grad]: the backward is the article's coded "
+                                           "derivative, not R's)", (g, w), (d, None, None, None))
+            return d, None, None, None
+        return (reg.grad(w) * (g * lam)).expand_as(w), None, None, None
 
     @staticmethod
     def jvp(ctx, t, *_):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import check_choice, check_positive, check_tensor
-from ._function import ManualFunction, save_for_jvp
+from ._function import ManualFunction, save_for_jvp, second_order_possible
 
 SPARSE_ACTIVATIONS = ("soft_abs", "elu")
 
@@ -43,7 +43,7 @@ class SparseFilteringFunction(ManualFunction):
         # see _cost_grad; under create_graph F, F1, F2, n1 and n2 are recomputed from z (the forward's
         # formulas on differentiable ops), so that a second derivative sees their dependence on z
         z, *inter = ctx.saved_tensors
-        if torch.is_grad_enabled():
+        if second_order_possible():
             inter = _normalised(z, ctx.eps, ctx.activation)
         return _cost_grad(z, *inter, g, ctx.activation, ctx.mean), None, None, None
 

@@ -1,7 +1,9 @@
 """Checks run for every registry entry: gradcheck (float64, CPU and CUDA), batched gradcheck,
 forward-mode AD (gradcheck's check_forward_ad, and the tangents of both paths against the
-reference's), double backward (gradgradcheck, and a second derivative built through the backward
-with a constant incoming gradient, against the reference's, or the op's clear refusal), and
+reference's, with every input's tangent and with the last input's alone), double backward
+(gradgradcheck, and a second derivative built through the backward with a constant incoming gradient,
+by reverse-over-reverse and by eager forward-over-reverse, against central differences of the op's own
+first-order backward, itself checked against the reference; or the op's clear refusal), and
 forward/backward agreement with the entry's independent reference (float32 and float64, CPU and
 CUDA, and on non-contiguous views of the samples)."""
 from __future__ import annotations
@@ -133,6 +135,16 @@ def compare_jvp_reference(info: OpInfo, sample: Sample) -> float:
     _, t_func = torch.func.jvp(fn_m, primals, tangents)
     with fwAD.dual_level():
         t_eager = fwAD.unpack_dual(fn_m(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents)))).tangent
+    if len(primals) > 1:   # the last input's tangent alone: the others arrive as None (or zeros) in the rules
+        alone = tuple(torch.zeros_like(t) for t in tangents[:-1]) + (tangents[-1],)
+        _, t_ref_alone = torch.func.jvp(fn_r, primals, alone)
+        with fwAD.dual_level():
+            args = [*primals[:-1], fwAD.make_dual(primals[-1], tangents[-1])]
+            t_alone = fwAD.unpack_dual(fn_m(*args)).tangent
+        t_alone = torch.zeros_like(t_ref_alone) if t_alone is None else t_alone
+        torch.testing.assert_close(t_alone, t_ref_alone, rtol=rtol, atol=atol,
+                                   msg=lambda m: f"{info.name} [{sample.desc}]: tangent of the last input alone "
+                                                 f"differs from the reference's\n{m}")
     worst = 0.0
     for path, t in (("torch.func.jvp (apply)", t_func), ("forward_ad (eager twin)", t_eager)):
         assert t is not None, f"{info.name} [{sample.desc}]: {path} returned no tangent"
@@ -153,6 +165,17 @@ def _second(out, inputs, v, u):
     return [torch.zeros_like(a) if h is None else h for a, h in zip(inputs, second)]
 
 
+def _forward_over_reverse(fn, inputs, v, u):
+    """H u of <fn(inputs), v> by eager forward-over-reverse: inputs dual with tangents u, a plain first-order
+    grad, the tangent of the result (an input whose gradient carries no tangent: 0)."""
+    leaves = [a.detach().clone().requires_grad_() for a in inputs]
+    with fwAD.dual_level():
+        out = fn(*(fwAD.make_dual(x, t) for x, t in zip(leaves, u)))
+        grads = torch.autograd.grad(out, leaves, v, allow_unused=True)
+        tangents = [None if g is None else fwAD.unpack_dual(g).tangent for g in grads]
+    return [torch.zeros_like(a) if t is None else t for a, t in zip(inputs, tangents)]
+
+
 def run_second_order(info: OpInfo, sample: Sample, eps: float = 1e-6) -> float:
     """A second derivative built through the op's backward with a constant incoming gradient v (what
     ``torch.autograd.grad(loss, params, create_graph=True)`` hands the last op): where the entry is
@@ -166,13 +189,17 @@ def run_second_order(info: OpInfo, sample: Sample, eps: float = 1e-6) -> float:
     v = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out)
     u = _tangents(inputs, seed=3)
     if not info.gradgrad:
-        try:
-            _second(out, inputs, v, u)
-        except RefusedDerivative as e:
-            assert "second derivative" in str(e) and "not provided" in str(e), f"{info.name}: unclear refusal {e}"
-            return 0.0
-        raise AssertionError(f"{info.name} [{sample.desc}]: a second derivative through a refusing op ran")
+        for how, run in (("reverse-over-reverse", lambda: _second(out, inputs, v, u)),
+                         ("forward-over-reverse", lambda: _forward_over_reverse(fn, inputs, v, u))):
+            try:
+                run()
+            except RefusedDerivative as e:
+                assert "not provided" in str(e), f"{info.name}: unclear refusal {e}"
+                continue
+            raise AssertionError(f"{info.name} [{sample.desc}]: a second derivative ({how}) through a refusing op ran")
+        return 0.0
     hvp = _second(out, inputs, v, u)
+    fwd = _forward_over_reverse(fn, inputs, v, u)
 
     def first(sign):
         shifted = [(a.detach() + sign * eps * w).requires_grad_() for a, w in zip(inputs, u)]
@@ -180,12 +207,13 @@ def run_second_order(info: OpInfo, sample: Sample, eps: float = 1e-6) -> float:
         return [torch.zeros_like(a) if g is None else g for a, g in zip(shifted, grads)]
     fd = [(p - m) / (2 * eps) for p, m in zip(first(1.0), first(-1.0))]
     worst = 0.0
-    for k, (a, b) in enumerate(zip(hvp, fd)):
-        worst = max(worst, (a - b).abs().max().item() if a.numel() else 0.0)
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5,
-                                   msg=lambda m: f"{info.name} [{sample.desc}]: second derivative {k} (through the "
-                                                 f"backward, constant incoming gradient) differs from central "
-                                                 f"differences of the backward\n{m}")
+    for how, result in (("reverse-over-reverse", hvp), ("forward-over-reverse", fwd)):
+        for k, (a, b) in enumerate(zip(result, fd)):
+            worst = max(worst, (a - b).abs().max().item() if a.numel() else 0.0)
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5,
+                                       msg=lambda m: f"{info.name} [{sample.desc}]: second derivative {k} ({how}, "
+                                                     f"constant incoming gradient) differs from central differences "
+                                                     f"of the backward\n{m}")
     return worst
 
 

@@ -574,10 +574,12 @@ def _build() -> list[OpInfo]:
                           _reg_samples(name)))
     # the gradient-pov article's coded derivative of ratio (letter G): not a gradient (gradcheck must fail)
     ops.append(OpInfo("regularize[ratio, article_grad]", "regularizers", M.regularize, E.regularize_ratio_article,
-                      _ratio_article_samples, gradient=False, batched_grad=False, jvp=False))
+                      _ratio_article_samples, gradient=False, batched_grad=False, jvp=False,
+                      gradgrad=False))
     # the weights-pov article's coded derivative of log_sq (letter K): 2 / (w + eps), not the gradient
     ops.append(OpInfo("regularize[log_sq, article_grad]", "regularizers", M.regularize, E.regularize_log_sq_article,
-                      _log_sq_article_samples, gradient=False, batched_grad=False, jvp=False))
+                      _log_sq_article_samples, gradient=False, batched_grad=False, jvp=False,
+                      gradgrad=False))
     return ops
 
 

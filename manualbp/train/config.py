@@ -47,7 +47,8 @@ BASE: dict = {
             "per_example": False,       # on probe steps: per-example gradient statistics (manualbp.train.instruments)
             "optimizer_state": False,   # on probe steps: second moment, update-to-weight ratio, gradient norms
             "spectra": "off",           # weight spectra: "off", "end" (after the last epoch) or "epoch"
-            "curvature": False,         # on probe steps: the Hessian's top eigenvalue and trace (data term, objective)
+            "curvature": False,         # true: on probe steps, "end": after the last epoch: the Hessian's top
+            #                             eigenvalue and trace (data term, objective; manualbp.train.instruments)
             "curvature_lanczos_steps": 20,      # Lanczos iterations (Hessian-vector products) for the top eigenvalue
             "curvature_hutchinson_samples": 20,  # Rademacher vectors for Hutchinson's trace estimate
             "curvature_hvp": "auto",    # "double_backward", "finite_difference" or "auto" (the first unless an op
@@ -157,7 +158,12 @@ def validate(cfg: dict) -> dict:
     if not (pe in ("epoch", "after_epoch") or (isinstance(pe, int) and not isinstance(pe, bool) and pe >= 0)):
         raise ConfigError(f"log.probe_every must be 0 (off), 'epoch', 'after_epoch' or a positive step count, "
                           f"got {pe!r}")
+    if cfg["log"]["curvature"] not in (False, True, "end"):
+        raise ConfigError(f"log.curvature must be false, true (on probe steps) or 'end' (the final weights), got "
+                          f"{cfg['log']['curvature']!r}")
     for key in ("per_example", "optimizer_state", "curvature"):
+        if key == "curvature" and cfg["log"][key] == "end":
+            continue
         if not isinstance(cfg["log"][key], bool):
             raise ConfigError(f"log.{key} must be true or false, got {cfg['log'][key]!r}")
         if cfg["log"][key] and not pe:

@@ -166,8 +166,9 @@ def exact_derivatives(model, task=None):
 
 
 class Curvature(Instrument):
-    """On probe steps (after the backward, before the update, on the probed batch; with
-    ``log.probe_every=after_epoch`` after each epoch's last step): ``curvature`` of the data term and of the
+    """``log.curvature=true``: on probe steps (after the backward, before the update, on the probed batch;
+    with ``log.probe_every=after_epoch`` after each epoch's last step); ``log.curvature=end``: once, after the
+    last epoch's last step, on its batch (the final weights): ``curvature`` of the data term and of the
     full objective with exact derivatives (``exact_derivatives``). Rows ``instrument: curvature`` in
     instruments.jsonl (one per term), TensorBoard ``curvature_top_eigenvalue/<term>`` and ``curvature_trace/<term>``."""
 
@@ -187,8 +188,16 @@ class Curvature(Instrument):
         rows = []
         try:
             with exact_derivatives(model, task):
+                same = dict(weights) == {"data": 1.0}   # the objective is the data term: measured once
                 for term in self.TERMS:
                     w = {"data": 1.0} if term == "data" else weights
+                    if term == "objective" and same:
+                        c = rows[-1]
+                        rows.append({**c, "term": term})
+                        if self.run.writer is not None:
+                            self.run.writer.add_scalar(f"curvature_top_eigenvalue/{term}", c["top_eigenvalue"], step)
+                            self.run.writer.add_scalar(f"curvature_trace/{term}", c["trace"], step)
+                        continue
 
                     def loss_fn(w=w):
                         with torch.no_grad():   # each pass sees the same running statistics
@@ -209,9 +218,10 @@ class Curvature(Instrument):
         return rows
 
     def after_backward(self, s) -> None:
-        if s.probe:
+        if s.probe and self.run.log["curvature"] is True:
             self.run.write_instruments(self.measure(s.x, s.y, s.weights, s.epoch, s.step))
 
     def end_of_steps(self, s) -> None:
-        if self.run.after_epoch:
+        mode = self.run.log["curvature"]
+        if (mode is True and self.run.after_epoch) or (mode == "end" and s.epoch == self.run.epochs):
             self.run.write_instruments(self.measure(s.x, s.y, s.weights, s.epoch, s.step))

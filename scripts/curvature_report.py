@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""Tables of the curvature instrument's rows (``log.curvature``) over the runs of one or two sweeps: per
+group of runs (a label of the run names), the top eigenvalue and the trace of the chosen term at the chosen
+epoch, as mean, sd, n and the Student-t 95% interval; and against a baseline group, the differences paired
+by seed, with the verdict "higher" / "lower" only where the interval excludes 0.
+
+    python scripts/curvature_report.py SWEEP_DIR --axes bn,case --group case --by bn --baseline Z
+    python scripts/curvature_report.py SWEEP_A SWEEP_B --names dilated,control --epochs 1,5,10,20
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from manualbp.experiments.report import markdown_table, mean_ci
+
+
+def _runs(sweep: Path, name: str, axes: list) -> list[dict]:
+    """[{labels, rows}] of the finished runs of a sweep: a run folder's name is its labels joined by '-'
+    (``seed<k>`` the seed, the other parts named by ``axes`` in order); label ``sweep`` is ``name``."""
+    out = []
+    for d in sorted(p for p in sweep.iterdir() if (p / "DONE.json").is_file()):
+        rows = [json.loads(line) for line in (d / "instruments.jsonl").read_text().splitlines()]
+        rows = [r for r in rows if r.get("instrument") == "curvature"]
+        parts = d.name.split("-")
+        rest = [p for p in parts if not p.startswith("seed")]
+        labels = {"sweep": name, "run": "-".join(rest),
+                  "seed": next((int(p[4:]) for p in parts if p.startswith("seed") and p[4:].isdigit()), 0)}
+        labels.update(zip(axes, rest))
+        out.append({"dir": d, "labels": labels, "rows": rows})
+    return out
+
+
+def _value(run, key, term, epoch):
+    rows = [r for r in run["rows"] if r["term"] == term and (epoch is None or r["epoch"] == epoch)]
+    return rows[-1][key] if rows else None
+
+
+def _fmt(m, sd, hw, n, digits=4):
+    if n < 2:
+        return f"{m:.{digits}g} (one run)", ""
+    return f"{m:.{digits}g} ± {sd:.2g}", f"[{m - hw:.{digits}g}, {m + hw:.{digits}g}]"
+
+
+def table(runs, group: str, by: str | None, baseline: str | None, key: str, term: str, epoch) -> str:
+    """One row per (by, group) value: mean ± sd, n, interval; and the paired difference to ``baseline``."""
+    arms = sorted({r["labels"].get(by) for r in runs}) if by else [None]
+    out = []
+    for arm in arms:
+        sel = [r for r in runs if by is None or r["labels"].get(by) == arm]
+        groups = sorted({r["labels"][group] for r in sel}, key=str)
+        base = {r["labels"].get("seed"): _value(r, key, term, epoch) for r in sel
+                if baseline is not None and r["labels"][group] == baseline}
+        for g in groups:
+            vals = {r["labels"].get("seed"): _value(r, key, term, epoch) for r in sel if r["labels"][group] == g}
+            vals = {s: v for s, v in vals.items() if v is not None}
+            if not vals:
+                continue
+            m, sd, hw, n = mean_ci(list(vals.values()))
+            cell, ci = _fmt(m, sd, hw, n)
+            diff, verdict = "", ""
+            if baseline is not None and g != baseline:
+                paired = [vals[s] - base[s] for s in vals if base.get(s) is not None]
+                if paired:
+                    dm, dsd, dhw, dn = mean_ci(paired)
+                    d_cell, d_ci = _fmt(dm, dsd, dhw, dn)
+                    diff = f"{d_cell} {d_ci}".strip()
+                    verdict = ("higher" if dm - dhw > 0 else "lower" if dm + dhw < 0 else "not separated") \
+                        if dn >= 2 else "one run"
+            out.append([*([arm] if by else []), g, n, cell, ci, diff, verdict])
+    head = [*([by] if by else []), group, "n", f"{key} ({term}) mean ± sd", "95% t-interval",
+            f"paired difference to {baseline} [95% t-interval]" if baseline else "", "" if not baseline else "verdict"]
+    return markdown_table(head, out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweeps", nargs="+", type=Path)
+    ap.add_argument("--names", help="comma-separated names of the sweeps (label 'sweep'); default: folder names")
+    ap.add_argument("--axes", default="", help="comma-separated names of the run names' non-seed parts, in order "
+                    "(e.g. bn,case for weights-pov's bn-A-seed0)")
+    ap.add_argument("--group", default="sweep", help="the label whose values are compared (default: sweep)")
+    ap.add_argument("--by", default=None, help="a label to split the table by (e.g. bn)")
+    ap.add_argument("--baseline", default=None, help="the group value the others are compared with, paired by seed")
+    ap.add_argument("--term", default="data", choices=("data", "objective"))
+    ap.add_argument("--epochs", default=None, help="comma-separated epochs (default: the last row of each run)")
+    args = ap.parse_args(argv)
+    names = args.names.split(",") if args.names else [s.name for s in args.sweeps]
+    axes = [a for a in args.axes.split(",") if a]
+    runs = [r for s, n in zip(args.sweeps, names) for r in _runs(s, n, axes)]
+    if not runs:
+        print("no finished runs with curvature rows", file=sys.stderr)
+        return 1
+    epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else [None]
+    for epoch in epochs:
+        for key in ("top_eigenvalue", "trace"):
+            print(f"\n{key}, {args.term} term, " + (f"epoch {epoch}" if epoch else "final row") + "\n")
+            print(table(runs, args.group, args.by, args.baseline, key, args.term, epoch))
+    hvps = sorted({r2["hvp"] for r in runs for r2 in r["rows"]})
+    print(f"\n{len(runs)} runs; Hessian-vector products by {', '.join(hvps)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
