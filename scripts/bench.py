@@ -488,8 +488,11 @@ def bench_curvature(device, tiny: bool, repeats: int) -> list:
     """The curvature instrument's unit of work per model family: one Hessian-vector product through the manual
     Functions (double backward) against one gradient (forward and backward) of the same loss, paired ratios
     from interleaved rounds; goal <= 3x."""
+    import torch.nn.functional as F
+
     import manualbp.functional as MF
     from manualbp.models import CNN6, MLP, SegmentationAE
+    from manualbp.testing.reference_models import reference_forward
     from manualbp.train.instruments import hvp
 
     n = 4 if tiny else 32
@@ -512,17 +515,21 @@ def bench_curvature(device, tiny: bool, repeats: int) -> list:
             out = model(x)
             return MF.binary_cross_entropy(out[0], y) if seg else MF.softmax_cross_entropy(out, y)
 
-        def gradient():
-            torch.autograd.grad(loss(), params)
-
-        def product():
-            hvp(loss, params, vecs)
-        times = interleaved_times({"gradient": gradient, "hvp": product}, device, repeats)
+        def plain_loss():   # the same model in plain torch: what autograd's own double backward costs
+            out = reference_forward(model, x)
+            return F.binary_cross_entropy(out[0], y) if seg else F.cross_entropy(out, y)
+        fns = {"gradient": lambda: torch.autograd.grad(loss(), params), "hvp": lambda: hvp(loss, params, vecs),
+               "plain gradient": lambda: torch.autograd.grad(plain_loss(), params),
+               "plain hvp": lambda: hvp(plain_loss, params, vecs)}
+        times = interleaved_times(fns, device, repeats)
         med, lo, hi = paired_ratio(times["hvp"], times["gradient"])
+        pmed, plo, phi = paired_ratio(times["plain hvp"], times["plain gradient"])
+        hmed, hlo, hhi = paired_ratio(times["hvp"], times["plain hvp"])
         rows.append({"part": "curvature", "name": name, "size": "x".join(map(str, shape)), "device": str(device),
                      "gradient_ms": 1e3 * sorted(times["gradient"])[len(times["gradient"]) // 2],
                      "hvp_ms": 1e3 * sorted(times["hvp"])[len(times["hvp"]) // 2], "paired_ratio": med,
-                     "paired_ratio_iqr": [lo, hi]})
+                     "paired_ratio_iqr": [lo, hi], "plain_ratio": pmed, "plain_ratio_iqr": [plo, phi],
+                     "hvp_vs_plain": hmed, "hvp_vs_plain_iqr": [hlo, hhi]})
     return rows
 
 
@@ -719,6 +726,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
     ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize", "profile",
+                                       "curvature",
                                        "instruments"),
                     action="append",
                     help="parts to run (default: ops, models, whitening, materialize, instruments; compile, "
@@ -787,8 +795,11 @@ def main(argv=None) -> int:
     if cv:
         print()
         print(table(cv, ["device", "name", "size", ms("gradient_ms"), ms("hvp_ms"),
-                         lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"])],
-                    ["device", "model", "batch", "gradient ms", "hvp ms", "hvp / gradient [IQR]"]))
+                         lambda r: ratio_q(r["paired_ratio"], r["paired_ratio_iqr"]),
+                         lambda r: ratio_q(r["plain_ratio"], r["plain_ratio_iqr"]),
+                         lambda r: ratio_q(r["hvp_vs_plain"], r["hvp_vs_plain_iqr"])],
+                    ["device", "model", "batch", "gradient ms", "hvp ms", "hvp / gradient [IQR]",
+                     "plain torch: hvp / gradient", "hvp: manual / plain"]))
     mr = [r for r in rows if r["part"] == "model runs"]
     if mr:
         print(table(mr, ["device", "name", "variant", lambda r: " ".join(f"{v:.3f}" for v in r["values"]),
