@@ -69,9 +69,9 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
                     diff = f"{d_cell} {d_ci}".strip()
                     verdict = ("higher" if dm - dhw > 0 else "lower" if dm + dhw < 0 else "not separated") \
                         if dn >= 2 else "one run"
-            out.append([*([arm] if by else []), g, n, cell, ci, diff, verdict])
+            out.append([*([arm] if by else []), g, n, cell, ci, *([diff, verdict] if baseline else [])])
     head = [*([by] if by else []), group, "n", f"{key} ({term}) mean ± sd", "95% t-interval",
-            f"paired difference to {baseline} [95% t-interval]" if baseline else "", "" if not baseline else "verdict"]
+            *([f"paired difference to {baseline} [95% t-interval]", "verdict"] if baseline else [])]
     return markdown_table(head, out)
 
 
