@@ -21,7 +21,7 @@ def _runs(sweep: Path, name: str, axes: list) -> list[dict]:
     """[{labels, rows}] of the finished runs of a sweep: a run folder's name is its labels joined by '-'
     (``seed<k>`` the seed, the other parts named by ``axes`` in order); label ``sweep`` is ``name``."""
     out = []
-    for d in sorted(p for p in sweep.iterdir() if (p / "DONE.json").is_file()):
+    for d in sorted(p for p in sweep.iterdir() if (p / "DONE.json").is_file() and (p / "instruments.jsonl").is_file()):
         rows = [json.loads(line) for line in (d / "instruments.jsonl").read_text().splitlines()]
         rows = [r for r in rows if r.get("instrument") == "curvature"]
         parts = d.name.split("-")
@@ -44,17 +44,35 @@ def _fmt(m, sd, hw, n, digits=4):
     return f"{m:.{digits}g} ± {sd:.2g}", f"[{m - hw:.{digits}g}, {m + hw:.{digits}g}]"
 
 
+def _pair_key(run, group: str):
+    """What pairs a run with its baseline: every label but the group's and the run name."""
+    return tuple(sorted((k, str(v)) for k, v in run["labels"].items() if k not in (group, "run", "sweep")
+                        or (k == "sweep" and group != "sweep")))
+
+
 def table(runs, group: str, by: str | None, baseline: str | None, key: str, term: str, epoch) -> str:
-    """One row per (by, group) value: mean ± sd, n, interval; and the paired difference to ``baseline``."""
+    """One row per (by, group) value: mean ± sd, n, interval; and the difference to ``baseline`` paired by
+    every other label (the seed), with a nominal (uncorrected) 95% verdict."""
+    methods = {(r2.get("hvp"), str(r2.get("params", "all"))) for r in runs for r2 in r["rows"]}
+    if len(methods) > 1:
+        raise ValueError(f"the runs' curvature rows were measured differently {sorted(methods)} (Hessian-vector "
+                         "products, parameter blocks); compare runs measured alike")
     arms = sorted({r["labels"].get(by) for r in runs}) if by else [None]
     out = []
     for arm in arms:
         sel = [r for r in runs if by is None or r["labels"].get(by) == arm]
         groups = sorted({r["labels"][group] for r in sel}, key=str)
-        base = {r["labels"].get("seed"): _value(r, key, term, epoch) for r in sel
+        seen = {}
+        for r in sel:
+            k = (r["labels"][group], _pair_key(r, group))
+            if k in seen:
+                raise ValueError(f"runs {seen[k]} and {r['dir']} have the same labels {k}; name the axis that "
+                                 "tells them apart (--axes, --by)")
+            seen[k] = r["dir"]
+        base = {_pair_key(r, group): _value(r, key, term, epoch) for r in sel
                 if baseline is not None and r["labels"][group] == baseline}
         for g in groups:
-            vals = {r["labels"].get("seed"): _value(r, key, term, epoch) for r in sel if r["labels"][group] == g}
+            vals = {_pair_key(r, group): _value(r, key, term, epoch) for r in sel if r["labels"][group] == g}
             vals = {s: v for s, v in vals.items() if v is not None}
             if not vals:
                 continue
@@ -71,7 +89,8 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
                         if dn >= 2 else "one run"
             out.append([*([arm] if by else []), g, n, cell, ci, *([diff, verdict] if baseline else [])])
     head = [*([by] if by else []), group, "n", f"{key} ({term}) mean ± sd", "95% t-interval",
-            *([f"paired difference to {baseline} [95% t-interval]", "verdict"] if baseline else [])]
+            *([f"paired difference to {baseline} [95% t-interval]", "verdict (nominal 95%, uncorrected)"]
+              if baseline else [])]
     return markdown_table(head, out)
 
 

@@ -122,7 +122,7 @@ MUTANTS = [
     M("probes: gradient-pov's extra moment step with weight b1", "manualbp/train/instruments/probes.py",
       "m.mul_(b1).add_(p.grad, alpha=1 - b1)", "m.mul_(b1).add_(p.grad, alpha=b1)", PROBE),
     M("loop: the instruments' start check skipped", "manualbp/train/loop.py",
-      "    check_instruments(model, cfg[\"log\"])", "    pass", INSTR),
+      "    check_instruments(model, cfg[\"log\"], task)", "    pass", INSTR),
     # ---- manualbp/train/rundir.py
     M("rundir: an unreadable hold taken as abandoned at once", "manualbp/train/rundir.py",
       'except ValueError:\n            return {"host": None, "pid": None, "age_s": age, "unreadable": True}',

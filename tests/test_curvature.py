@@ -138,17 +138,49 @@ def test_finite_difference_hvp_is_close_to_double_backward():
         assert torch.equal(p.detach(), q)
 
 
-def test_auto_falls_back_to_finite_differences_through_a_refusing_op():
-    torch.manual_seed(2)
-    model = MLP([4, 5, 3], activation="tanh", norm="zca_dim", norm_at=1).double()
-    x, y = torch.randn(9, 4, dtype=torch.float64), torch.randint(0, 3, (9,))
-    params = list(model.parameters())
-    loss = lambda: M.softmax_cross_entropy(model(x), y)   # noqa: E731
-    res = curvature(loss, params, 10, 5, seed=0, method="auto")
-    assert res["hvp"] == "finite_difference" and np.isfinite(res["top_eigenvalue"])
+def test_a_whitened_model_gives_the_hessian_block_above_the_whitening_and_refuses_the_rest(data, tmp_path):
+    """Through ZCA (no second derivative): the Hessian in every weight is refused, its block in the layers
+    above the whitening equals that block of the exact Hessian; the run settings are refused before the run."""
     from manualbp.functional._function import RefusedDerivative
+    from manualbp.train import ConfigError
+    torch.manual_seed(2)
+    model = MLP([4, 5, 5, 3], activation="tanh", norm="zca_dim", norm_at=1).double()
+    x, y = torch.randn(9, 4, dtype=torch.float64), torch.randint(0, 3, (9,))
     with pytest.raises(RefusedDerivative):
-        curvature(loss, params, 10, 5, seed=0, method="double_backward")
+        curvature(lambda: M.softmax_cross_entropy(model(x), y), list(model.parameters()), 5, 2, seed=0)
+    above = {n: p for n, p in model.named_parameters() if n.startswith(("layers.1", "layers.2"))}
+    below = {n: p.detach() for n, p in model.named_parameters() if n not in above}
+    params = list(above.values())
+    n = sum(p.numel() for p in params)
+    res = curvature(lambda: M.softmax_cross_entropy(model(x), y), params, n, 2, seed=0)
+
+    def f(theta):
+        parts = theta.split([p.numel() for p in params])
+        ps = {k: t.view_as(p) for (k, p), t in zip(above.items(), parts)}
+        return M.softmax_cross_entropy(torch.func.functional_call(model, {**below, **ps}, (x,)), y)
+    H = torch.func.hessian(f)(torch.cat([p.detach().reshape(-1) for p in params]))
+    assert res["top_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=1e-9)
+    cfg = _cfg(data, curvature="end")
+    for bad, match in (({"model": {"name": "mlp", "widths": [784, 8, 10], "norm": "zca_dim", "norm_at": 1}},
+                        "gives no second derivative"),
+                       ({"log": {"curvature": "end", "curvature_hvp": "finite_difference"}, "model": {
+                           "name": "mlp", "widths": [784, 8, 10], "activation": "relu"}}, "jumps at"),
+                       ({"log": {"curvature": "end", "curvature_params": ["nothing"]}}, "names none")):
+        with pytest.raises(ConfigError, match=match):
+            train(resolve(cfg, bad), tmp_path / "refused", log=lambda *_: None)
+        assert not (tmp_path / "refused").exists()
+    ok = resolve(cfg, {"model": {"name": "mlp", "widths": [784, 8, 10], "norm": "zca_dim", "norm_at": 1},
+                       "log": {"curvature_params": ["layers.1"], "curvature_lanczos_steps": 4,
+                               "curvature_hutchinson_samples": 2}})
+    train(ok, tmp_path / "block", log=lambda *_: None)
+    rows = [json.loads(line) for line in (tmp_path / "block" / "instruments.jsonl").read_text().splitlines()]
+    assert rows[0]["params"] == ["layers.1"] and rows[0]["hvp"] == "double_backward"
+
+
+def test_finite_differences_across_a_kink_are_refused_by_name():
+    from manualbp.train.instruments import kinked_ops
+    assert kinked_ops(MLP([4, 3, 2], activation="relu")) and not kinked_ops(MLP([4, 3, 2], activation="tanh"))
+    assert kinked_ops(CNN6())
 
 
 def test_exact_derivatives_switches_named_backwards_and_restores_them():
@@ -229,9 +261,10 @@ def test_the_report_pairs_by_seed_and_says_higher_only_when_the_interval_exclude
     rep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rep)
 
-    def run(group, seed, top):
-        return {"labels": {"case": group, "seed": seed},
-                "rows": [{"term": "data", "epoch": 3, "top_eigenvalue": top, "trace": 2 * top}]}
+    def run(group, seed, top, bn="bn"):
+        return {"labels": {"case": group, "seed": seed, "bn": bn}, "dir": f"{bn}-{group}-seed{seed}",
+                "rows": [{"term": "data", "epoch": 3, "top_eigenvalue": top, "trace": 2 * top,
+                          "hvp": "double_backward"}]}
     base = [1.0, 2.0, 3.0]
     runs = [run("Z", s, v) for s, v in enumerate(base)]
     runs += [run("A", s, v + d) for s, (v, d) in enumerate(zip(base, [0.50, 0.52, 0.48]))]   # shifted: higher
@@ -244,6 +277,14 @@ def test_the_report_pairs_by_seed_and_says_higher_only_when_the_interval_exclude
     from scipy.stats import t
     hw = t.ppf(0.975, 2) * np.std(base, ddof=1) / np.sqrt(3)
     assert f"[{2 - hw:.4g}, {2 + hw:.4g}]" in lines["Z"]
+    # runs told apart only by a label the table is not split by: refused, not silently dropped
+    with pytest.raises(ValueError, match="same labels"):
+        rep.table(runs + [{**run("A", 0, 9.0), "labels": {"case": "A", "seed": 0, "bn": "bn"}}], "case", None, "Z",
+                  "top_eigenvalue", "data", None)
+    mixed = runs + [run("C", 0, 1.0)]
+    mixed[-1]["rows"][0]["hvp"] = "finite_difference"
+    with pytest.raises(ValueError, match="measured differently"):
+        rep.table(mixed, "case", None, "Z", "top_eigenvalue", "data", None)
 
 
 def test_curvature_end_measures_once_after_the_last_epoch_and_bad_settings_are_named(data, tmp_path):
@@ -253,6 +294,16 @@ def test_curvature_end_measures_once_after_the_last_epoch_and_bad_settings_are_n
     rows = [json.loads(line) for line in (tmp_path / "end" / "instruments.jsonl").read_text().splitlines()]
     assert [(r["epoch"], r["term"]) for r in rows] == [(2, "data"), (2, "objective")]
     assert rows[0]["step"] == 8 and rows[0]["hvp"] == "double_backward"
+    # measured afterwards from the run folder alone: the same numbers
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "curvature_of_run.py"), str(tmp_path / "end"),
+                          "--lanczos", "5", "--hutchinson", "2"], capture_output=True, text=True, check=True).stdout
+    after = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    for a, b in zip(after, rows, strict=True):
+        assert (a["term"], a["step"]) == (b["term"], b["step"])
+        assert a["top_eigenvalue"] == pytest.approx(b["top_eigenvalue"], rel=1e-9)
+        assert a["trace"] == pytest.approx(b["trace"], rel=1e-9)
     for bad, match in (({"curvature": "sometimes"}, "log.curvature must be"),
                        ({"curvature": True, "probe_every": 0}, "log.curvature=true is computed on probe steps"),
                        ({"curvature": True, "curvature_lanczos_steps": 0}, "curvature_lanczos_steps must be"),

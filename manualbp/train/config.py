@@ -51,8 +51,8 @@ BASE: dict = {
             #                             eigenvalue and trace (data term, objective; manualbp.train.instruments)
             "curvature_lanczos_steps": 20,      # Lanczos iterations (Hessian-vector products) for the top eigenvalue
             "curvature_hutchinson_samples": 20,  # Rademacher vectors for Hutchinson's trace estimate
-            "curvature_hvp": "auto",    # "double_backward", "finite_difference" or "auto" (the first unless an op
-            #                             of the model refuses a second derivative)
+            "curvature_hvp": "auto",    # "double_backward" (= "auto") or "finite_difference" (smooth models only)
+            "curvature_params": "all",  # "all" or a list of parameter-name prefixes: the Hessian's block in those
             "histograms": True, "progress": True, "progress_every": 50},
 }
 # model.norm layers that normalise over the batch (beyond batch norm): no per-example gradients
@@ -187,6 +187,10 @@ def validate(cfg: dict) -> dict:
         v = cfg["log"][key]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"log.{key} must be an int >= 1, got {v!r}")
+    cp = cfg["log"]["curvature_params"]
+    if cp != "all" and not (isinstance(cp, list) and cp and all(isinstance(x, str) and x for x in cp)):
+        raise ConfigError(f"log.curvature_params must be 'all' or a non-empty list of parameter-name prefixes (e.g. "
+                          f"[\"layers.1\", \"layers.2\"]), got {cp!r}")
     if cfg["log"]["curvature_hvp"] not in ("auto", "double_backward", "finite_difference"):
         raise ConfigError(f"log.curvature_hvp must be 'auto', 'double_backward' or 'finite_difference', got "
                           f"{cfg['log']['curvature_hvp']!r}")

@@ -290,7 +290,7 @@ def _train(cfg: dict, rd: RunDir, log, hparams) -> dict:
     task = make_task(cfg, device)
     train_data, test_data = task.load_data()   # data errors surface before the run folder is made
     model = build_initial_model(cfg, task, device)
-    check_instruments(model, cfg["log"])   # before any training and before the run folder is made
+    check_instruments(model, cfg["log"], task)   # before any training and before the run folder is made
     seed_everything(cfg["seed"])
     phases = plan_phases(cfg, task)
     transforms = make_grad_transforms(cfg["grad_transforms"])

@@ -14,7 +14,8 @@ The loop calls them in this order at each hook. The statistics themselves are in
 from __future__ import annotations
 
 from .base import EpochState, Instrument, RunContext, StepState
-from .curvature import Curvature, curvature, exact_derivatives, hutchinson, hvp, hvp_finite_difference, lanczos
+from .curvature import (Curvature, check_curvature, curvature, exact_derivatives, hutchinson, hvp,
+                        hvp_finite_difference, kinked_ops, lanczos, refusing_layers)
 from .optimizer_state import OptimizerState
 from .per_example import PerExample
 from .probes import ActivationProbes, after_epoch_probe
@@ -37,9 +38,10 @@ def build_instruments(run: RunContext) -> list[Instrument]:
     return [cls(run) for key, cls in INSTRUMENTS if _on(run.log[key])]
 
 
-__all__ = ["INSTRUMENTS", "ActivationProbes", "Curvature", "EpochState", "Instrument", "OptimizerState",
-           "PerExample", "RunContext", "Spectra", "StepState", "UpdateSize", "after_epoch_probe", "as_matrix",
-           "batch_statistics", "build_instruments", "check_instruments", "curvature", "exact_derivatives",
-           "gradient_statistics", "hutchinson", "hvp", "hvp_finite_difference", "lanczos", "layer_spectrum",
-           "per_example_gradients", "per_example_rows", "powerlaw_alpha", "second_moment", "spectra_rows",
-           "HIST_BINS", "MIN_SINGULAR_VALUES", "NO_SECOND_MOMENT", "SECOND_MOMENT_KEYS", "_wwfit"]
+__all__ = ["ActivationProbes", "Curvature", "EpochState", "HIST_BINS", "INSTRUMENTS", "Instrument",
+           "MIN_SINGULAR_VALUES", "NO_SECOND_MOMENT", "OptimizerState", "PerExample", "RunContext",
+           "SECOND_MOMENT_KEYS", "Spectra", "StepState", "UpdateSize", "_wwfit", "after_epoch_probe", "as_matrix",
+           "batch_statistics", "build_instruments", "check_curvature", "check_instruments", "curvature",
+           "exact_derivatives", "gradient_statistics", "hutchinson", "hvp", "hvp_finite_difference", "kinked_ops",
+           "lanczos", "layer_spectrum", "per_example_gradients", "per_example_rows", "powerlaw_alpha",
+           "refusing_layers", "second_moment", "spectra_rows"]

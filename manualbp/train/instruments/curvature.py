@@ -105,26 +105,75 @@ def hutchinson(matvec, n: int, samples: int, generator: torch.Generator, dtype=t
     return float(t.mean()), se
 
 
+KINKED = ("relu", "leaky_relu", "max_pool", "pool_mix", "l1", "elastic", "neg_tanh_abs", "abs_sin")
+
+
+def kinked_ops(model, task=None) -> list[str]:
+    """The ops of a model (and its task's regularizer) whose gradient jumps: a central difference of the
+    gradient across such a kink divides the jump by 2h, so finite-difference Hessian-vector products are
+    meaningless there."""
+    found = []
+    for name, m in model.named_modules():
+        kind = type(m).__name__
+        if kind == "Activation" and m.name in ("relu", "leaky_relu"):
+            found.append(f"{name or 'model'} ({m.name})")
+        if kind in ("MaxPool2d", "PoolMix") or "pool_mix" in name:
+            found.append(f"{name} ({kind})")
+    if type(model).__name__ in ("CNN6",):   # its convolutions fuse a ReLU
+        found.append("model (relu after each convolution)")
+    if type(model).__name__ in ("SegmentationAE", "ArticleSegAE"):
+        found.append("model (max / mixed pooling)")
+    reg = task.cfg.get("regularizer") if task is not None else None
+    if isinstance(reg, dict) and reg.get("name") in KINKED and reg.get("lam", 0):
+        found.append(f"regularizer {reg['name']}")
+    return found
+
+
+def refusing_layers(model) -> list[str]:
+    """The layers of a model that give no second derivative (the whitening ops) and have parameters below them
+    (a whitening of the input, an MLP's ``norm_at=0``, refuses nothing the Hessian in the weights needs)."""
+    found = []
+    for name, m in model.named_modules():
+        if type(m).__name__ in ("ZCAWhiten", "DecorrelatedBatchNorm", "IterNorm"):
+            if not (type(model).__name__ == "MLP" and getattr(model, "norm_at", None) == 0 and name == "norm"):
+                found.append(f"{name} ({type(m).__name__})")
+    return found
+
+
+def check_curvature(model, task, log: dict) -> None:
+    """Refuse, before a run starts, curvature settings its model cannot give."""
+    from ..config import ConfigError
+    names = [n for n, _ in model.named_parameters()]
+    prefixes = log["curvature_params"]
+    if prefixes != "all" and not any(n.startswith(tuple(prefixes)) for n in names):
+        raise ConfigError(f"log.curvature_params={prefixes!r} names none of the model's parameters {names}")
+    if log["curvature_hvp"] == "finite_difference":
+        kinks = kinked_ops(model, task)
+        if kinks:
+            raise ConfigError(f"log.curvature_hvp=finite_difference: the gradient of this model jumps at "
+                              f"{', '.join(kinks)}, where central differences of it are meaningless; use "
+                              "double_backward (with log.curvature_params naming the parameters above a layer "
+                              "that gives no second derivative)")
+    elif prefixes == "all" and refusing_layers(model):
+        raise ConfigError(f"log.curvature=true: {', '.join(refusing_layers(model))} gives no second derivative, so "
+                          "the Hessian in every weight is not available; set log.curvature_params to the "
+                          "parameters above it (e.g. [\"layers.1\", \"layers.2\"] for an MLP whitened after "
+                          "layer 1: the Hessian's block in them)")
+
+
 def curvature(loss_fn, params: list, lanczos_steps: int, hutchinson_samples: int, seed: int,
               method: str = "auto") -> dict:
     """{top_eigenvalue, top_residual, trace, trace_se, hvp} of the Hessian of ``loss_fn()`` in ``params``:
-    ``method`` "double_backward", "finite_difference" or "auto" (double backward unless an op of the model
-    refuses a second derivative, then finite differences; the row says which ran)."""
-    from manualbp.functional._function import RefusedDerivative
+    ``method`` "double_backward" (or "auto", the same) or "finite_difference" (for smooth models only; the
+    caller checks ``kinked_ops``)."""
     n = sum(p.numel() for p in params)
     dtype, device = params[0].dtype, params[0].device
     used = "finite_difference" if method == "finite_difference" else "double_backward"
 
     def matvec(v):
-        nonlocal used
         vecs = _split(v, params)
         if used == "double_backward":
-            try:
-                return _flat(hvp(loss_fn, params, vecs)).detach()
-            except RefusedDerivative:
-                if method != "auto":
-                    raise
-                used = "finite_difference"
+            return _flat(hvp(loss_fn, params, vecs)).detach()
         return _flat(hvp_finite_difference(loss_fn, params, vecs)).detach()
     gen = torch.Generator().manual_seed(seed)
     theta, residual = lanczos(matvec, n, lanczos_steps, gen, dtype, device)
@@ -179,10 +228,12 @@ class Curvature(Instrument):
         lg = run.log
         self.steps, self.samples, self.method = (lg["curvature_lanczos_steps"], lg["curvature_hutchinson_samples"],
                                                  lg["curvature_hvp"])
+        self.prefixes = lg["curvature_params"]
 
     def measure(self, x, y, weights, epoch: int, step: int) -> list[dict]:
         model, task = self.run.model, self.run.task
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for n, p in model.named_parameters() if p.requires_grad and
+                  (self.prefixes == "all" or n.startswith(tuple(self.prefixes)))]
         buffers = {k: v.clone() for k, v in model.named_buffers()}
         x = x.detach()
         rows = []
@@ -207,6 +258,7 @@ class Curvature(Instrument):
                     c = curvature(loss_fn, params, self.steps, self.samples, self.run.seed * 1_000_003 + step,
                                   self.method)
                     rows.append({"epoch": epoch, "step": step, "instrument": "curvature", "term": term, **c,
+                                 "params": self.prefixes if self.prefixes == "all" else list(self.prefixes),
                                  "lanczos_steps": self.steps, "hutchinson_samples": self.samples})
                     if self.run.writer is not None:
                         self.run.writer.add_scalar(f"curvature_top_eigenvalue/{term}", c["top_eigenvalue"], step)
@@ -218,7 +270,8 @@ class Curvature(Instrument):
         return rows
 
     def after_backward(self, s) -> None:
-        if s.probe and self.run.log["curvature"] is True:
+        # a non-finite loss: the loop stops with its NaN message after the step; nothing to measure
+        if s.probe and self.run.log["curvature"] is True and bool(torch.isfinite(s.loss.detach())):
             self.run.write_instruments(self.measure(s.x, s.y, s.weights, s.epoch, s.step))
 
     def end_of_steps(self, s) -> None:

@@ -59,9 +59,10 @@ def _batch_coupling_layers(model) -> list[str]:
     return coupled
 
 
-def check_instruments(model, log: dict) -> None:
+def check_instruments(model, log: dict, task=None) -> None:
     """Refuse, before a run trains, instruments that its model cannot give: per-example gradients of a
-    model with layers that couple the examples of a batch beyond batch norm."""
+    model with layers that couple the examples of a batch beyond batch norm; curvature through a layer
+    without a second derivative, or by finite differences across kinks."""
     from ..config import ConfigError
     coupled = _batch_coupling_layers(model) if log.get("per_example") else []
     if coupled:
@@ -69,6 +70,9 @@ def check_instruments(model, log: dict) -> None:
                           "norm, so per-example gradients are not defined for this model; set log.per_example=false")
     if log.get("spectra", "off") != "off":   # the power-law fit's package, before any training
         _wwfit()
+    if log.get("curvature"):
+        from .curvature import check_curvature
+        check_curvature(model, task, log)
 
 
 def batch_statistics(model, x) -> dict:
