@@ -253,6 +253,12 @@ def test_the_instrument_in_a_run_measures_the_final_weights_and_leaves_training_
     n = sum(p.numel() for p in params if p.dim() > 1)
     # (the two terms' estimates use the same Rademacher vectors, each with v^T v = P over the weights)
     assert rows[3]["trace"] - rows[2]["trace"] == pytest.approx(2e-3 * n, rel=1e-6)
+    # the status figure's curvature panels plot these rows
+    from manualbp.train.status import _per_term, status_figure
+    series = _per_term(rows, "top_eigenvalue")
+    assert series["data"] == ([r["step"] for r in rows if r["term"] == "data"],
+                              [r["top_eigenvalue"] for r in rows if r["term"] == "data"])
+    assert status_figure(tmp_path / "with").stat().st_size > 20000
 
 
 def test_the_report_pairs_by_seed_and_says_higher_only_when_the_interval_excludes_zero(tmp_path):
