@@ -417,12 +417,22 @@ def bench_episodes(device, tiny: bool) -> list:
 
 # ---------------------------------------------------------------- whitening back ends
 
+def _instrument_families(tiny: bool) -> list:
+    """(name, model, input shape, segmentation?) of the four model families the instrument parts time."""
+    from manualbp.models import CNN6, MLP, SegmentationAE
+    n = 4 if tiny else 32
+    side = 32 if tiny else 96
+    return [("mlp", MLP([784, 64, 64, 10] if tiny else [784, 1024, 1024, 10]), (n, 784), False),
+            ("cnn6", CNN6(), (n, 3, 32, 32), False),
+            ("cnn6 + batch norm", CNN6(batch_norm=True), (n, 3, 32, 32), False),
+            ("segmentation AE", SegmentationAE(size=side), (max(2, n // 4), 3, side, side), True)]
+
+
 def bench_instruments(device, tiny: bool, repeats: int) -> list:
     """The instruments' cost per model family: a probe step (forward, backward, Adam step, the articles'
     probes) alone and with the per-example statistics, the optimizer state, or the spectra added;
     paired ratios against the probe step alone, timed in the same interleaved rounds."""
     import manualbp.functional as MF
-    from manualbp.models import CNN6, MLP, SegmentationAE
     from manualbp.train.instruments import UpdateSize, per_example_rows, spectra_rows
     from manualbp.train.probes import Probes
 
@@ -433,13 +443,8 @@ def bench_instruments(device, tiny: bool, repeats: int) -> list:
         def example_loss(self, out, y):
             return MF.binary_cross_entropy(out[0], y) if self.seg else MF.softmax_cross_entropy(out, y)
 
-    n = 4 if tiny else 32
     g = torch.Generator().manual_seed(0)
-    fams = [("mlp", MLP([784, 64, 64, 10] if tiny else [784, 1024, 1024, 10]), (n, 784), False),
-            ("cnn6", CNN6(), (n, 3, 32, 32), False),
-            ("cnn6 + batch norm", CNN6(batch_norm=True), (n, 3, 32, 32), False),
-            ("segmentation AE", SegmentationAE(size=32 if tiny else 96), (max(2, n // 4), 3, 32 if tiny else 96,
-                                                                          32 if tiny else 96), True)]
+    fams = _instrument_families(tiny)
     rows = []
     for name, model, shape, seg in fams:
         model = model.to(device)
@@ -491,17 +496,11 @@ def bench_curvature(device, tiny: bool, repeats: int) -> list:
     import torch.nn.functional as F
 
     import manualbp.functional as MF
-    from manualbp.models import CNN6, MLP, SegmentationAE
     from manualbp.testing.reference_models import reference_forward
     from manualbp.train.instruments import hvp
 
-    n = 4 if tiny else 32
     g = torch.Generator().manual_seed(0)
-    fams = [("mlp", MLP([784, 64, 64, 10] if tiny else [784, 1024, 1024, 10]), (n, 784), False),
-            ("cnn6", CNN6(), (n, 3, 32, 32), False),
-            ("cnn6 + batch norm", CNN6(batch_norm=True), (n, 3, 32, 32), False),
-            ("segmentation AE", SegmentationAE(size=32 if tiny else 96), (max(2, n // 4), 3, 32 if tiny else 96,
-                                                                          32 if tiny else 96), True)]
+    fams = _instrument_families(tiny)
     rows = []
     for name, model, shape, seg in fams:
         model = model.to(device).train()

@@ -34,6 +34,10 @@ def _runs(sweep: Path, name: str, axes: list) -> list[dict]:
 
 
 def _value(run, key, term, epoch):
+    """The run's value at ``epoch`` (None: its last row; a pair (first, last): the mean over those epochs)."""
+    if isinstance(epoch, tuple):
+        vals = [r[key] for r in run["rows"] if r["term"] == term and epoch[0] <= r["epoch"] <= epoch[1]]
+        return sum(vals) / len(vals) if vals else None
     rows = [r for r in run["rows"] if r["term"] == term and (epoch is None or r["epoch"] == epoch)]
     return rows[-1][key] if rows else None
 
@@ -104,7 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--by", default=None, help="a label to split the table by (e.g. bn)")
     ap.add_argument("--baseline", default=None, help="the group value the others are compared with, paired by seed")
     ap.add_argument("--term", default="data", choices=("data", "objective"))
-    ap.add_argument("--epochs", default=None, help="comma-separated epochs (default: the last row of each run)")
+    ap.add_argument("--epochs", default=None, help="comma-separated epochs, or ranges first-last (each run's mean "
+                    "over those epochs' rows); default: the last row of each run")
     args = ap.parse_args(argv)
     names = args.names.split(",") if args.names else [s.name for s in args.sweeps]
     axes = [a for a in args.axes.split(",") if a]
@@ -112,10 +117,13 @@ def main(argv=None) -> int:
     if not runs:
         print("no finished runs with curvature rows", file=sys.stderr)
         return 1
-    epochs = [int(e) for e in args.epochs.split(",")] if args.epochs else [None]
+    epochs = [tuple(int(x) for x in e.split("-")) if "-" in e else int(e) for e in args.epochs.split(",")] \
+        if args.epochs else [None]
     for epoch in epochs:
         for key in ("top_eigenvalue", "trace"):
-            print(f"\n{key}, {args.term} term, " + (f"epoch {epoch}" if epoch else "final row") + "\n")
+            where = "final row" if epoch is None else (f"mean over epochs {epoch[0]}-{epoch[1]}"
+                                                       if isinstance(epoch, tuple) else f"epoch {epoch}")
+            print(f"\n{key}, {args.term} term, {where}\n")
             print(table(runs, args.group, args.by, args.baseline, key, args.term, epoch))
     hvps = sorted({r2["hvp"] for r in runs for r2 in r["rows"]})
     print(f"\n{len(runs)} runs; Hessian-vector products by {', '.join(hvps)}")

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import manualbp.functional as M
 from manualbp.models import CNN6, MLP
-from manualbp.testing.reference_models import reference_forward
+from manualbp.testing.reference_models import TwinModule
 from manualbp.train import resolve, train
 from manualbp.train.instruments import curvature, exact_derivatives, hutchinson, hvp, hvp_finite_difference, lanczos
 
@@ -22,13 +22,7 @@ from .fakedata import write_mnist_like
 ROOT = Path(__file__).resolve().parents[1]
 
 
-class _Twin(torch.nn.Module):
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        return reference_forward(self.inner, x)
+_Twin = TwinModule
 
 
 def _cases():

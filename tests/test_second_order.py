@@ -13,18 +13,10 @@ from torch.func import functional_call, hessian, jacrev, jvp, vmap
 import manualbp.functional as M
 from manualbp.functional._function import RefusedDerivative
 from manualbp.models import CNN6, MLP
-from manualbp.testing.reference_models import reference_forward
+from manualbp.testing.reference_models import TwinModule
 
 
-class _Twin(torch.nn.Module):
-    """The plain-torch forward of ``inner`` as a module, so that functional_call can swap its parameters."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def forward(self, x):
-        return reference_forward(self.inner, x)
+_Twin = TwinModule
 
 
 def _objective(module, names, shapes, x, y, loss, prefix=""):

@@ -113,3 +113,15 @@ def reference_forward(model, x):
         if isinstance(model, cls):
             return fn(model, x)
     raise TypeError(f"no plain-torch reference for {type(model).__name__}")
+
+
+class TwinModule(torch.nn.Module):
+    """A manualbp model's plain-torch forward as a module (``reference_forward``), holding the model as
+    ``inner``: ``torch.func.functional_call`` can swap its parameters (names prefixed ``inner.``)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return reference_forward(self.inner, x)
