@@ -728,7 +728,7 @@ def main(argv=None) -> int:
                                        "curvature",
                                        "instruments"),
                     action="append",
-                    help="parts to run (default: ops, models, whitening, materialize, instruments; compile, "
+                    help="parts to run (default: ops, models, whitening, materialize, instruments, curvature; compile, "
                          "episodes and profile only when named: minutes each; episodes needs CIFAR-10 under the "
                          "data root)")
     ap.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda when present)")

@@ -14,7 +14,13 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "b.json").read_text())
     parts = {r["part"] for r in res["rows"]}
-    assert parts == {"ops", "models", "whitening", "materialize", "instruments"}
+    assert parts == {"ops", "models", "whitening", "materialize", "instruments", "curvature"}
+    cv = [r for r in res["rows"] if r["part"] == "curvature"]
+    assert [r["name"] for r in cv] == ["mlp", "cnn6", "cnn6 + batch norm", "segmentation AE"]
+    for r in cv:   # the HVP costs more than the gradient it differentiates; each median inside its quartiles
+        assert r["hvp_ms"] > 0 and r["gradient_ms"] > 0
+        for k in ("paired_ratio", "plain_ratio", "hvp_vs_plain"):
+            assert r[k + "_iqr"][0] <= r[k] <= r[k + "_iqr"][1], (r["name"], k)
     ins = [r for r in res["rows"] if r["part"] == "instruments"]
     assert {(r["name"], r["instrument"]) for r in ins} == {(f, i) for f in ("mlp", "cnn6", "cnn6 + batch norm",
                                                                             "segmentation AE")
