@@ -40,9 +40,9 @@ def measure(run_dir: Path, params: str, steps: int, samples: int) -> list[dict]:
     *_, (x, y) = train_data.batches(cfg["batch_size"], shuffle=cfg["data"]["shuffle"], dtype=task.dtype,
                                     generator=epoch_generator(cfg["seed"], cfg["epochs"]))
     phase = plan_phases(cfg, task)[-1]
-    names = trained_names(model, phase.spec["train"]) if hasattr(phase, "spec") else None
+    names = trained_names(model, phase.spec["train"])
     chosen = [p for n, p in model.named_parameters()
-              if (params == "all" or n.startswith(tuple(params))) and (names is None or n in names)]
+              if (params == "all" or n.startswith(tuple(params))) and n in names]
     buffers = {k: v.clone() for k, v in model.named_buffers()}
     rows = []
     with exact_derivatives(model, task):

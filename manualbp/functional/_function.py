@@ -7,9 +7,10 @@ of pure Python, more than a small op's kernel). A Function written in the older 
 (``forward(ctx, *args)``) is not bound, but cannot run under ``vmap``. So each ``ManualFunction``
 subclass gets an *eager twin*: an old-style Function whose forward calls the subclass's own
 ``forward`` and ``setup_context`` and whose backward *is* the subclass's backward (the same
-function object). ``call`` takes the twin in plain eager mode and ``apply`` (the transform-ready
-path) under a torch.func transform or while torch.compile traces, so both run the same math and
-the same hand-written backward; tests compare the two paths on every registry entry.
+function object). ``call`` takes the twin in plain eager mode, ``_func`` (the class with the
+hand-written forward-mode rule ``jvp``) under a torch.func transform, and the class itself (its
+``jvp`` left as autograd.Function's, which Dynamo requires) while torch.compile traces; all run the
+same math and the same hand-written backward; tests compare the paths on every registry entry.
 
 Ops call ``XFunction.call(*args)`` with every argument positional (no defaults are bound).
 """
@@ -78,7 +79,6 @@ def once_differentiable(reason: str):
             with torch.no_grad():
                 out = fn(ctx, *args)
             return refuse_second_order(message, (*args, *ctx.saved_tensors), out)
-        wrapper.refuses = reason
         return wrapper
     return decorate
 
@@ -128,7 +128,6 @@ def no_forward_rule(reason: str):
     def jvp(ctx, *tangents):
         raise RefusedDerivative(f"{ctx_name(ctx)}: forward-mode differentiation (jvp, jacfwd, forward-over-reverse "
                                 f"Hessians) is not provided for this op: {reason}")
-    jvp.refuses = reason
     return staticmethod(jvp)
 
 

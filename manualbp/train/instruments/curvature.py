@@ -18,9 +18,6 @@ import torch
 from .base import Instrument
 
 
-HVP_METHODS = ("auto", "double_backward", "finite_difference")
-
-
 def hvp(loss_fn, params: list, vecs: list) -> list:
     """H v for the Hessian of ``loss_fn()`` (a scalar through ``params``), v given per parameter, by double
     backward: g = grad(L, w, create_graph=True), H v = grad(<g, v>, w)."""
