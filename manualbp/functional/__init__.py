@@ -7,14 +7,14 @@ from .dense import (add, concat, conv2d, conv_transpose2d, flatten, global_avg_p
 from .fused import FUSED_ACTIVATIONS, conv2d_act, conv_transpose2d_act, linear_act
 from .losses import (binary_cross_entropy, mse, softmax_binary_cross_entropy, softmax_cross_entropy,
                      sum_squared_error)
-from .norm import batch_norm, center, standardize
+from .norm import batch_norm, center, channel_affine, standardize
 from .regularizers import ARTICLE_LETTERS, REGULARIZERS, regularize
 from .sparse_filtering import sparse_filtering
 from .whitening import decorrelated_batch_norm, iter_norm, zca_whiten
 
 __all__ = [
     "ACTIVATIONS", "FUSED_ACTIVATIONS", "REGULARIZERS", "ARTICLE_LETTERS",
-    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "concat", "conv2d", "conv2d_act",
+    "add", "arctan", "batch_norm", "binary_cross_entropy", "center", "channel_affine", "concat", "conv2d", "conv2d_act",
     "conv_transpose2d", "conv_transpose2d_act", "decorrelated_batch_norm", "elu", "flatten", "global_avg_pool2d",
     "interpolate", "iter_norm", "leaky_relu", "linear", "linear_act", "max_pool2d", "mse", "pad2d", "pool_mix",
     "regularize", "relu", "reshape", "sigmoid", "soft_abs", "softmax_binary_cross_entropy", "softmax_cross_entropy",

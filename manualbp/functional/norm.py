@@ -1,10 +1,11 @@
-"""Normalisation without affine parameters: centering, standardisation, batch norm."""
+"""Normalisation without affine parameters (centering, standardisation, batch norm) and the per-channel
+affine transform the normalisation layers add after it."""
 from __future__ import annotations
 
 import torch
 
-from ._checks import check_momentum, check_positive, check_tensor
-from ._function import ManualFunction, save_for_jvp, second_order_possible
+from ._checks import check_momentum, check_positive, check_same_dtype_device, check_tensor
+from ._function import ManualFunction, save_for_jvp, second_order_possible, tangent_sum
 
 
 def _check_dim(op: str, x: torch.Tensor, dim: int) -> int:
@@ -221,3 +222,72 @@ def batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None, running_var: 
     _check_batch_norm(x, running_mean, running_var, training, momentum, eps)
     return BatchNormFunction.call(x, running_mean, running_var, bool(training), float(momentum),
                                    float(eps))[0]
+
+
+def _channel_view(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    """A (C,) vector shaped (1, C, 1, ...) to broadcast over dimension 1 of an ``ndim``-D tensor."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+class ChannelAffineFunction(ManualFunction):
+    """y = x * w[c] + b[c] over dimension 1 (the channels) of x (N, C, ...)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, b):
+        y = x * _channel_view(w, x.dim())
+        return y if b is None else y + _channel_view(b, x.dim())
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, w, b = inputs
+        ctx.save_for_backward(x, w)
+        save_for_jvp(ctx, x, w)
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx, g):
+        # dL/dx = g w[c] ;  dL/dw_c = sum over all but dimension 1 of g x ;  dL/db_c = the same sum of g
+        x, w = ctx.saved_tensors
+        dims = [d for d in range(g.dim()) if d != 1]
+        gx = g * _channel_view(w, g.dim()) if ctx.needs_input_grad[0] else None
+        gw = (g * x).sum(dims) if ctx.needs_input_grad[1] else None
+        gb = g.sum(dims) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+    @staticmethod
+    def jvp(ctx, tx, tw, tb):
+        # dy = dx w[c] + x dw[c] + db[c]
+        x, w = ctx.saved_tensors
+        n = x.dim()
+        return tangent_sum(None if tx is None else tx * _channel_view(w, n),
+                           None if tw is None else x * _channel_view(tw, n),
+                           None if tb is None else _channel_view(tb, n).expand_as(x))
+
+
+def channel_affine(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A per-channel scale and shift, the affine transform of the normalisation layers:
+    ``y[:, c] = weight[c] * x[:, c] + bias[c]``.
+
+    Args:
+        x: input of shape ``(N, C)`` or ``(N, C, H, W)`` (any rank >= 2; dimension 1 holds the channels).
+        weight: ``(C,)``, the scale (the layers start it at 1).
+        bias: ``(C,)`` or None, the shift (the layers start it at 0).
+
+    Returns:
+        Tensor of ``x``'s shape. Backward: dL/dx = g w, dL/dw and dL/db the sums of g x and g over
+        every dimension but 1.
+    """
+    check_tensor("channel_affine", "x", x)
+    if x.dim() < 2:
+        raise ValueError(f"channel_affine: x must have at least 2 dimensions (N, C, ...); got shape {tuple(x.shape)}")
+    for name, v in (("weight", weight), ("bias", bias)):
+        if v is None and name == "bias":
+            continue
+        check_tensor("channel_affine", name, v, ndim=1, shape_hint=f"({x.shape[1]},)")
+        if v.shape[0] != x.shape[1]:
+            raise ValueError(f"channel_affine: {name} must have one entry per channel ({x.shape[1]}, dimension 1 of "
+                             f"x); got shape {tuple(v.shape)}")
+        check_same_dtype_device("channel_affine", x=x, **{name: v})
+    return ChannelAffineFunction.call(x, weight, bias)

@@ -198,35 +198,59 @@ def zca_whiten(x: torch.Tensor, eps: float = 1e-5, mode: str = "dim", backend: s
     return (y, u) if return_matrix else y
 
 
-def _check_running(op, x, running_mean, running_whitening, training, wshape=None):
-    d = x.shape[1]
-    wshape = wshape or (d, d)
+def _check_running(op, x, running_mean, running_whitening, training, groups, g):
+    c = x.shape[1]
     if (running_mean is None) != (running_whitening is None):
         raise ValueError(f"{op}: give both running_mean and running_whitening, or neither")
     if running_mean is None:
         if not training:
             raise ValueError(f"{op}: running_mean and running_whitening are required in eval mode")
-        return
-    for name, r, shape in (("running_mean", running_mean, (d,)),
-                           ("running_whitening", running_whitening, wshape)):
-        if not isinstance(r, torch.Tensor) or tuple(r.shape) != shape or r.dtype != x.dtype \
+        return None
+    # one group: the matrix as (C, C) or (1, C, C); G groups: (G, g, g)
+    shapes = [(groups, g, g)] + ([(c, c)] if groups == 1 else [])
+    for name, r, allowed in (("running_mean", running_mean, [(c,)]), ("running_whitening", running_whitening,
+                                                                     shapes)):
+        if not isinstance(r, torch.Tensor) or tuple(r.shape) not in allowed or r.dtype != x.dtype \
                 or r.device != x.device:
             got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
-            raise ValueError(f"{op}: {name} must be a tensor of shape {shape} with x's dtype and device; "
+            want = " or ".join(str(s) for s in allowed)
+            raise ValueError(f"{op}: {name} must be a tensor of shape {want} with x's dtype and device; "
                              f"got {got}")
+    return running_whitening.view(groups, g, g)   # a view: the in-place update reaches the caller's buffer
 
 
-def _check_whitening_input(op, x, eps, momentum, training):
-    check_tensor(op, "x", x, ndim=2, shape_hint="(N, D)")
+def _check_whitening_input(op, x, eps, momentum, training, group_size):
+    """Checks shared by the whitening ops; returns the group size g (a divisor of the channels C)."""
+    check_tensor(op, "x", x, ndim=(2, 4), shape_hint="(N, C) or (N, C, H, W)")
     check_positive(op, "eps", eps)
     check_momentum(op, momentum)
-    if training and x.shape[0] < 2:
-        raise ValueError(f"{op}: training needs a batch of at least 2 rows to centre; got shape "
-                         f"{tuple(x.shape)}")
+    c = x.shape[1]
+    g = c if group_size is None else group_size
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or c % g:
+        raise ValueError(f"{op}: group_size must be a positive divisor of the {c} channels (dimension 1 of x) or "
+                         f"None for one group of all of them; got {group_size!r}")
+    n = x.numel() // c if c else 0
+    if training and n < 2:
+        raise ValueError(f"{op}: training needs at least 2 samples per channel to centre (N x H x W for "
+                         f"(N, C, H, W) input); got shape {tuple(x.shape)}")
+    return g
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(N, C) stays; (N, C, H, W) -> (N H W, C): every pixel of every image one sample of the C channels."""
+    return x if x.dim() == 2 else x.movedim(1, -1).reshape(-1, x.shape[1])
+
+
+def _unrows(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``_rows`` for a tensor shaped as ``like`` (contiguous)."""
+    if like.dim() == 2:
+        return y
+    n, c = like.shape[0], like.shape[1]
+    return y.reshape(n, *like.shape[2:], c).movedim(-1, 1).contiguous()
 
 
 def _groups(x: torch.Tensor, g: int) -> torch.Tensor:
-    """(N, D) -> (D / g, N, g): the columns of each group of g dimensions as one batch entry."""
+    """(n, C) -> (C / g, n, g): the columns of each group of g channels as one batch entry."""
     return x.reshape(x.shape[0], -1, g).transpose(0, 1)
 
 
@@ -234,9 +258,24 @@ def _ungroup(a: torch.Tensor) -> torch.Tensor:
     return a.transpose(0, 1).reshape(a.shape[1], -1)
 
 
+def _grouped(x: torch.Tensor, g: int) -> torch.Tensor:
+    """x of shape (N, C) or (N, C, H, W) as (C / g, n, g) with n = N H W."""
+    return _groups(_rows(x), g)
+
+
+def _from_groups(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return _unrows(_ungroup(a), like)
+
+
+def _centred(x: torch.Tensor) -> torch.Tensor:
+    """x - mean over every dimension but 1 (the channels)."""
+    return x - x.mean([d for d in range(x.dim()) if d != 1], keepdim=True)
+
+
 class DecorrelatedBatchNormFunction(ManualFunction):
-    """Decorrelated batch norm: xc = x - mean(x); for each group of g dimensions A = xc[:, group],
-    S = A^T A / N, y[:, group] = A (S + eps I)^{-1/2} (g = D: one group, full ZCA).
+    """Decorrelated batch norm: the samples are the rows of x (N, C) or the pixels of x (N, C, H, W);
+    xc = x - mean over the samples; for each group of g channels A = xc[:, group] (n x g),
+    S = A^T A / n, y[:, group] = A (S + eps I)^{-1/2} (g = C: one group, full ZCA).
 
     Eval mode uses the running mean and the running whitening matrices W (G, g, g).
     Returns (y, A, U, E, s); only y is differentiable.
@@ -246,18 +285,19 @@ class DecorrelatedBatchNormFunction(ManualFunction):
 
     @staticmethod
     def forward(x, running_mean, running_whitening, training, momentum, eps, backend, group_size):
+        rows = _rows(x)
         if not training:
-            A = _groups(x - running_mean, group_size)
+            A = _groups(rows - running_mean, group_size)
             # U: a copy of the running matrices, so that a training forward run before this backward,
             # which updates the buffer in place, cannot change what the backward reads
-            return _ungroup(A @ running_whitening), A, running_whitening.clone(), None, None
-        mu = x.mean(0)
-        A = _groups(x - mu, group_size)
-        U, E, s = _inv_sqrt_psd(A.mT @ A / x.shape[0], eps, backend)
+            return _from_groups(A @ running_whitening, x), A, running_whitening.clone(), None, None
+        mu = rows.mean(0)
+        A = _groups(rows - mu, group_size)
+        U, E, s = _inv_sqrt_psd(A.mT @ A / rows.shape[0], eps, backend)
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
             running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
-        return _ungroup(A @ U), A, U, E, s
+        return _from_groups(A @ U, x), A, U, E, s
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -272,17 +312,19 @@ class DecorrelatedBatchNormFunction(ManualFunction):
     @staticmethod
     @once_differentiable(_NO_SECOND)
     def backward(ctx, g, *_):
-        # per group, training: dL/dA = G U + A (dS + dS^T) / N (the ZCA backward), then the centering
-        #           backward dL/dx = dL/dxc - mean(dL/dxc);   eval: dL/dA = G W^T
+        # per group of the samples' matrix, training: dL/dA = G U + A (dS + dS^T) / n (the ZCA backward),
+        #           then the centering backward dL/dx = dL/dxc - mean(dL/dxc) over the samples;
+        #           eval: dL/dA = G W^T
+        # (N, C, H, W): the samples are the N H W pixels, G the gradient's pixels in the same order
         A, U, E, s, _ = ctx.saved_tensors
         training, group_size = ctx.conf
         if g is None or not ctx.needs_input_grad[0]:
             return (None,) * 8
-        G = _groups(g, group_size)
+        G = _grouped(g, group_size)
         if not training:
-            return _ungroup(G @ U.mT), None, None, None, None, None, None, None
+            return _from_groups(G @ U.mT, g), None, None, None, None, None, None, None
         gxc = _ungroup(_whiten_backward(A, G, U, E, s))
-        return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None, None
+        return _unrows(gxc - gxc.mean(0, keepdim=True), g), None, None, None, None, None, None, None
 
     @staticmethod
     def jvp(ctx, t, *_):
@@ -291,9 +333,9 @@ class DecorrelatedBatchNormFunction(ManualFunction):
         A, U, E, s = ctx.saved_tensors
         training, group_size = ctx.conf
         if not training:
-            return _ungroup(_groups(t, group_size) @ U), None, None, None, None
-        tA = _groups(t - t.mean(0, keepdim=True), group_size)
-        return _ungroup(_whiten_jvp(A, tA, U, E, s)), None, None, None, None
+            return _from_groups(_grouped(t, group_size) @ U, t), None, None, None, None
+        tA = _grouped(_centred(t), group_size)
+        return _from_groups(_whiten_jvp(A, tA, U, E, s), t), None, None, None, None
 
 
 def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
@@ -301,57 +343,57 @@ def decorrelated_batch_norm(x: torch.Tensor, running_mean: torch.Tensor | None =
                             momentum: float = 0.1, eps: float = 1e-5, backend: str = "eigh",
                             group_size: int | None = None) -> torch.Tensor:
     """Decorrelated batch norm (Huang et al., CVPR 2018): centre, then ZCA-whiten each group of
-    ``group_size`` consecutive dimensions with its own covariance.
+    ``group_size`` consecutive channels with its own covariance.
 
     Args:
-        x: input of shape ``(N, D)``; training needs N >= 2 (and N > group_size for a full-rank
-            covariance, which is why the paper whitens in groups).
-        running_mean: buffer ``(D,)``, running_whitening: buffer ``(D / g, g, g)``; both updated in
-            place in training mode (torch's momentum convention) and used in eval mode; None (both)
-            in training mode only.
+        x: input of shape ``(N, C)`` (the N rows are the samples) or ``(N, C, H, W)`` (the N H W
+            pixels are the samples, as batch norm and the paper's convolutional layers); training
+            needs at least 2 samples (and more than group_size for a full-rank covariance, which is
+            why the paper whitens in groups).
+        running_mean: buffer ``(C,)``, running_whitening: buffer ``(C / g, g, g)`` (``(C, C)`` is
+            accepted for one group); both updated in place in training mode (torch's momentum
+            convention) and used in eval mode; None (both) in training mode only.
         training, momentum, eps: as in ``batch_norm`` (eps on the covariance's diagonal).
         backend: ``"eigh"`` or ``"svd"``.
-        group_size: g, a divisor of D (None: one group of all D).
+        group_size: g, a divisor of C (None: one group of all C channels).
 
     Returns:
-        Tensor of shape ``(N, D)``.
+        Tensor of ``x``'s shape.
     """
-    _check_whitening_input("decorrelated_batch_norm", x, eps, momentum, training)
-    check_choice("decorrelated_batch_norm", "backend", backend, BACKENDS)
-    d = x.shape[1]
-    g = d if group_size is None else group_size
-    if not isinstance(g, int) or g < 1 or d % g:
-        raise ValueError(f"decorrelated_batch_norm: group_size must be a positive divisor of D = {d}, got "
-                         f"{group_size!r}")
-    _check_running("decorrelated_batch_norm", x, running_mean, running_whitening, training, (d // g, g, g))
-    return DecorrelatedBatchNormFunction.call(x, running_mean, running_whitening, bool(training),
-                                               float(momentum), float(eps), backend, g)[0]
+    op = "decorrelated_batch_norm"
+    g = _check_whitening_input(op, x, eps, momentum, training, group_size)
+    check_choice(op, "backend", backend, BACKENDS)
+    w = _check_running(op, x, running_mean, running_whitening, training, x.shape[1] // g, g)
+    return DecorrelatedBatchNormFunction.call(x, running_mean, w, bool(training), float(momentum), float(eps),
+                                               backend, g)[0]
 
 
 class IterNormFunction(ManualFunction):
-    """IterNorm: xc = x - mean(x), S = xc^T xc / N + eps I, S_N = S / tr(S),
-    P_0 = I, P_k = (3 P_{k-1} - P_{k-1}^3 S_N) / 2, U = P_T / sqrt(tr(S)), y = xc U.
+    """IterNorm, per group of g channels of the samples' matrix (rows of (N, C), pixels of (N, C, H, W)):
+    A = xc[:, group], S = A^T A / n + eps I, S_N = S / tr(S),
+    P_0 = I, P_k = (3 P_{k-1} - P_{k-1}^3 S_N) / 2, U = P_T / sqrt(tr(S)), y[:, group] = A U.
 
-    Returns (y, xc, stacked [P_{k-1}, P_{k-1}^2, P_{k-1}^3] for k = 1..T plus P_T, S); only y is
-    differentiable.
+    Returns (y, A (G, n, g), stacked [P_{k-1}, P_{k-1}^2, P_{k-1}^3] for k = 1..T plus P_T (each G x g x g),
+    S); only y is differentiable.
     """
 
     generate_vmap_rule = True   # torch.func.vmap runs forward and backward over the extra dimension
 
     @staticmethod
-    def forward(x, running_mean, running_whitening, training, momentum, eps, iterations):
+    def forward(x, running_mean, running_whitening, training, momentum, eps, iterations, group_size):
+        rows = _rows(x)
         if not training:
-            xc = x - running_mean
-            # the iterates' slot holds a copy of the running matrix W: a training forward run before this
+            A = _groups(rows - running_mean, group_size)
+            # the iterates' slot holds a copy of the running matrices W: a training forward run before this
             # backward updates the buffer in place
-            return xc @ running_whitening, xc, running_whitening[None].clone(), None
-        d = x.shape[1]
-        mu = x.mean(0)
-        xc = x - mu
-        S = xc.mT @ xc / x.shape[0] + eps * torch.eye(d, dtype=x.dtype, device=x.device)
-        tr = torch.diagonal(S).sum()
+            return _from_groups(A @ running_whitening, x), A, running_whitening[None].clone(), None
+        mu = rows.mean(0)
+        A = _groups(rows - mu, group_size)
+        eye = torch.eye(group_size, dtype=x.dtype, device=x.device)
+        S = A.mT @ A / rows.shape[0] + eps * eye
+        tr = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1)[..., None, None]
         SN = S / tr
-        P = torch.eye(d, dtype=x.dtype, device=x.device)
+        P = eye.expand_as(S)
         saved = []
         for _ in range(iterations):
             P2 = P @ P
@@ -362,32 +404,33 @@ class IterNormFunction(ManualFunction):
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
             running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
-        return xc @ U, xc, torch.stack(saved + [P]), S
+        return _from_groups(A @ U, x), A, torch.stack(saved + [P]), S
 
     @staticmethod
     def setup_context(ctx, inputs, output):
         training = inputs[3]
-        _, xc, Ps, S = output
-        ctx.mark_non_differentiable(*(t for t in (xc, Ps, S) if t is not None))
-        ctx.set_materialize_grads(False)   # no zero tensors for the gradients of xc, the iterates and S
-        ctx.save_for_backward(xc, Ps, S, inputs[0])   # x: only so that a second derivative reaches the refusal
-        save_for_jvp(ctx, xc, Ps, S)
-        ctx.training = training
+        _, A, Ps, S = output
+        ctx.mark_non_differentiable(*(t for t in (A, Ps, S) if t is not None))
+        ctx.set_materialize_grads(False)   # no zero tensors for the gradients of A, the iterates and S
+        ctx.save_for_backward(A, Ps, S, inputs[0])   # x: only so that a second derivative reaches the refusal
+        save_for_jvp(ctx, A, Ps, S)
+        ctx.conf = (training, inputs[7])
 
     @staticmethod
     def jvp(ctx, t, *_):
-        # training, in the forward's notation: dxc = dx - mean(dx) ; dS = (dxc^T xc + xc^T dxc) / N ;
-        #   dtr = tr(dS) ; dS_N = dS / tr - S dtr / tr^2 ; dP_0 = 0 and, with P = P_{k-1},
-        #   dP_k = 3 dP / 2 - (dP P^2 + P dP P + P^2 dP) S_N / 2 - P^3 dS_N / 2 ;
-        #   dU = dP_T / sqrt(tr) - P_T dtr / (2 tr^{3/2}) ; dy = dxc U + xc dU
-        # eval: dy = dx W (the running matrix, a constant)
-        xc, Ps, S = ctx.saved_tensors
-        if not ctx.training:
-            return t @ Ps[0], None, None, None
-        tc = t - t.mean(0, keepdim=True)
-        tr = torch.diagonal(S).sum()
-        dS = (tc.mT @ xc + xc.mT @ tc) / xc.shape[0]
-        dtr = torch.diagonal(dS).sum()
+        # per group, training, in the forward's notation: dA = (dx - mean(dx))[:, group] ;
+        #   dS = (dA^T A + A^T dA) / n ; dtr = tr(dS) ; dS_N = dS / tr - S dtr / tr^2 ; dP_0 = 0 and, with
+        #   P = P_{k-1}, dP_k = 3 dP / 2 - (dP P^2 + P dP P + P^2 dP) S_N / 2 - P^3 dS_N / 2 ;
+        #   dU = dP_T / sqrt(tr) - P_T dtr / (2 tr^{3/2}) ; dy = dA U + A dU
+        # eval: dy = dA W (the running matrices, constants)
+        A, Ps, S = ctx.saved_tensors
+        training, group_size = ctx.conf
+        if not training:
+            return _from_groups(_grouped(t, group_size) @ Ps[0], t), None, None, None
+        tA = _grouped(_centred(t), group_size)
+        tr = _trace(S)
+        dS = (tA.mT @ A + A.mT @ tA) / A.shape[-2]
+        dtr = _trace(dS)
         SN, dSN = S / tr, dS / tr - S * (dtr / tr ** 2)
         dP = torch.zeros_like(S)
         for k in range((Ps.shape[0] - 1) // 3):
@@ -395,29 +438,31 @@ class IterNormFunction(ManualFunction):
             dP = 1.5 * dP - 0.5 * ((dP @ P2 + P @ dP @ P + P2 @ dP) @ SN + P3 @ dSN)
         PT = Ps[-1]
         dU = dP / torch.sqrt(tr) - PT * (dtr / (2 * tr ** 1.5))
-        return tc @ (PT / torch.sqrt(tr)) + xc @ dU, None, None, None
+        return _from_groups(tA @ (PT / torch.sqrt(tr)) + A @ dU, t), None, None, None
 
     @staticmethod
     @once_differentiable(_NO_SECOND_ITER)
     def backward(ctx, g, *_):
-        # Reverse mode through the iterations, in the forward's notation:
-        #   dL/dU = xc^T G ;  dL/dP_T = dL/dU / sqrt(tr) ;  dL/dtr = -sum(dL/dU o P_T) / (2 tr^{3/2})
+        # Reverse mode through the iterations, per group, in the forward's notation (G: the group's gradient):
+        #   dL/dU = A^T G ;  dL/dP_T = dL/dU / sqrt(tr) ;  dL/dtr = -sum(dL/dU o P_T) / (2 tr^{3/2})
         #   for k = T..1, with P = P_{k-1}, B = dL/dP_k and P_k = 3 P / 2 - P^3 S_N / 2:
         #     dL/dS_N += -(P^3)^T B / 2 ;  C = dL/d(P^3) = -B S_N^T / 2
         #     dL/dP = 3 B / 2 + (P^2)^T C + D P^T + P^T D,  D = dL/d(P^2) = C P^T   (P^3 = P^2 P, P^2 = P P)
         #   dL/dS = dL/dS_N / tr + (dL/dtr - sum(dL/dS_N o S) / tr^2) I
-        #   dL/dxc = G U^T + xc (dS + dS^T) / N ;  dL/dx = dL/dxc - mean(dL/dxc)
-        xc, Ps, S, _ = ctx.saved_tensors
+        #   dL/dA = G U^T + A (dS + dS^T) / n ;  dL/dx = dL/dxc - mean(dL/dxc) over the samples
+        A, Ps, S, _ = ctx.saved_tensors
+        training, group_size = ctx.conf
         if g is None or not ctx.needs_input_grad[0]:
-            return (None,) * 7
-        if not ctx.training:
-            return g @ Ps[0].mT, None, None, None, None, None, None
-        tr = torch.diagonal(S).sum()
+            return (None,) * 8
+        G = _grouped(g, group_size)
+        if not training:
+            return _from_groups(G @ Ps[0].mT, g), None, None, None, None, None, None, None
+        tr = _trace(S)
         SN = S / tr
         PT = Ps[-1]
-        gU = xc.mT @ g
+        gU = A.mT @ G
         B = gU / torch.sqrt(tr)
-        gtr = -(gU * PT).sum() / (2 * tr ** 1.5)
+        gtr = -(gU * PT).sum((-2, -1), keepdim=True) / (2 * tr ** 1.5)
         gSN = torch.zeros_like(S)
         for k in range((Ps.shape[0] - 1) // 3 - 1, -1, -1):
             P, P2, P3 = Ps[3 * k], Ps[3 * k + 1], Ps[3 * k + 2]
@@ -425,31 +470,40 @@ class IterNormFunction(ManualFunction):
             C = -0.5 * (B @ SN.mT)
             D = C @ P.mT
             B = 1.5 * B + P2.mT @ C + D @ P.mT + P.mT @ D
-        gtr = gtr - (gSN * S).sum() / tr ** 2
-        gS = gSN / tr + gtr * torch.eye(S.shape[0], dtype=S.dtype, device=S.device)
-        gxc = g @ (PT / torch.sqrt(tr)).mT + xc @ (gS + gS.mT) / xc.shape[0]
-        return gxc - gxc.mean(0, keepdim=True), None, None, None, None, None, None
+        gtr = gtr - (gSN * S).sum((-2, -1), keepdim=True) / tr ** 2
+        gS = gSN / tr + gtr * torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
+        gxc = _ungroup(G @ (PT / torch.sqrt(tr)).mT + A @ (gS + gS.mT) / A.shape[-2])
+        return _unrows(gxc - gxc.mean(0, keepdim=True), g), None, None, None, None, None, None, None
+
+
+def _trace(S: torch.Tensor) -> torch.Tensor:
+    """tr of each matrix of a (G, g, g) stack, as (G, 1, 1)."""
+    return torch.diagonal(S, dim1=-2, dim2=-1).sum(-1)[..., None, None]
 
 
 def iter_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,
               running_whitening: torch.Tensor | None = None, training: bool = True,
-              momentum: float = 0.1, eps: float = 1e-5, iterations: int = 5) -> torch.Tensor:
-    """IterNorm (Huang et al., CVPR 2019): centre, then approximate (S + eps I)^{-1/2} by
-    ``iterations`` Newton-Schulz steps on the trace-normalised covariance (matmuls only).
+              momentum: float = 0.1, eps: float = 1e-5, iterations: int = 5,
+              group_size: int | None = None) -> torch.Tensor:
+    """IterNorm (Huang et al., CVPR 2019): centre, then approximate (S + eps I)^{-1/2} of each group of
+    ``group_size`` channels by ``iterations`` Newton-Schulz steps on the trace-normalised covariance
+    (matmuls only).
 
     Args:
-        x: input of shape ``(N, D)``, N >= 2 in training mode.
-        running_mean: buffer ``(D,)``, running_whitening: buffer ``(D, D)``; as in
-            ``decorrelated_batch_norm``.
+        x: input of shape ``(N, C)`` or ``(N, C, H, W)`` (the pixels are the samples, as in
+            ``decorrelated_batch_norm``), at least 2 samples in training mode.
+        running_mean: buffer ``(C,)``, running_whitening: buffer ``(C / g, g, g)`` (``(C, C)`` is
+            accepted for one group); as in ``decorrelated_batch_norm``.
         training, momentum, eps: as in ``batch_norm``.
-        iterations: T >= 1, the Newton-Schulz steps.
+        iterations: T >= 1, the Newton-Schulz steps (the paper's default: 5).
+        group_size: g, a divisor of C (None: one group of all C channels); IterNorm-pytorch's
+            ``num_channels``.
 
     Returns:
-        Tensor of shape ``(N, D)``. The backward differentiates through the T iterations.
+        Tensor of ``x``'s shape. The backward differentiates through the T iterations.
     """
-    _check_whitening_input("iter_norm", x, eps, momentum, training)
-    if not isinstance(iterations, int) or iterations < 1:
+    g = _check_whitening_input("iter_norm", x, eps, momentum, training, group_size)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iter_norm: iterations must be an int >= 1, got {iterations!r}")
-    _check_running("iter_norm", x, running_mean, running_whitening, training)
-    return IterNormFunction.call(x, running_mean, running_whitening, bool(training), float(momentum),
-                                  float(eps), iterations)[0]
+    w = _check_running("iter_norm", x, running_mean, running_whitening, training, x.shape[1] // g, g)
+    return IterNormFunction.call(x, running_mean, w, bool(training), float(momentum), float(eps), iterations, g)[0]

@@ -1,5 +1,6 @@
-"""CNN6: six 3x3 convolutions without bias, ReLU after each (the last too), optional batch norm
-after the ReLU of layers 1-5, global average pooling, logits (softmax in the loss)."""
+"""CNN6: six 3x3 convolutions without bias, ReLU after each (the last too), an optional normalisation
+(batch norm, decorrelated batch norm or IterNorm) after the ReLU of layers 1-5, global average pooling,
+logits (softmax in the loss)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,7 +8,10 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, layer_act
+from manualbp.nn import Activation, BatchNorm, Conv2d, GlobalAvgPool2d, layer_act, make_norm
+
+# the normalisations CNN6 can place after the ReLU of layers 1-5 (names of manualbp.nn.NORMS)
+CNN6_NORMS = ("none", "batch_norm", "decorrelated_batch_norm", "dbn", "iter_norm")
 
 
 class CNN6(nn.Module):
@@ -17,7 +21,12 @@ class CNN6(nn.Module):
     Args:
         in_channels: input channels (3 for RGB).
         channels, strides: one entry per layer (default 16 x 5 then 10; strides 2, 2, 2, 2, 1, 1).
-        batch_norm: batch norm (no affine) after the ReLU of every layer but the last.
+        batch_norm: batch norm (no affine) after the ReLU of every layer but the last, with the ``bn_*``
+            settings below (the articles' layer).
+        norm, norm_kwargs: instead, any of ``CNN6_NORMS`` by name, placed where batch norm is, with its
+            settings (``manualbp.nn.make_norm``): e.g. ``norm="iter_norm", norm_kwargs={"group_size": 8,
+            "affine": True}`` whitens each layer's feature maps in groups of 8 channels, as the whitening
+            papers' convolutional networks.
         init_std: weights N(0, init_std).
         bn_eps, bn_momentum: the batch norms' settings (momentum in torch's convention).
         bn_running_init, bn_running_variance: ``"zero"`` / ``"biased"`` for the weights-pov article's
@@ -35,8 +44,16 @@ class CNN6(nn.Module):
     def __init__(self, in_channels: int = 3, channels: Sequence[int] = (16, 16, 16, 16, 16, 10),
                  strides: Sequence[int] = (2, 2, 2, 2, 1, 1), batch_norm: bool = False, init_std: float = 0.05,
                  bn_eps: float = 1e-8, bn_momentum: float = 0.1, bn_running_init: str = "torch",
-                 bn_running_variance: str = "unbiased", equal_init: bool = False, padding: str = "same"):
+                 bn_running_variance: str = "unbiased", equal_init: bool = False, padding: str = "same",
+                 norm: str = "none", norm_kwargs: dict | None = None):
         super().__init__()
+        if norm not in CNN6_NORMS:
+            raise ValueError(f"CNN6: norm must be one of {list(CNN6_NORMS)}, got {norm!r}")
+        if batch_norm and norm != "none":
+            raise ValueError(f"CNN6: batch_norm=True and norm={norm!r} both place a layer after the ReLUs; give one "
+                             "(batch_norm=True is the articles' batch norm with the bn_* settings)")
+        if norm_kwargs and norm == "none":
+            raise ValueError("CNN6: norm_kwargs given without a norm; set norm too")
         if padding not in ("same", "tf_same"):
             raise ValueError(f"CNN6: padding must be 'same' or 'tf_same' (TensorFlow's SAME), got {padding!r}")
         if len(channels) != len(strides):
@@ -54,6 +71,8 @@ class CNN6(nn.Module):
         # bn_momentum in torch's convention: the seeds' TensorFlow decay 0.9 is momentum 0.1
         self.bns = nn.ModuleList(BatchNorm(c, bn_eps, bn_momentum, bn_running_init, bn_running_variance)
                                  for c in channels[:-1]) if batch_norm else None
+        if norm != "none":
+            self.bns = nn.ModuleList(make_norm(norm, c, **dict(norm_kwargs or {})) for c in channels[:-1])
         self.pool = GlobalAvgPool2d()
         self.in_channels = in_channels
 

@@ -31,16 +31,34 @@ class Standardize(nn.Module):
         return MF.standardize(x, self.eps, self.dim)
 
 
-class BatchNorm(nn.Module):
-    """Batch norm without affine parameters for (N, C) or (N, C, H, W) (momentum in torch's convention).
+class _Affine(nn.Module):
+    """``affine=True``: a per-channel scale and shift after the normalisation (``weight`` from 1, ``bias`` from 0,
+    as torch's and the whitening papers' layers), by the manual ``channel_affine``."""
+
+    def _init_affine(self, affine: bool, num_features: int) -> None:
+        if not isinstance(affine, bool):
+            raise ValueError(f"{type(self).__name__}: affine must be True or False, got {affine!r}")
+        self.affine = affine
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features))
+            self.bias = nn.Parameter(torch.zeros(num_features))
+
+    def _affine(self, y):
+        return MF.channel_affine(y, self.weight, self.bias) if self.affine else y
+
+
+class BatchNorm(_Affine):
+    """Batch norm for (N, C) or (N, C, H, W) (momentum in torch's convention); without affine parameters unless
+    ``affine=True``.
 
     ``running_init``: the running statistics start at mean 0, variance 1 (``"torch"``) or both at 0
     (``"zero"``, the weights-pov article's code). ``running_variance``: the running variance averages
     the batch's ``"unbiased"`` variance (torch) or its ``"biased"`` one (the article's code)."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, running_init: str = "torch",
-                 running_variance: str = "unbiased"):
+                 running_variance: str = "unbiased", affine: bool = False):
         super().__init__()
+        self._init_affine(affine, num_features)
         if running_init not in ("torch", "zero"):
             raise ValueError(f"BatchNorm: running_init must be 'torch' (mean 0, variance 1) or 'zero', got "
                              f"{running_init!r}")
@@ -53,6 +71,9 @@ class BatchNorm(nn.Module):
                              else torch.ones(num_features))
 
     def forward(self, x):
+        return self._affine(self._normalise(x))
+
+    def _normalise(self, x):
         if not (self.training and self.running_variance == "biased"):
             return MF.batch_norm(x, self.running_mean, self.running_var, self.training, self.momentum, self.eps)
         y = MF.batch_norm(x, None, None, True, self.momentum, self.eps)   # the batch's statistics, no update
@@ -64,7 +85,7 @@ class BatchNorm(nn.Module):
 
     def extra_repr(self):
         return (f"eps={self.eps}, momentum={self.momentum}, running_init={self.running_init}, "
-                f"running_variance={self.running_variance}")
+                f"running_variance={self.running_variance}, affine={self.affine}")
 
 
 class ZCAWhiten(nn.Module):
@@ -100,38 +121,61 @@ class ZCAWhiten(nn.Module):
         return f"eps={self.eps}, mode={self.mode}, backend={self.backend}, grad={self.grad}, running={self.running}"
 
 
-class DecorrelatedBatchNorm(nn.Module):
-    """Decorrelated batch norm over groups of ``group_size`` features (None: all features, one group)."""
+def _group_size(layer: str, num_features: int, group_size) -> int:
+    g = num_features if group_size is None else group_size
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or num_features % g:
+        raise ValueError(f"{layer}: group_size must be a positive divisor of num_features = {num_features} (or None "
+                         f"for one group), got {group_size!r}")
+    return g
+
+
+class DecorrelatedBatchNorm(_Affine):
+    """Decorrelated batch norm of (N, C) or (N, C, H, W) over groups of ``group_size`` channels (None: all
+    channels, one group; the paper's group size), with the running mean and whitening matrices as buffers (used
+    in eval mode) and, with ``affine=True``, a per-channel scale and shift after the whitening."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, backend: str = "eigh",
-                 group_size: int | None = None):
+                 group_size: int | None = None, affine: bool = False):
         super().__init__()
-        g = num_features if group_size is None else group_size
-        if g < 1 or num_features % g:
-            raise ValueError(f"DecorrelatedBatchNorm: group_size must divide num_features = {num_features}, got "
-                             f"{group_size}")
+        g = _group_size("DecorrelatedBatchNorm", num_features, group_size)
         self.eps, self.momentum, self.backend, self.group_size = eps, momentum, backend, g
+        self._init_affine(affine, num_features)
         self.register_buffer("running_mean", torch.zeros(num_features))
         self.register_buffer("running_whitening", torch.eye(g).repeat(num_features // g, 1, 1))
 
     def forward(self, x):
-        return MF.decorrelated_batch_norm(x, self.running_mean, self.running_whitening, self.training,
-                                          self.momentum, self.eps, self.backend, self.group_size)
+        return self._affine(MF.decorrelated_batch_norm(x, self.running_mean, self.running_whitening, self.training,
+                                                       self.momentum, self.eps, self.backend, self.group_size))
+
+    def extra_repr(self):
+        return (f"eps={self.eps}, momentum={self.momentum}, backend={self.backend}, group_size={self.group_size}, "
+                f"affine={self.affine}")
 
 
-class IterNorm(nn.Module):
-    """IterNorm over ``manualbp.functional.iter_norm`` for ``(N, num_features)``, with running
-    mean and whitening matrix as buffers (used in eval mode)."""
+class IterNorm(_Affine):
+    """IterNorm of (N, C) or (N, C, H, W) over groups of ``group_size`` channels (None: one group; IterNorm-pytorch's
+    ``num_channels``) with ``iterations`` Newton-Schulz steps (T), the running mean and whitening matrices as
+    buffers (used in eval mode; ``(C, C)`` for one group, ``(C / g, g, g)`` in groups) and, with ``affine=True``,
+    a per-channel scale and shift after the whitening."""
 
-    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, iterations: int = 5):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, iterations: int = 5,
+                 group_size: int | None = None, affine: bool = False):
         super().__init__()
+        g = _group_size("IterNorm", num_features, group_size)
         self.eps, self.momentum, self.iterations = eps, momentum, iterations
+        self.group_size = None if group_size is None else g
+        self._init_affine(affine, num_features)
         self.register_buffer("running_mean", torch.zeros(num_features))
-        self.register_buffer("running_whitening", torch.eye(num_features))
+        self.register_buffer("running_whitening", torch.eye(g) if group_size is None
+                             else torch.eye(g).repeat(num_features // g, 1, 1))
 
     def forward(self, x):
-        return MF.iter_norm(x, self.running_mean, self.running_whitening, self.training, self.momentum,
-                            self.eps, self.iterations)
+        return self._affine(MF.iter_norm(x, self.running_mean, self.running_whitening, self.training, self.momentum,
+                                         self.eps, self.iterations, self.group_size))
+
+    def extra_repr(self):
+        return (f"eps={self.eps}, momentum={self.momentum}, iterations={self.iterations}, "
+                f"group_size={self.group_size}, affine={self.affine}")
 
 
 class SparseFiltering(nn.Module):
@@ -151,16 +195,21 @@ def _zca(mode):
     return make
 
 
+def _dbn(d, eps=1e-5, momentum=0.1, backend="eigh", group_size=None, affine=False):
+    return DecorrelatedBatchNorm(d, eps, momentum, backend, group_size, affine)
+
+
 NORMS = {
     "none": None,
     "center": lambda d: Center(0),
     "standardize": lambda d, eps=1e-5: Standardize(eps, 0),
-    "batch_norm": lambda d, eps=1e-5, momentum=0.1: BatchNorm(d, eps, momentum),
+    "batch_norm": lambda d, eps=1e-5, momentum=0.1, affine=False: BatchNorm(d, eps, momentum, affine=affine),
     "zca_dim": _zca("dim"),
     "zca_example": _zca("example"),
-    "decorrelated_batch_norm": lambda d, eps=1e-5, momentum=0.1, backend="eigh", group_size=None:
-        DecorrelatedBatchNorm(d, eps, momentum, backend, group_size),
-    "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5: IterNorm(d, eps, momentum, iterations),
+    "decorrelated_batch_norm": _dbn,
+    "dbn": _dbn,   # the same layer by its short name
+    "iter_norm": lambda d, eps=1e-5, momentum=0.1, iterations=5, group_size=None, affine=False:
+        IterNorm(d, eps, momentum, iterations, group_size, affine),
 }
 
 

@@ -88,43 +88,59 @@ def ref_zca_whiten(x, eps=1e-5, mode="dim", backend="eigh"):
     return Y if mode == "dim" else Y.T
 
 
-def ref_decorrelated_batch_norm(x, running_mean=None, running_whitening=None, training=True,
-                                momentum=0.1, eps=1e-5, backend="eigh", group_size=None):
-    g = group_size or x.shape[1]
+def _ref_rows(x):
+    """(N, C, H, W) -> (N H W, C) by permute and reshape (autograd's), (N, C) unchanged."""
+    return x if x.dim() == 2 else x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
+
+
+def _ref_unrows(y, x):
+    return y if x.dim() == 2 else y.reshape(x.shape[0], x.shape[2], x.shape[3], x.shape[1]).permute(0, 3, 1, 2)
+
+
+def _ref_grouped_whitening(x, running_mean, running_whitening, training, momentum, group_size, inv_sqrt):
+    """Centre the samples' matrix, then whiten each group of channels with ``inv_sqrt(S_group)``, one group at
+    a time with Python slices; updates the running buffers as the ops document."""
+    rows = _ref_rows(x)
+    c = rows.shape[1]
+    g = group_size or c
     if not training:
-        xc = x - running_mean
-        return torch.cat([xc[:, i * g:(i + 1) * g] @ running_whitening[i] for i in range(x.shape[1] // g)], 1)
-    mu = x.mean(0)
-    xc = x - mu
+        w = running_whitening.reshape(c // g, g, g)
+        xc = rows - running_mean
+        return _ref_unrows(torch.cat([xc[:, i * g:(i + 1) * g] @ w[i] for i in range(c // g)], 1), x)
+    mu = rows.mean(0)
+    xc = rows - mu
     ys, us = [], []
-    for i in range(x.shape[1] // g):
+    for i in range(c // g):
         a = xc[:, i * g:(i + 1) * g]
-        us.append(_inv_sqrt_reference(a.T @ a / x.shape[0] + eps * _eye(g, x)))
+        us.append(inv_sqrt(a.T @ a / rows.shape[0]))
         ys.append(a @ us[-1])
     if running_mean is not None:
         with torch.no_grad():
             running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
-            running_whitening.mul_(1 - momentum).add_(torch.stack(us), alpha=momentum)
-    return torch.cat(ys, 1)
+            running_whitening.mul_(1 - momentum).add_(torch.stack(us).reshape(running_whitening.shape),
+                                                      alpha=momentum)
+    return _ref_unrows(torch.cat(ys, 1), x)
+
+
+def ref_decorrelated_batch_norm(x, running_mean=None, running_whitening=None, training=True,
+                                momentum=0.1, eps=1e-5, backend="eigh", group_size=None):
+    return _ref_grouped_whitening(x, running_mean, running_whitening, training, momentum, group_size,
+                                  lambda S: _inv_sqrt_reference(S + eps * _eye(S.shape[0], S)))
+
+
+def _newton_schulz_reference(S, eps, iterations):
+    S = S + eps * _eye(S.shape[0], S)
+    tr = torch.trace(S)
+    P = _eye(S.shape[0], S)
+    for _ in range(iterations):
+        P = 1.5 * P - 0.5 * torch.linalg.matrix_power(P, 3) @ (S / tr)
+    return P / torch.sqrt(tr)
 
 
 def ref_iter_norm(x, running_mean=None, running_whitening=None, training=True, momentum=0.1, eps=1e-5,
-                  iterations=5):
-    if not training:
-        return (x - running_mean) @ running_whitening
-    mu = x.mean(0)
-    xc = x - mu
-    S = xc.T @ xc / x.shape[0] + eps * _eye(x.shape[1], x)
-    tr = torch.trace(S)
-    P = _eye(x.shape[1], x)
-    for _ in range(iterations):
-        P = 1.5 * P - 0.5 * torch.linalg.matrix_power(P, 3) @ (S / tr)
-    U = P / torch.sqrt(tr)
-    if running_mean is not None:
-        with torch.no_grad():
-            running_mean.mul_(1 - momentum).add_(mu, alpha=momentum)
-            running_whitening.mul_(1 - momentum).add_(U, alpha=momentum)
-    return xc @ U
+                  iterations=5, group_size=None):
+    return _ref_grouped_whitening(x, running_mean, running_whitening, training, momentum, group_size,
+                                  lambda S: _newton_schulz_reference(S, eps, iterations))
 
 
 def ref_sparse_filtering(z, eps=1e-8, activation="soft_abs", reduction="sum"):
@@ -375,25 +391,47 @@ def _running(d, dtype, device, gen, eval_mode, groups=None):
     return m.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
 
 
+def _affine_samples(dtype, device):
+    g = _gen(16)
+    t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+    return [Sample((t(2, 3, 4, 5), t(3), t(3)), {}, "(2, 3, 4, 5) maps"),
+            Sample((t(6, 4), t(4), t(4)), {}, "(6, 4)"),
+            Sample((t(3, 2, 5), t(2), None), {}, "(3, 2, 5), no bias"),
+            Sample((t(1, 2, 1, 1), t(2), t(2)), {}, "batch 1, 1x1 maps")]
+
+
+def ref_channel_affine(x, weight, bias=None):
+    shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+    return x * weight.reshape(shape) + (0 if bias is None else bias.reshape(shape))
+
+
 def _dbn_samples(extra, grouped=False):
+    """2-D samples (one group; with ``grouped`` in groups too) and (N, C, H, W) feature maps in groups."""
     def samples(dtype, device):
         g = _gen(13)
         t = lambda *s: _t(*s, dtype=dtype, device=device, gen=g)  # noqa: E731
+        run = lambda d, ev, grp: _running(d, dtype, device, g, ev, grp)  # noqa: E731
         eq = (_orthonormal(8, 4, g, centred=True) * (8 ** 0.5)).to(dtype=dtype, device=device).requires_grad_()
         grp = 1 if grouped else None
-        out = [Sample((t(8, 4), *_running(4, dtype, device, g, False, grp)), dict(extra, eps=1e-2), "N > D, train"),
-               Sample((t(3, 5), *_running(5, dtype, device, g, False, grp)), dict(extra, eps=1e-1),
-                      "N < D (rank-deficient), train"),
-               Sample((eq, *_running(4, dtype, device, g, False, grp)), dict(extra, eps=1e-2), "repeated eigenvalues"),
+        out = [Sample((t(8, 4), *run(4, False, grp)), dict(extra, eps=1e-2), "N > D, train"),
+               Sample((t(3, 5), *run(5, False, grp)), dict(extra, eps=1e-1), "N < D (rank-deficient), train"),
+               Sample((eq, *run(4, False, grp)), dict(extra, eps=1e-2), "repeated eigenvalues"),
                Sample((t(6, 3), None, None), dict(extra, eps=1e-2), "no running stats"),
-               Sample((t(1, 3), *_running(3, dtype, device, g, True, grp)), dict(extra, training=False),
-                      "eval, batch 1")]
+               Sample((t(1, 3), *run(3, True, grp)), dict(extra, training=False), "eval, batch 1")]
         if grouped:
-            out += [Sample((t(7, 6), *_running(6, dtype, device, g, False, 3)), dict(extra, eps=1e-2, group_size=2),
-                           "3 groups of 2, train"),
-                    Sample((t(2, 6), *_running(6, dtype, device, g, True, 2)), dict(extra, training=False,
-                                                                                    group_size=3),
+            out += [Sample((t(7, 6), *run(6, False, 3)), dict(extra, eps=1e-2, group_size=2), "3 groups of 2, train"),
+                    Sample((t(2, 6), *run(6, True, 2)), dict(extra, training=False, group_size=3),
                            "2 groups of 3, eval")]
+        # feature maps: the N H W pixels are the samples of the C channels
+        out += [Sample((t(2, 6, 3, 2), *run(6, False, 3)), dict(extra, eps=1e-2, group_size=2),
+                       "(2, 6, 3, 2) maps, 3 groups of 2, train"),
+                Sample((t(3, 4, 2, 2), *run(4, False, None)), dict(extra, eps=1e-2),
+                       "(3, 4, 2, 2) maps, one group, a (C, C) running matrix"),
+                Sample((t(1, 4, 1, 2), *run(4, False, 2)), dict(extra, eps=1e-1, group_size=2),
+                       "(1, 4, 1, 2) maps: 2 samples per group of 2 (rank-deficient)"),
+                Sample((t(2, 4, 2, 3), None, None), dict(extra, eps=1e-2, group_size=2), "maps, no running stats"),
+                Sample((t(2, 6, 2, 2), *run(6, True, 2)), dict(extra, training=False, group_size=3),
+                       "(2, 6, 2, 2) maps, 2 groups of 3, eval")]
         return out
     return samples
 
@@ -538,6 +576,7 @@ def _build() -> list[OpInfo]:
                _norm_samples(False)),
         OpInfo("standardize", "normalisation", M.standardize, ref_standardize, _norm_samples(True)),
         OpInfo("batch_norm", "normalisation", M.batch_norm, E.batch_norm, _bn_samples, batched_grad=False),
+        OpInfo("channel_affine", "normalisation", M.channel_affine, ref_channel_affine, _affine_samples),
         OpInfo("zca_whiten[dim]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("dim"),
                tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8), gradgrad=False),
         OpInfo("zca_whiten[example]", "whitening", M.zca_whiten, ref_zca_whiten, _zca_samples("example"),
@@ -554,7 +593,7 @@ def _build() -> list[OpInfo]:
         OpInfo("decorrelated_batch_norm[svd]", "whitening", M.decorrelated_batch_norm, ref_decorrelated_batch_norm,
                _dbn_samples(dict(backend="svd"), True), batched_grad=False, tol32=(2e-3, 2e-4), tol64=(1e-6, 1e-8),
                gradgrad=False),
-        OpInfo("iter_norm", "whitening", M.iter_norm, ref_iter_norm, _dbn_samples(dict(iterations=5)),
+        OpInfo("iter_norm", "whitening", M.iter_norm, ref_iter_norm, _dbn_samples(dict(iterations=5), True),
                batched_grad=False, tol32=(2e-3, 2e-4), gradgrad=False),
         OpInfo("sparse_filtering[soft_abs]", "sparse filtering", M.sparse_filtering, ref_sparse_filtering,
                _sf_samples("soft_abs")),

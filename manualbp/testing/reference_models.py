@@ -31,6 +31,14 @@ def _zca_autograd(x, eps=1e-5, mode="dim", backend="eigh"):
 
 
 def apply_norm(norm, x):
+    y = _normalise(norm, x)
+    if getattr(norm, "affine", False):   # the per-channel scale and shift, by broadcasting
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        y = y * norm.weight.reshape(shape) + norm.bias.reshape(shape)
+    return y
+
+
+def _normalise(norm, x):
     if isinstance(norm, mnn.Center):
         return x - x.mean(norm.dim, keepdim=True)
     if isinstance(norm, mnn.Standardize):
@@ -45,7 +53,7 @@ def apply_norm(norm, x):
                                            norm.momentum, norm.eps, norm.backend, norm.group_size)
     if isinstance(norm, mnn.IterNorm):
         return ref_iter_norm(x, norm.running_mean, norm.running_whitening, norm.training, norm.momentum,
-                             norm.eps, norm.iterations)
+                             norm.eps, norm.iterations, norm.group_size)
     raise TypeError(f"no plain-torch reference for {type(norm).__name__}")
 
 

@@ -56,7 +56,8 @@ BASE: dict = {
             "histograms": True, "progress": True, "progress_every": 50},
 }
 # model.norm layers that normalise over the batch (beyond batch norm): no per-example gradients
-BATCH_COUPLING_NORMS = ("center", "standardize", "zca_dim", "zca_example", "decorrelated_batch_norm", "iter_norm")
+BATCH_COUPLING_NORMS = ("center", "standardize", "zca_dim", "zca_example", "decorrelated_batch_norm", "dbn",
+                        "iter_norm")
 # sub-dicts whose keys are passed on to a constructor (which refuses unknown ones itself)
 FREE_FORM = {"model", "optim", "schedule", "data.options"}
 # values that an override replaces whole rather than merges into ({term: weight} objectives)
