@@ -1,7 +1,7 @@
 PYTHON ?= python3
 PIP    ?= $(PYTHON) -m pip
 
-.PHONY: install test mutate gradcheck gpu-check tensorboard zca zca-sound zca-article zca-ablation weights-pov weights-pov-article-cpu weights-pov-sound-cpu weights-pov-article weights-pov-sound gradient-pov gradient-pov-article-cpu gradient-pov-sound-cpu gradient-pov-article gradient-pov-sound sparse-filtering sparse-filtering-article-cpu sparse-filtering-sound-cpu sparse-filtering-article sparse-filtering-sound optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound bench lint clean
+.PHONY: install test mutate gradcheck gpu-check tensorboard zca zca-sound zca-article zca-ablation weights-pov weights-pov-article-cpu weights-pov-sound-cpu weights-pov-article weights-pov-sound gradient-pov gradient-pov-article-cpu gradient-pov-sound-cpu gradient-pov-article gradient-pov-sound sparse-filtering sparse-filtering-article-cpu sparse-filtering-sound-cpu sparse-filtering-article sparse-filtering-sound optimizers optimizers-article-cpu optimizers-sound-cpu optimizers-article-gpu optimizers-sound-gpu optimizers-article optimizers-sound whitening whitening-cpu whitening-full bench lint clean
 
 install:  ## install the package editable with its dev extras
 	$(PIP) install -q -e ".[dev]"
@@ -103,7 +103,16 @@ optimizers-article:  ## optimizers, the article's code and schedule: 801 epochs,
 optimizers-sound:  ## optimizers, the sound configuration on the article's schedule: 801 epochs, 10 runs per trial
 	$(PYTHON) scripts/sweep.py optimizers --preset sound --workers $(WORKERS) $(ARGS)
 
-bench:  ## manual backward against autograd (ops, model steps, whitening back ends) and the instruments' cost; JSON in runs/bench/
+whitening:  ## whitening, quick preset: CNN6 with batch norm, DBN and IterNorm (groups of 16 and 32) x 2 seeds on a CIFAR-10 subset, 2 epochs
+	$(PYTHON) scripts/sweep.py whitening --preset quick --workers $(WORKERS) $(ARGS)
+
+whitening-cpu:  ## whitening on all of CIFAR-10: 10 epochs, 5 seeds (25 runs, about 50 min on 2 cores with WORKERS=2)
+	$(PYTHON) scripts/sweep.py whitening --preset cpu --workers $(WORKERS) $(ARGS)
+
+whitening-full:  ## whitening at the scale its claims need: 60 epochs, 10 seeds (50 runs; a GPU)
+	$(PYTHON) scripts/sweep.py whitening --preset full --workers $(WORKERS) $(ARGS)
+
+bench:  ## manual backward against autograd (ops, model steps, whitening back ends, feature-map whitening, CNN6 with DBN / IterNorm eager and compiled) and the instruments' cost; JSON in runs/bench/
 	$(PYTHON) scripts/bench.py $(ARGS)
 
 clean:

@@ -547,6 +547,74 @@ def bench_whitening(device, tiny: bool, repeats: int) -> list:
     return rows
 
 
+# CNN6's feature maps on CIFAR-10 at batch 128 after the ReLU of layers 1-5 (strides 2, 2, 2, 2, 1), at 64
+# channels so that groups of 16, 32 and 64 all divide them
+MAP_SHAPES = [(128, 64, 16, 16), (128, 64, 8, 8), (128, 64, 4, 4), (128, 64, 2, 2)]
+MAP_GROUPS = (16, 32, 64)
+MAP_BACKENDS = {"eigh": (M.decorrelated_batch_norm, dict(backend="eigh")),
+                "svd": (M.decorrelated_batch_norm, dict(backend="svd")),
+                "newton-schulz (T=5)": (M.iter_norm, dict(iterations=5))}
+
+
+def bench_whitening_maps(device, tiny: bool, repeats: int) -> list:
+    """Whitening of CNN6's feature maps in groups, forward + backward of the op alone: eigh against SVD (DBN)
+    against Newton-Schulz (IterNorm) per group size and map shape, the eigh time of the same case as the base."""
+    rows = []
+    shapes = [(4, 8, 4, 4), (4, 8, 2, 2)] if tiny else MAP_SHAPES
+    for shape in shapes:
+        x = torch.randn(*shape, device=device).requires_grad_()
+        for g in ((4, 8) if tiny else MAP_GROUPS):
+            fns = {k: fwd_bwd(op, (x,), dict(kw, eps=1e-5, group_size=g)) for k, (op, kw) in MAP_BACKENDS.items()}
+            times = interleaved_times(fns, device, repeats)
+            for k, v in times.items():
+                med = sorted(v)[len(v) // 2]
+                pr = paired_ratio(v, times["eigh"])
+                rows.append({"part": "whitening-maps", "name": k, "size": "x".join(map(str, shape)),
+                             "group_size": g, "device": str(device), "ms": 1e3 * med, "vs_eigh": pr[0],
+                             "vs_eigh_iqr": list(pr[1:]), "repeats": repeats})
+    return rows
+
+
+def whitening_model_cases(tiny: bool) -> dict:
+    """The whitening experiment's CNN6 (32 channels, affine layers) with each of its arms' normalisations."""
+    from manualbp.experiments.whitening import ARMS, CHANNELS
+    arms = ("bn", "dbn16", "itn16") if tiny else tuple(ARMS)
+    return {arm: {"name": "cnn6", "channels": CHANNELS, **ARMS[arm]["model"]} for arm in arms}
+
+
+def bench_whitening_models(device, tiny: bool, repeats: int, compiled: bool = True) -> list:
+    """One training step (forward, loss, backward, Adam) of CNN6 with batch norm, DBN and IterNorm, eager and with
+    the forward and loss compiled (fullgraph), timed in interleaved rounds: each against batch norm's step of the
+    same mode (paired ratios) and compiled against eager."""
+    import tempfile
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="manualbp-inductor-"))
+    shape = (8, 3, 16, 16) if tiny else (128, 3, 32, 32)
+    fns, compile_s = {}, {}
+    for arm, spec in whitening_model_cases(tiny).items():
+        fns[(arm, "eager")] = _model_step(spec, shape, "class", "manual", device)
+        if compiled:
+            torch._dynamo.reset()
+            step = _model_step(spec, shape, "class", "manual", device, compiled=True)
+            _sync(device)
+            t0 = time.perf_counter()
+            step()
+            _sync(device)
+            compile_s[arm] = time.perf_counter() - t0
+            fns[(arm, "compiled")] = step
+    times = interleaved_times(fns, device, repeats)
+    rows = []
+    for (arm, mode), v in times.items():
+        vs_bn = paired_ratio(v, times[("bn", mode)])
+        row = {"part": "whitening-models", "name": arm, "mode": mode, "size": "x".join(map(str, shape)),
+               "device": str(device), "ms": 1e3 * sorted(v)[len(v) // 2], "vs_bn": vs_bn[0],
+               "vs_bn_iqr": list(vs_bn[1:]), "repeats": repeats}
+        if mode == "compiled":
+            ce = paired_ratio(v, times[(arm, "eager")])
+            row.update(vs_eager=ce[0], vs_eager_iqr=list(ce[1:]), compile_s=compile_s[arm])
+        rows.append(row)
+    return rows
+
+
 def bench_profile(device, tiny: bool, steps: int = 50) -> list:
     """Where a model step's time goes: torch.profiler's self CPU time per step, summed over aten's
     kernels and over everything else (the Python of the Functions, autograd's engine, the
@@ -675,6 +743,21 @@ def markdown(rows, machine, repeats) -> str:
                   "|---|---|---|---|---|---|"]
         lines += [f"| {r['device']} | {r['name']} | {r['width']} | {r['batch']} | {r['ms']:.2f} | {r['vs_eigh']:.2f} |"
                   for r in wh]
+    wm = [r for r in rows if r["part"] == "whitening-maps"]
+    if wm:
+        lines += ["", "| device | feature maps (N, C, H, W) | group size | back end (fwd+bwd) | ms | vs eigh, paired "
+                  "[quartiles] |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['size']} | {r['group_size']} | {r['name']} | {r['ms']:.2f} | "
+                  f"{ratio_q(r['vs_eigh'], r['vs_eigh_iqr'])} |" for r in wm]
+    wd = [r for r in rows if r["part"] == "whitening-models"]
+    if wd:
+        lines += ["", "| device | CNN6 step (32 channels, affine norm) | batch | mode | ms | vs bn of the same mode, "
+                  "paired [quartiles] | compiled vs eager, paired [quartiles] | compile s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['device']} | {r['name']} | {r['size']} | {r['mode']} | {r['ms']:.2f} | "
+                  f"{ratio_q(r['vs_bn'], r['vs_bn_iqr'])} | "
+                  + (f"{ratio_q(r['vs_eager'], r['vs_eager_iqr'])} | {r['compile_s']:.1f} |" if "vs_eager" in r
+                     else "- | - |") for r in wd]
     pf = [r for r in rows if r["part"] == "profile"]
     if pf:
         lines += ["", "| device | model step | size | self CPU ms per step, manual: total / aten kernels / other "
@@ -724,7 +807,8 @@ def main(argv=None) -> int:
         os.execve(sys.executable, [sys.executable, __file__, *sys.argv[1:]], {**os.environ, **ALLOCATOR_ENV})
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tiny", action="store_true", help="tiny sizes, few repeats (smoke test)")
-    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "materialize", "profile",
+    ap.add_argument("--only", choices=("ops", "models", "compile", "episodes", "whitening", "whitening-maps",
+                                       "whitening-models", "materialize", "profile",
                                        "curvature",
                                        "instruments"),
                     action="append",
@@ -739,13 +823,16 @@ def main(argv=None) -> int:
                     help="model steps: repeat the part in this many fresh processes and report the mean, sd and "
                          "95%% t-interval of their paired ratios (default 1: one run, in this process)")
     ap.add_argument("--no-memory", action="store_true", help="model steps: skip the peak-memory processes")
+    ap.add_argument("--tiny-compile", action="store_true",
+                    help="with --tiny: compile the whitening-models steps too (about a minute per arm)")
     ap.add_argument("--default-malloc", action="store_true",
                     help="time with glibc's default malloc settings (see ALLOCATOR_ENV: noisier model steps)")
     ap.add_argument("--out", default=str(ROOT / "runs" / "bench" / "bench.json"))
     args = ap.parse_args(argv)
     devices = args.device or (["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
     repeats = args.repeats or (3 if args.tiny else 15)
-    parts = args.only or ["ops", "models", "whitening", "materialize", "instruments", "curvature"]
+    parts = args.only or ["ops", "models", "whitening", "whitening-maps", "whitening-models", "materialize",
+                          "instruments", "curvature"]
     rows = []
     for dev in devices:
         device = torch.device(dev)
@@ -763,6 +850,11 @@ def main(argv=None) -> int:
             rows += bench_episodes(device, args.tiny)
         if "whitening" in parts:
             rows += bench_whitening(device, args.tiny, repeats)
+        if "whitening-maps" in parts:
+            rows += bench_whitening_maps(device, args.tiny, repeats)
+        if "whitening-models" in parts:
+            rows += bench_whitening_models(device, args.tiny, args.model_repeats or (3 if args.tiny else 20),
+                                           compiled=not args.tiny or args.tiny_compile)
         if "materialize" in parts:
             rows += bench_materialize(device, args.tiny, repeats)
         if "profile" in parts:

@@ -14,7 +14,15 @@ def test_bench_runs_on_tiny_sizes(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "b.json").read_text())
     parts = {r["part"] for r in res["rows"]}
-    assert parts == {"ops", "models", "whitening", "materialize", "instruments", "curvature"}
+    assert parts == {"ops", "models", "whitening", "whitening-maps", "whitening-models", "materialize", "instruments",
+                     "curvature"}
+    wm = [r for r in res["rows"] if r["part"] == "whitening-maps"]   # every back end at every (shape, group size)
+    assert {(r["size"], r["group_size"], r["name"]) for r in wm} == {
+        (s, g, b) for s in ("4x8x4x4", "4x8x2x2") for g in (4, 8) for b in ("eigh", "svd", "newton-schulz (T=5)")}
+    assert all(r["vs_eigh"] == 1.0 for r in wm if r["name"] == "eigh")   # the base against itself, round by round
+    wd = [r for r in res["rows"] if r["part"] == "whitening-models"]
+    assert {(r["name"], r["mode"]) for r in wd} == {(a, "eager") for a in ("bn", "dbn16", "itn16")}
+    assert all(r["ms"] > 0 and r["vs_bn_iqr"][0] <= r["vs_bn"] <= r["vs_bn_iqr"][1] for r in wd)
     cv = [r for r in res["rows"] if r["part"] == "curvature"]
     assert [r["name"] for r in cv] == ["mlp", "cnn6", "cnn6 + batch norm", "segmentation AE"]
     for r in cv:   # the HVP costs more than the gradient it differentiates; each median inside its quartiles

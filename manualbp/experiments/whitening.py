@@ -66,3 +66,192 @@ def grid(preset: str) -> dict:
 
 
 GRID = grid("quick")
+
+
+# ---------------------------------------------------------------- the papers' claims, by number
+
+CLAIMS = [
+    # (key, paper, claim, arms compared, measure, the direction that supports the claim)
+    ("dbn_speed", "DBN", "trains faster per epoch than batch norm (lower training loss, averaged over the epochs)",
+     "dbn", "mean_train_loss", "lower"),
+    ("dbn_test", "DBN", "generalises better than batch norm (higher final test accuracy)", "dbn", "test_acc",
+     "higher"),
+    ("itn_speed", "IterNorm", "trains faster per epoch than batch norm (lower training loss, averaged over the "
+     "epochs)", "itn", "mean_train_loss", "lower"),
+    ("itn_test", "IterNorm", "generalises better than batch norm (higher final test accuracy)", "itn", "test_acc",
+     "higher"),
+    ("itn_cost", "IterNorm", "costs less time per epoch than DBN at the same group size (Newton-Schulz against an "
+     "eigendecomposition)", "itn/dbn", "s_per_epoch", "lower"),
+    ("groups", "IterNorm", "its smaller stochasticity: whitening the whole layer (32) instead of groups of 16 loses "
+     "less test accuracy with IterNorm than with DBN", "groups", "test_acc", "higher"),
+]
+
+
+def measures(run: dict) -> dict:
+    """The per-run numbers the report compares: final test accuracy (%), final and mean-over-epochs training loss,
+    seconds per epoch (the run's wall time over its epochs) and the per-epoch curves."""
+    rows = run["metrics"]
+    loss = np.array([r["train_loss"] for r in rows], dtype=float)
+    t = np.array([r["time_s"] for r in rows], dtype=float)
+    return {"test_acc": 100 * rows[-1]["test_acc"], "train_loss": float(loss[-1]),
+            "mean_train_loss": float(loss.mean()), "s_per_epoch": float(t[-1] / len(rows)), "loss_curve": loss,
+            "time_curve": t,
+            "test_curve": 100 * np.array([r["test_acc"] for r in rows], dtype=float)}
+
+
+def loss_at_time(m: dict, seconds: float) -> float:
+    """The run's training loss at a wall time, interpolated linearly between its epoch ends (NaN before its first
+    epoch ended, its last value after its last)."""
+    t, loss = m["time_curve"], m["loss_curve"]
+    if seconds < t[0]:
+        return float("nan")
+    return float(np.interp(seconds, t, loss))
+
+
+def by_seed(groups: dict) -> dict:
+    """{arm: {seed: measures}} from the grouped runs."""
+    return {arm: {r["config"]["seed"]: measures(r) for r in rs} for arm, rs in groups.items()}
+
+
+def paired(values: dict, arm: str, base: str, key: str) -> list:
+    """arm - base of a measure, one value per seed both arms finished."""
+    a, b = values.get(arm, {}), values.get(base, {})
+    return [a[s][key] - b[s][key] for s in sorted(set(a) & set(b))]
+
+
+def interval(diffs) -> tuple:
+    """(mean, lower, upper, n) of the Student-t 95% interval of paired differences (NaN bounds for n < 2)."""
+    m, _, ci, n = mean_ci(diffs)
+    return m, m - ci, m + ci, n
+
+
+def verdict(diffs, direction: str) -> str:
+    """"holds" when the 95% t-interval of the paired differences lies on the claim's side of 0 ("lower": below,
+    "higher": above), "the opposite holds" when it lies on the other side, else "undecided" (the interval
+    includes 0); "one pair, no interval" for n = 1 and "no pairs" for none."""
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"verdict: direction must be 'lower' or 'higher', got {direction!r}")
+    m, lo, hi, n = interval(diffs)
+    if n == 0:
+        return "no pairs"
+    if n == 1:
+        return "one pair, no interval"
+    if (hi < 0) if direction == "lower" else (lo > 0):
+        return "holds"
+    if (lo > 0) if direction == "lower" else (hi < 0):
+        return "the opposite holds"
+    return "undecided"
+
+
+def _fmt(diffs, digits=2) -> str:
+    m, lo, hi, n = interval(diffs)
+    if n == 0:
+        return "-"
+    if n == 1:
+        return f"{m:+.{digits}f} (n=1)"
+    return f"{m:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] (n={n})"
+
+
+def claim_rows(values: dict) -> list:
+    """One row per claim and compared pair of arms: the paired difference, its interval and the verdict."""
+    rows = []
+    for key, paper, text, arms, measure, direction in CLAIMS:
+        if arms in ("dbn", "itn"):
+            pairs = [(f"{arms}{g} - {BASELINE}", paired(values, f"{arms}{g}", BASELINE, measure)) for g in GROUP_SIZES]
+        elif arms == "itn/dbn":   # a ratio: log-free, the paired difference of the ratio from 1
+            pairs = []
+            for g in GROUP_SIZES:
+                a, b = values.get(f"itn{g}", {}), values.get(f"dbn{g}", {})
+                pairs.append((f"itn{g} / dbn{g} - 1", [a[s][measure] / b[s][measure] - 1
+                                                        for s in sorted(set(a) & set(b))]))
+        else:   # groups: (itn32 - itn16) - (dbn32 - dbn16)
+            g0, g1 = GROUP_SIZES
+            d_itn = dict(zip(sorted(set(values.get(f"itn{g0}", {})) & set(values.get(f"itn{g1}", {}))),
+                             paired(values, f"itn{g1}", f"itn{g0}", measure)))
+            d_dbn = dict(zip(sorted(set(values.get(f"dbn{g0}", {})) & set(values.get(f"dbn{g1}", {}))),
+                             paired(values, f"dbn{g1}", f"dbn{g0}", measure)))
+            pairs = [(f"(itn{g1} - itn{g0}) - (dbn{g1} - dbn{g0})", [d_itn[s] - d_dbn[s]
+                                                                     for s in sorted(set(d_itn) & set(d_dbn))])]
+        for label, diffs in pairs:
+            rows.append([paper, text, label, measure, _fmt(diffs, 3 if measure != "test_acc" else 2),
+                         verdict(diffs, direction)])
+    return rows
+
+
+def arm_table(values: dict) -> str:
+    """Per arm: final test accuracy (mean ± sd, its interval) and the paired differences against batch norm."""
+    rows = []
+    for arm, per_seed in values.items():
+        acc = [m["test_acc"] for m in per_seed.values()]
+        mean, sd, ci, n = mean_ci(acc)
+        sec = [m["s_per_epoch"] for m in per_seed.values()]
+        base = arm == BASELINE
+        rows.append([arm, n, f"{mean:.2f} ± {sd:.2f}" if n > 1 else f"{mean:.2f}",
+                     f"[{mean - ci:.2f}, {mean + ci:.2f}]" if n > 1 else "-",
+                     "-" if base else _fmt(paired(values, arm, BASELINE, "test_acc")),
+                     f"{np.mean([m['train_loss'] for m in per_seed.values()]):.3f}",
+                     "-" if base else _fmt(paired(values, arm, BASELINE, "mean_train_loss"), 3),
+                     "-" if base else _fmt(_loss_at_base_time(values, arm), 3),
+                     f"{np.mean(sec):.1f}"])
+    return markdown_table(["arm", "n", "test acc % mean ± sd", "95% t-interval", f"test acc - {BASELINE}, paired",
+                           "final train loss", f"mean train loss - {BASELINE}, paired",
+                           f"train loss at {BASELINE}'s wall time - {BASELINE}'s, paired", "s/epoch"], rows)
+
+
+def _loss_at_base_time(values: dict, arm: str) -> list:
+    """Per seed: the arm's training loss at the wall time batch norm's run took, minus batch norm's final loss
+    (the speed of training per second; NaN pairs, an arm whose first epoch ended later, are left out)."""
+    a, b = values.get(arm, {}), values.get(BASELINE, {})
+    out = []
+    for s in sorted(set(a) & set(b)):
+        v = loss_at_time(a[s], b[s]["time_curve"][-1])
+        if np.isfinite(v):
+            out.append(v - b[s]["train_loss"])
+    return out
+
+
+def curves_figure(values: dict, path: Path, writer=None) -> None:
+    """Training loss per epoch and per second, test accuracy per epoch: each arm's mean over seeds (per second:
+    each run's own curve, thin)."""
+    fig, ax = plt().subplots(1, 3, figsize=(16, 4.5))
+    for i, (arm, per_seed) in enumerate(values.items()):
+        colour = f"C{i}"
+        curves = np.array([m["loss_curve"] for m in per_seed.values()])
+        epochs = np.arange(1, curves.shape[1] + 1)
+        ax[0].plot(epochs, curves.mean(0), color=colour, label=f"{arm} (n={len(per_seed)})")
+        for m in per_seed.values():
+            ax[1].plot(m["time_curve"], m["loss_curve"], color=colour, lw=0.8, alpha=0.7)
+        ax[2].plot(epochs, np.array([m["test_curve"] for m in per_seed.values()]).mean(0), color=colour, label=arm)
+    ax[0].set(xlabel="epoch", ylabel="training loss (mean over seeds)", title="training loss per epoch")
+    ax[1].set(xlabel="wall time (s)", ylabel="training loss", title="training loss per second (each run)")
+    ax[2].set(xlabel="epoch", ylabel="test accuracy % (mean over seeds)", title="test accuracy")
+    ax[0].legend()
+    save(fig, path, writer, "whitening/curves")
+
+
+def report(sweep_dir: Path, specs) -> list[str]:
+    """curves.png and results.md (the arms' table and the papers' claims with verdicts) from finished runs."""
+    from torch.utils.tensorboard import SummaryWriter
+    runs = load_runs(specs)
+    if not runs:
+        return ["whitening report: no finished runs"]
+    sweep_dir = Path(sweep_dir)
+    writer = SummaryWriter(str(sweep_dir / "tb_report"))
+    try:
+        status_figures([r["dir"] for r in runs], writer)
+        values = by_seed(group(runs))
+        values = {arm: values[arm] for arm in ARMS if arm in values}
+        curves_figure(values, sweep_dir / "curves.png", writer)
+        cfg = runs[0]["config"]
+        table = arm_table(values)
+        claims = markdown_table(["paper", "claim", "arms", "measure", "paired difference, 95% t-interval",
+                                 "verdict"], claim_rows(values))
+        text = (f"# whitening, preset {cfg['preset']}\n\n{len(runs)} finished runs; {cfg['epochs']} epochs, "
+                f"batch {cfg['batch_size']}, train_limit {cfg['data']['train_limit']}, test_limit "
+                f"{cfg['data']['test_limit']}. Paired by seed; intervals are Student-t 95% (t quantile "
+                f"{t_quantile(max(2, min(len(v) for v in values.values()))):.3f} at the smallest n).\n\n"
+                f"## Arms\n\n{table}\n\n## The papers' claims\n\n{claims}\n")
+        (sweep_dir / "results.md").write_text(text)
+    finally:
+        writer.close()
+    return [table, "", claims]
