@@ -25,7 +25,7 @@ from .report import group, load_runs, markdown_table, mean_ci, plt, save, status
 
 CHANNELS = [32, 32, 32, 32, 32, 10]
 GROUP_SIZES = (16, 32)
-_MODEL = {"name": "cnn6", "channels": CHANNELS, "init_std": 0.05}
+_MODEL = {"name": "cnn6", "channels": CHANNELS, "init_std": 0.05, "norm": "batch_norm", "norm_kwargs": {"affine": True}}
 
 
 def _arm(norm: str, **kw) -> dict:
