@@ -54,6 +54,7 @@ def test_cpu_preset_builds_the_arms():
     ([0.1, 0.2, 0.15], "lower", "the opposite holds"),
     ([0.3], "higher", "one pair, no interval"),
     ([], "lower", "no pairs"),
+    ([0.5, 0.5, 0.5], "higher", "undecided (no spread: the pairs are identical)"),
 ])
 def test_verdict_follows_the_interval(diffs, direction, want):
     assert W.verdict(diffs, direction) == want
@@ -120,6 +121,44 @@ def test_claim_rows_are_the_paired_intervals_recomputed():
     assert test_row[4].endswith("(n=4)")
 
 
+def test_claim_verdicts_follow_the_constructed_effects():
+    """Effects built into the fake runs give each claim's verdict its direction: DBN16 trains to a lower loss than
+    batch norm in every seed (speed holds), DBN32 to a higher one (the opposite holds), IterNorm16 is cheaper than
+    DBN16 (20 s against 15 s per epoch: holds); whole-layer groups cost DBN 3 points and IterNorm 0.3."""
+    values = _fake_values()
+    verdicts = {(r[2], r[3]): r[5] for r in W.claim_rows(values)}
+    assert verdicts[("dbn16 - bn", "mean_train_loss")] == "holds"
+    assert verdicts[("dbn32 - bn", "mean_train_loss")] == "the opposite holds"
+    assert verdicts[("itn16 - bn", "mean_train_loss")] == "holds"
+    assert verdicts[("itn16 / dbn16 - 1", "s_per_epoch")] == "holds"
+    for s in range(5):   # a wide spread of the accuracy: no accuracy claim can be decided
+        for arm in W.ARMS:
+            values[arm][s]["test_acc"] += 10 * (-1) ** (s + len(arm))
+    verdicts = {(r[2], r[3]): r[5] for r in W.claim_rows(values)}
+    assert verdicts[("dbn16 - bn", "test_acc")] == "undecided"
+
+
+def test_arm_table_holds_the_paired_differences():
+    """The arms' table: each whitening arm's paired differences against batch norm (test accuracy, mean training
+    loss, training loss at batch norm's wall time) as recomputed here, batch norm's own row without them."""
+    values = _fake_values()
+    table = W.arm_table(values)
+    row = next(line for line in table.splitlines() if line.startswith("| dbn16 |")).split(" | ")
+    d_acc = [values["dbn16"][s]["test_acc"] - values["bn"][s]["test_acc"] for s in range(5)]
+    d_loss = [values["dbn16"][s]["mean_train_loss"] - values["bn"][s]["mean_train_loss"] for s in range(5)]
+    at = [float(np.interp(values["bn"][s]["time_curve"][-1], values["dbn16"][s]["time_curve"],
+                          values["dbn16"][s]["loss_curve"])) - values["bn"][s]["train_loss"]
+          for s in range(5) if values["bn"][s]["time_curve"][-1] >= values["dbn16"][s]["time_curve"][0]]
+    m, lo, hi = _t_interval(d_acc)
+    assert row[4] == f"{m:+.2f} [{lo:+.2f}, {hi:+.2f}] (n=5)"
+    m, lo, hi = _t_interval(d_loss)
+    assert row[6] == f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n=5)"
+    m, lo, hi = _t_interval(at)
+    assert row[7] == f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}] (n={len(at)})"
+    bn = next(line for line in table.splitlines() if line.startswith("| bn |")).split(" | ")
+    assert bn[4] == "-" and bn[6] == "-"
+
+
 def test_loss_at_time_interpolates_between_epoch_ends():
     m = {"time_curve": np.array([10.0, 20.0, 30.0]), "loss_curve": np.array([2.0, 1.0, 0.5])}
     assert W.loss_at_time(m, 15.0) == pytest.approx(1.5)
@@ -144,3 +183,24 @@ def test_tiny_sweep_and_report(tmp_path):
         m, sd = np.mean(accs), np.std(accs, ddof=1)
         assert f"| {arm} | 2 | {m:.2f} ± {sd:.2f} |" in text, arm
     assert text.count("| DBN |") == 4 and text.count("| IterNorm |") == 7
+    assert "Runs not finished (failed, stopped or not run; their seeds drop out of every pair with them): none." in text
+
+
+def test_report_names_the_runs_that_did_not_finish(tmp_path):
+    """A sweep with a run that never finished: the report names it and pairs only the seeds both arms finished."""
+    from manualbp.train.sweep import expand
+    cfg = preset("whitening", "quick")
+    specs = expand(cfg, {"seed": [0, 1], "variant": {k: W.ARMS[k] for k in ("bn", "dbn16")}}, tmp_path)
+    for s in specs:
+        if s.name == "seed1-dbn16":
+            continue   # not run
+        d = Path(s.run_dir)
+        d.mkdir(parents=True)
+        acc = 0.5 + 0.1 * s.config["seed"] + (0.05 if "dbn" in s.name else 0)
+        rows = [{"epoch": e, "train_loss": 2.0 / e, "test_acc": acc, "time_s": 10.0 * e} for e in (1, 2)]
+        (d / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        (d / "DONE.json").write_text("{}")
+    W.report(tmp_path, specs)
+    text = (tmp_path / "results.md").read_text()
+    assert "drop out of every pair with them): seed1-dbn16." in text
+    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval |" in text

@@ -255,3 +255,20 @@ def test_cnn6_norm_from_config_trains(tmp_path):
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_more_bad_input_is_named():
+    """An expanded running buffer (entries sharing memory) cannot be updated in place; a wrong dtype is named with
+    both dtypes; CNN6's bn_* settings do not silently vanish under another norm; an empty batch in eval mode is
+    an empty result."""
+    x = torch.randn(4, 4, 2, 2)
+    with pytest.raises(ValueError, match=r"share memory .*running_whitening.clone\(\)"):
+        MF.iter_norm(x, torch.zeros(4), torch.eye(2).expand(2, 2, 2), group_size=2)
+    with pytest.raises(ValueError, match=r"with x's dtype and device \(torch.float32 on cpu\); got shape \(2, 2, 2\), "
+                                         r"torch.float64"):
+        MF.decorrelated_batch_norm(x, torch.zeros(4), torch.eye(2, dtype=D64).repeat(2, 1, 1), group_size=2)
+    with pytest.raises(ValueError, match=r"\['bn_eps'\] set the layers of batch_norm=True only"):
+        CNN6(norm="dbn", bn_eps=1e-3)
+    empty = MF.iter_norm(torch.randn(0, 4, 2, 2), torch.zeros(4), torch.eye(2).repeat(2, 1, 1), training=False,
+                         group_size=2)
+    assert empty.shape == (0, 4, 2, 2)

@@ -212,10 +212,15 @@ def _check_running(op, x, running_mean, running_whitening, training, groups, g):
                                                                      shapes)):
         if not isinstance(r, torch.Tensor) or tuple(r.shape) not in allowed or r.dtype != x.dtype \
                 or r.device != x.device:
-            got = tuple(r.shape) if isinstance(r, torch.Tensor) else type(r).__name__
+            got = (f"shape {tuple(r.shape)}, {r.dtype} on {r.device}" if isinstance(r, torch.Tensor)
+                   else type(r).__name__)
             want = " or ".join(str(s) for s in allowed)
-            raise ValueError(f"{op}: {name} must be a tensor of shape {want} with x's dtype and device; "
-                             f"got {got}")
+            raise ValueError(f"{op}: {name} must be a tensor of shape {want} with x's dtype and device "
+                             f"({x.dtype} on {x.device}); got {got}")
+        if any(st == 0 and n > 1 for st, n in zip(r.stride(), r.shape)):
+            raise ValueError(f"{op}: {name} is updated in place, but its entries share memory (an expanded "
+                             f"tensor, stride {r.stride()}); pass a copy that owns its memory, e.g. "
+                             f"{name}.clone()")
     return running_whitening.view(groups, g, g)   # a view: the in-place update reaches the caller's buffer
 
 
@@ -251,11 +256,11 @@ def _unrows(y: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _groups(x: torch.Tensor, g: int) -> torch.Tensor:
     """(n, C) -> (C / g, n, g): the columns of each group of g channels as one batch entry."""
-    return x.reshape(x.shape[0], -1, g).transpose(0, 1)
+    return x.reshape(x.shape[0], x.shape[1] // g, g).transpose(0, 1)
 
 
 def _ungroup(a: torch.Tensor) -> torch.Tensor:
-    return a.transpose(0, 1).reshape(a.shape[1], -1)
+    return a.transpose(0, 1).reshape(a.shape[1], a.shape[0] * a.shape[2])
 
 
 def _grouped(x: torch.Tensor, g: int) -> torch.Tensor:

@@ -379,7 +379,8 @@ def _zca_variant_samples(grad):
 
 
 def _running(d, dtype, device, gen, eval_mode, groups=None):
-    """Running mean (d,) and whitening matrix (d, d), or (groups, d / groups, d / groups) when grouped."""
+    """Running mean (d,) and whitening matrix (d, d), or (groups, d / groups, d / groups) when grouped; in eval
+    mode random, the matrix not symmetric."""
     g = d if groups is None else d // groups
     shape = (d, d) if groups is None else (groups, g, g)
     if not eval_mode:
@@ -387,7 +388,9 @@ def _running(d, dtype, device, gen, eval_mode, groups=None):
             shape).contiguous()
     m = torch.randn(d, generator=gen, dtype=torch.float64)
     a = torch.randn(*shape, generator=gen, dtype=torch.float64)
-    w = a @ a.mT / g + torch.eye(g, dtype=torch.float64)
+    # not symmetric: a backward that applies W where W^T belongs is caught
+    w = a @ a.mT / g + torch.eye(g, dtype=torch.float64) + 0.3 * torch.randn(*shape, generator=gen,
+                                                                              dtype=torch.float64)
     return m.to(dtype=dtype, device=device), w.to(dtype=dtype, device=device)
 
 
