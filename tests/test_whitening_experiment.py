@@ -131,6 +131,8 @@ def test_claim_verdicts_follow_the_constructed_effects():
     assert verdicts[("dbn32 - bn", "mean_train_loss")] == "the opposite holds"
     assert verdicts[("itn16 - bn", "mean_train_loss")] == "holds"
     assert verdicts[("itn16 / dbn16 - 1", "s_per_epoch")] == "holds"
+    assert verdicts[("dbn16 - dbn32", "test_acc")] == "holds"   # built in: +3 points
+    assert verdicts[("(itn32 - itn16) - (dbn32 - dbn16)", "test_acc")] == "holds"   # built in: -0.3 - (-3)
     for s in range(5):   # a wide spread of the accuracy: no accuracy claim can be decided
         for arm in W.ARMS:
             values[arm][s]["test_acc"] += 10 * (-1) ** (s + len(arm))
@@ -182,7 +184,7 @@ def test_tiny_sweep_and_report(tmp_path):
                                  .splitlines()[-1])["test_acc"] for s in (0, 1)]
         m, sd = np.mean(accs), np.std(accs, ddof=1)
         assert f"| {arm} | 2 | {m:.2f} ± {sd:.2f} |" in text, arm
-    assert text.count("| DBN |") == 4 and text.count("| IterNorm |") == 7
+    assert text.count("| DBN |") == 4 and text.count("| IterNorm |") == 10
     assert "Runs not finished (failed, stopped or not run; their seeds drop out of every pair with them): none." in text
 
 
