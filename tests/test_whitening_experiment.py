@@ -161,6 +161,14 @@ def test_arm_table_holds_the_paired_differences():
     assert bn[4] == "-" and bn[6] == "-"
 
 
+def test_n_needed_is_the_first_n_whose_interval_excludes_zero():
+    d = [1.0, 2.0, 0.0, 1.5, 0.5]    # mean 1, sd 0.79
+    n = W.n_needed(d)
+    sd = np.std(d, ddof=1)
+    assert stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < 1.0 <= stats.t.ppf(0.975, n - 2) * sd / math.sqrt(n - 1)
+    assert W.n_needed([0.1, -0.1, 0.1, -0.1]) is None and W.n_needed([1.0]) is None
+
+
 def test_loss_at_time_interpolates_between_epoch_ends():
     m = {"time_curve": np.array([10.0, 20.0, 30.0]), "loss_curve": np.array([2.0, 1.0, 0.5])}
     assert W.loss_at_time(m, 15.0) == pytest.approx(1.5)
@@ -205,4 +213,4 @@ def test_report_names_the_runs_that_did_not_finish(tmp_path):
     W.report(tmp_path, specs)
     text = (tmp_path / "results.md").read_text()
     assert "drop out of every pair with them): seed1-dbn16." in text
-    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval |" in text
+    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval | - |" in text

@@ -162,6 +162,19 @@ def verdict(diffs, direction: str) -> str:
     return "undecided"
 
 
+def n_needed(diffs, limit: int = 10_000) -> int | None:
+    """The smallest number of seeds whose 95% t-interval would exclude 0 if the paired differences kept the
+    measured mean and sd (t_{n-1, 0.975} sd / sqrt(n) < |mean|); None with fewer than 2 pairs, no spread or a zero
+    mean, or beyond ``limit``. A planning figure for a larger preset, not a result."""
+    m, sd, _, n = mean_ci(diffs)
+    if n < 2 or not sd > 0 or m == 0:
+        return None
+    for k in range(2, limit + 1):
+        if t_quantile(k) * sd / k ** 0.5 < abs(m):
+            return k
+    return None
+
+
 def _fmt(diffs, digits=2) -> str:
     m, lo, hi, n = interval(diffs)
     if n == 0:
@@ -192,8 +205,9 @@ def claim_rows(values: dict) -> list:
     for _key, paper, text, pairs, measure, direction, kind in CLAIMS:
         for a, b in pairs:
             label, diffs = _pair_diffs(values, a, b, measure, kind)
+            need = n_needed(diffs)
             rows.append([paper, text, label, measure, _fmt(diffs, 2 if measure == "test_acc" else 3),
-                         verdict(diffs, direction)])
+                         verdict(diffs, direction), "-" if need is None else need])
     return rows
 
 
@@ -271,7 +285,7 @@ def report(sweep_dir: Path, specs) -> list[str]:
         missing = missing_runs(specs, runs)
         table = arm_table(values)
         claims = markdown_table(["paper", "claim", "arms", "measure", "paired difference, 95% t-interval",
-                                 "verdict"], claim_rows(values))
+                                 "verdict", "seeds for the measured mean to exclude 0"], claim_rows(values))
         text = (f"# whitening, preset {cfg['preset']}\n\n{len(runs)} finished runs; {cfg['epochs']} epochs, "
                 f"batch {cfg['batch_size']}, train_limit {cfg['data']['train_limit']}, test_limit "
                 f"{cfg['data']['test_limit']}. Paired by seed; intervals are Student-t 95% (t quantile "
