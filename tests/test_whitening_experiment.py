@@ -161,6 +161,36 @@ def test_arm_table_holds_the_paired_differences():
     assert bn[4] == "-" and bn[6] == "-"
 
 
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    # m = 4: 0.005 <= 0.05/4, 0.01 <= 0.05/3, then 0.03 > 0.05/2 stops (0.04 is not tested)
+    assert W.holm([0.01, 0.04, 0.03, 0.005]) == [True, False, False, True]
+    assert W.holm([0.001, float("nan"), 0.03]) == [True, False, False]   # NaN counts in m: 0.03 > 0.05 / 2
+    assert W.holm([0.001, 0.04]) == [True, True]   # Bonferroni would keep 0.04 > 0.05 / 2
+
+
+def test_holm_verdicts_of_the_claims_are_the_t_tests_recomputed():
+    """The Holm column: two-sided one-sample t-tests (scipy's ttest_1samp) of every row's paired differences,
+    Holm's procedure over all rows; a rejected row's sign gives holds / the opposite holds."""
+    values = _fake_values()
+    rows = W.claim_rows(values)
+    diffs = [W._pair_diffs(values, a, b, m, k)[1] for _, _, _, pairs, m, _, k in W.CLAIMS for a, b in pairs]
+    directions = [d for _, _, _, pairs, _, d, _ in W.CLAIMS for _ in pairs]
+    p = [stats.ttest_1samp(d, 0.0).pvalue for d in diffs]
+    for i, pi in enumerate(p):
+        assert W.p_value(diffs[i]) == pytest.approx(pi, rel=1e-9)
+    order = np.argsort(p)
+    rejected = set()
+    for rank, i in enumerate(order):
+        if p[i] > 0.05 / (len(p) - rank):
+            break
+        rejected.add(i)
+    for i, row in enumerate(rows):
+        want = "undecided" if i not in rejected else (
+            "holds" if (np.mean(diffs[i]) < 0) == (directions[i] == "lower") else "the opposite holds")
+        assert row[6] == want, (row[2], row[3])
+    assert {row[6] for row in rows} >= {"holds", "the opposite holds", "undecided"}
+
+
 def test_n_needed_is_the_first_n_whose_interval_excludes_zero():
     d = [1.0, 2.0, 0.0, 1.5, 0.5]    # mean 1, sd 0.79
     n = W.n_needed(d)
@@ -213,4 +243,4 @@ def test_report_names_the_runs_that_did_not_finish(tmp_path):
     W.report(tmp_path, specs)
     text = (tmp_path / "results.md").read_text()
     assert "drop out of every pair with them): seed1-dbn16." in text
-    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval | - |" in text
+    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval | one pair, no interval | - |" in text

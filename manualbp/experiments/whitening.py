@@ -162,6 +162,30 @@ def verdict(diffs, direction: str) -> str:
     return "undecided"
 
 
+def p_value(diffs) -> float:
+    """Two-sided p-value of the one-sample t-test of the paired differences against 0 (NaN for n < 2 or no
+    spread)."""
+    from scipy.stats import t
+    m, sd, _, n = mean_ci(diffs)
+    if n < 2 or not sd > 0:
+        return float("nan")
+    return float(2 * t.sf(abs(m) / (sd / n ** 0.5), n - 1))
+
+
+def holm(p_values, alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down procedure over a family of tests: which nulls are rejected at family-wise level alpha
+    (sorted ascending, the i-th smallest p (from 0) is compared with alpha / (m - i); the first failure stops).
+    NaN p-values are never rejected and count in m."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: (not np.isfinite(p_values[i]), p_values[i]))
+    rejected = [False] * m
+    for rank, i in enumerate(order):
+        if not (np.isfinite(p_values[i]) and p_values[i] <= alpha / (m - rank)):
+            break
+        rejected[i] = True
+    return rejected
+
+
 def n_needed(diffs, limit: int = 10_000) -> int | None:
     """The smallest number of seeds whose 95% t-interval would exclude 0 if the paired differences kept the
     measured mean and sd (t_{n-1, 0.975} sd / sqrt(n) < |mean|); None with fewer than 2 pairs, no spread or a zero
@@ -200,14 +224,23 @@ def _pair_diffs(values: dict, a: str, b: str, measure: str, kind: str) -> tuple[
 
 
 def claim_rows(values: dict) -> list:
-    """One row per claim and compared pair of arms: the paired difference, its interval and the verdict."""
-    rows = []
+    """One row per claim and compared pair of arms: the paired difference, its interval, the verdict of that
+    interval alone, the verdict with Holm's correction over all the rows (family-wise 5%: a row's difference from 0
+    counts only if it survives the step-down) and the seeds the measured mean would need."""
+    rows, tests = [], []
     for _key, paper, text, pairs, measure, direction, kind in CLAIMS:
         for a, b in pairs:
             label, diffs = _pair_diffs(values, a, b, measure, kind)
             need = n_needed(diffs)
             rows.append([paper, text, label, measure, _fmt(diffs, 2 if measure == "test_acc" else 3),
-                         verdict(diffs, direction), "-" if need is None else need])
+                         verdict(diffs, direction), None, "-" if need is None else need])
+            tests.append((diffs, direction))
+    for row, (diffs, direction), rejected in zip(rows, tests, holm([p_value(d) for d, _ in tests])):
+        if not rejected:
+            row[6] = "undecided" if len(diffs) > 1 else row[5]
+        else:
+            supports = (np.mean(diffs) < 0) == (direction == "lower")
+            row[6] = "holds" if supports else "the opposite holds"
     return rows
 
 
@@ -284,8 +317,10 @@ def report(sweep_dir: Path, specs) -> list[str]:
         cfg = runs[0]["config"]
         missing = missing_runs(specs, runs)
         table = arm_table(values)
+        rows = claim_rows(values)
         claims = markdown_table(["paper", "claim", "arms", "measure", "paired difference, 95% t-interval",
-                                 "verdict", "seeds for the measured mean to exclude 0"], claim_rows(values))
+                                 "verdict (this interval)", f"verdict, Holm over the {len(rows)} rows",
+                                 "seeds for the measured mean to exclude 0"], rows)
         text = (f"# whitening, preset {cfg['preset']}\n\n{len(runs)} finished runs; {cfg['epochs']} epochs, "
                 f"batch {cfg['batch_size']}, train_limit {cfg['data']['train_limit']}, test_limit "
                 f"{cfg['data']['test_limit']}. Paired by seed; intervals are Student-t 95% (t quantile "
@@ -293,8 +328,9 @@ def report(sweep_dir: Path, specs) -> list[str]:
                 f"Runs not finished (failed, stopped or not run; their seeds drop out of every pair with them): "
                 f"{', '.join(missing) if missing else 'none'}.\n\n"
                 f"## Arms\n\n{table}\n\n## The papers' claims\n\n{claims}\n\n"
-                f"Each row is its own 95% interval: with {len(claim_rows(values))} rows, about one in 20 could "
-                f"exclude 0 by chance alone when no effect exists.\n")
+                f"The first verdict reads each row's 95% interval alone: with {len(rows)} rows, about one in 20 "
+                f"could exclude 0 by chance when no effect exists. The second applies Holm's step-down procedure to "
+                f"the rows' two-sided paired t-tests (family-wise error 5%).\n")
         (sweep_dir / "results.md").write_text(text)
     finally:
         writer.close()
