@@ -276,10 +276,11 @@ def _loss_at_base_time(values: dict, arm: str) -> list:
     return out
 
 
-def curves_figure(values: dict, path: Path, writer=None) -> None:
+def curves_figure(values: dict, path: Path, writer=None, title: str = "") -> None:
     """Training loss per epoch and per second, test accuracy per epoch: each arm's mean over seeds (per second:
-    each run's own curve, thin)."""
+    each run's own curve, thin); ``title`` names the preset and its scale."""
     fig, ax = plt().subplots(1, 3, figsize=(16, 4.5))
+    fig.suptitle(title)
     for i, (arm, per_seed) in enumerate(values.items()):
         colour = f"C{i}"
         curves = np.array([m["loss_curve"] for m in per_seed.values()])
@@ -289,7 +290,8 @@ def curves_figure(values: dict, path: Path, writer=None) -> None:
             ax[1].plot(m["time_curve"], m["loss_curve"], color=colour, lw=0.8, alpha=0.7)
         ax[2].plot(epochs, np.array([m["test_curve"] for m in per_seed.values()]).mean(0), color=colour, label=arm)
     ax[0].set(xlabel="epoch", ylabel="training loss (mean over seeds)", title="training loss per epoch")
-    ax[1].set(xlabel="wall time (s)", ylabel="training loss", title="training loss per second (each run)")
+    ax[1].set(xlabel="wall time (s)", ylabel="training loss",
+              title="training loss per second (each run; colours as on the left)")
     ax[2].set(xlabel="epoch", ylabel="test accuracy % (mean over seeds)", title="test accuracy")
     ax[0].legend()
     save(fig, path, writer, "whitening/curves")
@@ -313,8 +315,13 @@ def report(sweep_dir: Path, specs) -> list[str]:
         status_figures([r["dir"] for r in runs], writer)
         values = by_seed(group(runs))
         values = {arm: values[arm] for arm in ARMS if arm in values}
-        curves_figure(values, sweep_dir / "curves.png", writer)
         cfg = runs[0]["config"]
+        d = cfg["data"]
+        images = ("all images" if d["train_limit"] is None and d["test_limit"] is None else
+                  f"{d['train_limit'] or 'all'} / {d['test_limit'] or 'all'} images")
+        scale = (f"CNN6 ({cfg['model']['channels'][0]} channels) on CIFAR-10 ({images}), {cfg['epochs']} epochs, "
+                 f"{max(len(v) for v in values.values())} seeds")
+        curves_figure(values, sweep_dir / "curves.png", writer, f"whitening, preset {cfg['preset']}: {scale}")
         missing = missing_runs(specs, runs)
         table = arm_table(values)
         rows = claim_rows(values)
