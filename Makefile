@@ -109,7 +109,7 @@ whitening:  ## whitening, quick preset: CNN6 with batch norm, DBN and IterNorm (
 whitening-cpu:  ## whitening on all of CIFAR-10: 10 epochs, 5 seeds (25 runs, about 50 min on 2 cores with WORKERS=2)
 	$(PYTHON) scripts/sweep.py whitening --preset cpu --workers $(WORKERS) $(ARGS)
 
-whitening-full:  ## whitening at the scale its claims need: 60 epochs, 20 seeds (100 runs; a GPU)
+whitening-full:  ## whitening at the scale its claims need: 60 epochs, 30 seeds (150 runs; a GPU)
 	$(PYTHON) scripts/sweep.py whitening --preset full --workers $(WORKERS) $(ARGS)
 
 bench:  ## manual backward against autograd (ops, model steps, whitening back ends, feature-map whitening, CNN6 with DBN / IterNorm eager and compiled) and the instruments' cost; JSON in runs/bench/

@@ -197,6 +197,9 @@ def test_n_needed_is_the_first_n_whose_interval_excludes_zero():
     sd = np.std(d, ddof=1)
     assert stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < 1.0 <= stats.t.ppf(0.975, n - 2) * sd / math.sqrt(n - 1)
     assert W.n_needed([0.1, -0.1, 0.1, -0.1]) is None and W.n_needed([1.0]) is None
+    k = W.n_needed(d, alpha=0.05 / 14)   # Holm's strictest step over 14 rows: a larger n
+    q = stats.t.ppf(1 - 0.05 / 28, [k - 1, k - 2])
+    assert k > n and q[0] * sd / math.sqrt(k) < 1.0 <= q[1] * sd / math.sqrt(k - 1)
 
 
 def test_loss_at_time_interpolates_between_epoch_ends():
@@ -243,4 +246,4 @@ def test_report_names_the_runs_that_did_not_finish(tmp_path):
     W.report(tmp_path, specs)
     text = (tmp_path / "results.md").read_text()
     assert "drop out of every pair with them): seed1-dbn16." in text
-    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval | one pair, no interval | - |" in text
+    assert "| dbn16 - bn | test_acc | +5.00 (n=1) | one pair, no interval | one pair, no interval | - / - |" in text
