@@ -113,3 +113,20 @@ def test_public_api_has_docstrings():
             if len(doc.strip()) < 20 or doc == torch.nn.Module.__doc__:
                 missing.append(f"{mod.__name__}.{name}")
     assert not missing, missing
+
+
+def test_license_and_citation_agree_with_the_package():
+    """The README's license is the LICENSE file's and the package's; CITATION.cff names the package's version."""
+    import configparser
+
+    import manualbp
+    readme = (ROOT / "README.md").read_text()
+    assert "License: MIT" in readme
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    assert cfg["metadata"]["license"] == "MIT"
+    yaml = pytest.importorskip("yaml")
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "MIT" and cff["authors"]
+    assert cff["version"] == manualbp.__version__
