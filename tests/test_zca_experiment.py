@@ -231,3 +231,27 @@ def test_presets_run_from_the_command_line(name, extra, tmp_path):
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = RunDir(tmp_path / "r").read_metrics()
     assert len(rows) == 1 and 0 <= rows[0]["test_acc"] <= 1 and (tmp_path / "r" / "DONE.json").is_file()
+
+
+def test_zca_report_on_a_test_split_smaller_than_100(tmp_path):
+    write_mnist_like(tmp_path / "data", "FashionMNIST", n_train=100, n_test=60)
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "sweep.py"), "zca", "--data-root",
+                          str(tmp_path / "data"), "--sweep-dir", str(tmp_path / "sweep"), "--seeds", "0", "--only",
+                          "zca_example-", "--epochs", "1", "--device", "cpu", "batch_size=20",
+                          "model.widths=[784,16,8,10]", "log.progress=false"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "whitening check on 60 test images" in out.stdout
+    assert "| zca_example | 1 |" in (tmp_path / "sweep" / "results.md").read_text()
+
+
+def test_zca_dim_with_running_estimates_whitens_test_data_with_the_running_matrix():
+    from manualbp.nn import make_norm
+    layer = make_norm("zca_dim", 4, eps=1e-3, running=True, momentum=1.0)
+    x = torch.randn(50, 4) @ torch.randn(4, 4)
+    layer.train()
+    y = layer(x)
+    layer.eval()
+    torch.testing.assert_close(layer(x), y, rtol=1e-4, atol=1e-4)   # momentum 1: the last batch's matrix
+    one = torch.randn(1, 4)
+    torch.testing.assert_close(layer(one), one @ layer.running_whitening)
