@@ -150,6 +150,9 @@ _TABLE = [
 
 REGULARIZERS: dict[str, Regularizer] = {r.name: r for r in _TABLE}
 CODED = tuple(r.name for r in _TABLE if r.article_grad is not None)   # those with an article's coded derivative
+# names that are the same function as another (R and R' equal for every t), as the articles wrote them: tanh(|t|^2)
+# is tanh(t^2) and sqrt(|t|^2 + eps) is sqrt(t^2 + eps); weights-pov's H repeats its F, gradient-pov's F its D
+SAME_FUNCTION: dict[str, str] = {"neg_tanh_abs_sq": "neg_tanh_sq", "abs_smooth": "smooth_abs"}
 
 # the letters of each article, mapped to the names above ("none" = no regularizer)
 ARTICLE_LETTERS: dict[str, dict[str, str]] = {
