@@ -24,6 +24,8 @@ FORBIDDEN = [
     (r"\.\./shared|/work/|shared/data", "a path outside the repository"),
     (r"\bSPEC\b", "a document outside the repository"),
     (r"[Ss]aid plainly", "a story"),
+    (r"\b(?:earlier|previous|old) (?:report|version|page|docs?)\b|\bnamed `[^`]+` before\b|\bformerly\b"
+     r"|\binterrupted once\b", "a reference to an earlier version"),
 ]
 
 
@@ -56,6 +58,8 @@ def test_docs_and_user_facing_strings_speak_of_the_project_only():
     ("This session measured it on the lent H100.", 2), ("I did not search.", 1), ("results here", 1),
     ("see ../shared/data", 1), ("Eager speed (issue 14)", 1), ("SPEC's table", 1),
     ("the batch norm layer here-after", 1), ("Case I (sin) does not train", 0), ("where the run is", 0),
+    ("the project's earlier report blamed", 1), ("named `full` before commit 1", 1), ("interrupted once and", 1),
+    ("an earlier epoch", 0),
 ])
 def test_the_check_sees_the_phrases(text, hits):
     assert len(list(_offences(text))) == hits
