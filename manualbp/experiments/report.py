@@ -61,3 +61,71 @@ def status_figures(dirs, writer=None) -> int:
         status_figure(d, writer=writer)
         n += 1
     return n
+
+
+# ---------------------------------------------------------------- verdicts on paired differences
+
+def interval(diffs) -> tuple:
+    """(mean, lower, upper, n) of the Student-t 95% interval of paired differences (NaN bounds for n < 2)."""
+    m, _, ci, n = mean_ci(diffs)
+    return m, m - ci, m + ci, n
+
+
+def verdict(diffs, direction: str) -> str:
+    """"holds" when the 95% t-interval of the paired differences lies on the claim's side of 0 ("lower": below,
+    "higher": above), "the opposite holds" when it lies on the other side, else "undecided" (the interval
+    includes 0); "one pair, no interval" for n = 1, "no pairs" for none, and undecided for identical
+    differences (an interval of width 0 says nothing about the spread)."""
+    if direction not in ("lower", "higher"):
+        raise ValueError(f"verdict: direction must be 'lower' or 'higher', got {direction!r}")
+    m, lo, hi, n = interval(diffs)
+    if n == 0:
+        return "no pairs"
+    if n == 1:
+        return "one pair, no interval"
+    if np.std(np.asarray(diffs, dtype=float)) == 0:
+        return "undecided (no spread: the pairs are identical)"
+    if (hi < 0) if direction == "lower" else (lo > 0):
+        return "holds"
+    if (lo > 0) if direction == "lower" else (hi < 0):
+        return "the opposite holds"
+    return "undecided"
+
+
+def p_value(diffs) -> float:
+    """Two-sided p-value of the one-sample t-test of the paired differences against 0 (NaN for n < 2 or no
+    spread)."""
+    from scipy.stats import t
+    m, sd, _, n = mean_ci(diffs)
+    if n < 2 or not sd > 0:
+        return float("nan")
+    return float(2 * t.sf(abs(m) / (sd / n ** 0.5), n - 1))
+
+
+def holm(p_values, alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down procedure over a family of tests: which nulls are rejected at family-wise level alpha
+    (sorted ascending, the i-th smallest p (from 0) is compared with alpha / (m - i); the first failure stops).
+    NaN p-values are never rejected and count in m."""
+    m = len(p_values)
+    order = sorted(range(m), key=lambda i: (not np.isfinite(p_values[i]), p_values[i]))
+    rejected = [False] * m
+    for rank, i in enumerate(order):
+        if not (np.isfinite(p_values[i]) and p_values[i] <= alpha / (m - rank)):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def n_needed(diffs, alpha: float = 0.05, limit: int = 10_000) -> int | None:
+    """The smallest number of seeds whose two-sided (1 - alpha) t-interval would exclude 0 if the paired
+    differences kept the measured mean and sd (t_{n-1, 1 - alpha/2} sd / sqrt(n) < |mean|); None with fewer than 2
+    pairs, no spread or a zero mean, or beyond ``limit``. A planning figure for a larger sweep, not a result, and an
+    optimistic one: it treats the measured sd as known and a mean that is as large as measured, so a new sweep of
+    that size excludes 0 only about half the time."""
+    m, sd, _, n = mean_ci(diffs)
+    if n < 2 or not sd > 0 or m == 0:
+        return None
+    for k in range(2, limit + 1):
+        if t_quantile(k, 1 - alpha) * sd / k ** 0.5 < abs(m):
+            return k
+    return None

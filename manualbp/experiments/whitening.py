@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .report import group, load_runs, markdown_table, mean_ci, plt, save, status_figures, t_quantile
+from .report import (group, holm, interval, load_runs, markdown_table, mean_ci, n_needed, p_value, plt,
+                     save, status_figures, t_quantile, verdict)
 
 CHANNELS = [32, 32, 32, 32, 32, 10]
 GROUP_SIZES = (16, 32)
@@ -129,77 +130,10 @@ def by_seed(groups: dict) -> dict:
     return {arm: {r["config"]["seed"]: measures(r) for r in rs} for arm, rs in groups.items()}
 
 
-def paired(values: dict, arm: str, base: str, key: str) -> list:
-    """arm - base of a measure, one value per seed both arms finished."""
+def paired(values: dict, arm: str, base: str, key: str, combine=lambda x, y: x - y) -> list:
+    """combine(arm, base) of a measure (default arm - base), one value per seed both arms finished."""
     a, b = values.get(arm, {}), values.get(base, {})
-    return [a[s][key] - b[s][key] for s in sorted(set(a) & set(b))]
-
-
-def interval(diffs) -> tuple:
-    """(mean, lower, upper, n) of the Student-t 95% interval of paired differences (NaN bounds for n < 2)."""
-    m, _, ci, n = mean_ci(diffs)
-    return m, m - ci, m + ci, n
-
-
-def verdict(diffs, direction: str) -> str:
-    """"holds" when the 95% t-interval of the paired differences lies on the claim's side of 0 ("lower": below,
-    "higher": above), "the opposite holds" when it lies on the other side, else "undecided" (the interval
-    includes 0); "one pair, no interval" for n = 1, "no pairs" for none, and undecided for identical
-    differences (an interval of width 0 says nothing about the spread)."""
-    if direction not in ("lower", "higher"):
-        raise ValueError(f"verdict: direction must be 'lower' or 'higher', got {direction!r}")
-    m, lo, hi, n = interval(diffs)
-    if n == 0:
-        return "no pairs"
-    if n == 1:
-        return "one pair, no interval"
-    if np.std(np.asarray(diffs, dtype=float)) == 0:
-        return "undecided (no spread: the pairs are identical)"
-    if (hi < 0) if direction == "lower" else (lo > 0):
-        return "holds"
-    if (lo > 0) if direction == "lower" else (hi < 0):
-        return "the opposite holds"
-    return "undecided"
-
-
-def p_value(diffs) -> float:
-    """Two-sided p-value of the one-sample t-test of the paired differences against 0 (NaN for n < 2 or no
-    spread)."""
-    from scipy.stats import t
-    m, sd, _, n = mean_ci(diffs)
-    if n < 2 or not sd > 0:
-        return float("nan")
-    return float(2 * t.sf(abs(m) / (sd / n ** 0.5), n - 1))
-
-
-def holm(p_values, alpha: float = 0.05) -> list[bool]:
-    """Holm's step-down procedure over a family of tests: which nulls are rejected at family-wise level alpha
-    (sorted ascending, the i-th smallest p (from 0) is compared with alpha / (m - i); the first failure stops).
-    NaN p-values are never rejected and count in m."""
-    m = len(p_values)
-    order = sorted(range(m), key=lambda i: (not np.isfinite(p_values[i]), p_values[i]))
-    rejected = [False] * m
-    for rank, i in enumerate(order):
-        if not (np.isfinite(p_values[i]) and p_values[i] <= alpha / (m - rank)):
-            break
-        rejected[i] = True
-    return rejected
-
-
-def n_needed(diffs, alpha: float = 0.05, limit: int = 10_000) -> int | None:
-    """The smallest number of seeds whose two-sided (1 - alpha) t-interval would exclude 0 if the paired
-    differences kept the measured mean and sd (t_{n-1, 1 - alpha/2} sd / sqrt(n) < |mean|); None with fewer than 2
-    pairs, no spread or a zero mean, or beyond ``limit``. A planning figure for a larger preset, not a result, and an
-    optimistic one: it treats the measured sd as known and a mean that is as large as measured, so a new sweep of
-    that size excludes 0 only about half the time."""
-    from scipy.stats import t
-    m, sd, _, n = mean_ci(diffs)
-    if n < 2 or not sd > 0 or m == 0:
-        return None
-    for k in range(2, limit + 1):
-        if float(t.ppf(1 - alpha / 2, k - 1)) * sd / k ** 0.5 < abs(m):
-            return k
-    return None
+    return [combine(a[s][key], b[s][key]) for s in sorted(set(a) & set(b))]
 
 
 def _fmt(diffs, digits=2) -> str:
@@ -216,14 +150,12 @@ def _pair_diffs(values: dict, a: str, b: str, measure: str, kind: str) -> tuple[
     if kind == "diff":
         return f"{a} - {b}", paired(values, a, b, measure)
     if kind == "ratio":
-        x, y = values.get(a, {}), values.get(b, {})
-        return f"{a} / {b} - 1", [x[s][measure] / y[s][measure] - 1 for s in sorted(set(x) & set(y))]
-    arms = [f"{name}{g}" for name in (a, b) for g in GROUP_SIZES]   # a0, a1, b0, b1
-    seeds = sorted(set.intersection(*(set(values.get(arm, {})) for arm in arms)))
-    v = {arm: values[arm] for arm in arms} if seeds else {}
-    label = f"({arms[1]} - {arms[0]}) - ({arms[3]} - {arms[2]})"
-    return label, [(v[arms[1]][s][measure] - v[arms[0]][s][measure]) - (v[arms[3]][s][measure] - v[arms[2]][s][measure])
-                   for s in seeds]
+        return f"{a} / {b} - 1", paired(values, a, b, measure, lambda x, y: x / y - 1)
+    arms = [values.get(f"{name}{g}", {}) for name in (a, b) for g in GROUP_SIZES]   # a0, a1, b0, b1
+    seeds = sorted(set.intersection(*(set(arm) for arm in arms)))
+    g0, g1 = GROUP_SIZES
+    return (f"({a}{g1} - {a}{g0}) - ({b}{g1} - {b}{g0})",
+            [(arms[1][s][measure] - arms[0][s][measure]) - (arms[3][s][measure] - arms[2][s][measure]) for s in seeds])
 
 
 def claim_rows(values: dict) -> list:
@@ -232,15 +164,15 @@ def claim_rows(values: dict) -> list:
     counts only if it survives the step-down) and the seeds the measured mean would need to exclude 0 at 5% and at
     Holm's strictest step (5% / rows; ``n_needed``, optimistic planning figures)."""
     rows, tests = [], []
-    family = sum(len(c[3]) for c in CLAIMS)
     for _key, paper, text, pairs, measure, direction, kind in CLAIMS:
         for a, b in pairs:
             label, diffs = _pair_diffs(values, a, b, measure, kind)
-            need = [n_needed(diffs, alpha) for alpha in (0.05, 0.05 / family)]
             rows.append([paper, text, label, measure, _fmt(diffs, 2 if measure == "test_acc" else 3),
-                         verdict(diffs, direction), None, " / ".join("-" if k is None else str(k) for k in need)])
+                         verdict(diffs, direction), None, None])
             tests.append((diffs, direction))
     for row, (diffs, direction), rejected in zip(rows, tests, holm([p_value(d) for d, _ in tests])):
+        need = [n_needed(diffs, alpha) for alpha in (0.05, 0.05 / len(rows))]
+        row[7] = " / ".join("-" if k is None else str(k) for k in need)
         if not rejected:
             row[6] = "undecided" if len(diffs) > 1 else row[5]
         else:

@@ -224,16 +224,23 @@ def _check_running(op, x, running_mean, running_whitening, training, groups, g):
     return running_whitening.view(groups, g, g)   # a view: the in-place update reaches the caller's buffer
 
 
+def check_group_size(op: str, channels: int, group_size, what: str) -> int:
+    """The group size g of a whitening op or layer over ``channels`` channels (None: one group of all of them);
+    anything but a positive int dividing ``channels`` is an error naming ``what`` was to be divided."""
+    g = channels if group_size is None else group_size
+    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or channels % g:
+        raise ValueError(f"{op}: group_size must be a positive divisor of {what} (or None for one group of all of "
+                         f"them), got {group_size!r}")
+    return g
+
+
 def _check_whitening_input(op, x, eps, momentum, training, group_size):
     """Checks shared by the whitening ops; returns the group size g (a divisor of the channels C)."""
     check_tensor(op, "x", x, ndim=(2, 4), shape_hint="(N, C) or (N, C, H, W)")
     check_positive(op, "eps", eps)
     check_momentum(op, momentum)
     c = x.shape[1]
-    g = c if group_size is None else group_size
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or c % g:
-        raise ValueError(f"{op}: group_size must be a positive divisor of the {c} channels (dimension 1 of x) or "
-                         f"None for one group of all of them; got {group_size!r}")
+    g = check_group_size(op, c, group_size, f"the {c} channels (dimension 1 of x)")
     n = x.numel() // c if c else 0
     if training and n < 2:
         raise ValueError(f"{op}: training needs at least 2 samples per channel to centre (N x H x W for "
@@ -270,6 +277,11 @@ def _grouped(x: torch.Tensor, g: int) -> torch.Tensor:
 
 def _from_groups(a: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return _unrows(_ungroup(a), like)
+
+
+def _trace(S: torch.Tensor) -> torch.Tensor:
+    """tr of each matrix of a (G, g, g) stack, as (G, 1, 1)."""
+    return torch.diagonal(S, dim1=-2, dim2=-1).sum(-1)[..., None, None]
 
 
 def _centred(x: torch.Tensor) -> torch.Tensor:
@@ -396,7 +408,7 @@ class IterNormFunction(ManualFunction):
         A = _groups(rows - mu, group_size)
         eye = torch.eye(group_size, dtype=x.dtype, device=x.device)
         S = A.mT @ A / rows.shape[0] + eps * eye
-        tr = torch.diagonal(S, dim1=-2, dim2=-1).sum(-1)[..., None, None]
+        tr = _trace(S)
         SN = S / tr
         P = eye.expand_as(S)
         saved = []
@@ -479,11 +491,6 @@ class IterNormFunction(ManualFunction):
         gS = gSN / tr + gtr * torch.eye(S.shape[-1], dtype=S.dtype, device=S.device)
         gxc = _ungroup(G @ (PT / torch.sqrt(tr)).mT + A @ (gS + gS.mT) / A.shape[-2])
         return _unrows(gxc - gxc.mean(0, keepdim=True), g), None, None, None, None, None, None, None
-
-
-def _trace(S: torch.Tensor) -> torch.Tensor:
-    """tr of each matrix of a (G, g, g) stack, as (G, 1, 1)."""
-    return torch.diagonal(S, dim1=-2, dim2=-1).sum(-1)[..., None, None]
 
 
 def iter_norm(x: torch.Tensor, running_mean: torch.Tensor | None = None,

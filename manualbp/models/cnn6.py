@@ -3,6 +3,7 @@
 logits (softmax in the loss)."""
 from __future__ import annotations
 
+import inspect
 from typing import Sequence
 
 import torch
@@ -54,9 +55,9 @@ class CNN6(nn.Module):
                              "(batch_norm=True is the articles' batch norm with the bn_* settings)")
         if norm_kwargs and norm == "none":
             raise ValueError("CNN6: norm_kwargs given without a norm; set norm too")
-        bn_set = {k: v for k, v, d in (("bn_eps", bn_eps, 1e-8), ("bn_momentum", bn_momentum, 0.1),
-                                       ("bn_running_init", bn_running_init, "torch"),
-                                       ("bn_running_variance", bn_running_variance, "unbiased")) if v != d}
+        defaults = inspect.signature(CNN6.__init__).parameters
+        bn_set = [k for k, v in (("bn_eps", bn_eps), ("bn_momentum", bn_momentum), ("bn_running_init", bn_running_init),
+                                 ("bn_running_variance", bn_running_variance)) if v != defaults[k].default]
         if norm != "none" and bn_set:
             raise ValueError(f"CNN6: {sorted(bn_set)} set the layers of batch_norm=True only; with norm={norm!r} "
                              "give the layer's settings in norm_kwargs (e.g. norm_kwargs={'eps': 1e-5})")

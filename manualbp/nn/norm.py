@@ -7,6 +7,7 @@ from torch import nn
 
 import manualbp.functional as MF
 from manualbp.functional._checks import check_kwargs
+from manualbp.functional.whitening import check_group_size
 
 
 class Center(nn.Module):
@@ -122,11 +123,7 @@ class ZCAWhiten(nn.Module):
 
 
 def _group_size(layer: str, num_features: int, group_size) -> int:
-    g = num_features if group_size is None else group_size
-    if isinstance(g, bool) or not isinstance(g, int) or g < 1 or num_features % g:
-        raise ValueError(f"{layer}: group_size must be a positive divisor of num_features = {num_features} (or None "
-                         f"for one group), got {group_size!r}")
-    return g
+    return check_group_size(layer, num_features, group_size, f"num_features = {num_features}")
 
 
 class DecorrelatedBatchNorm(_Affine):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import manualbp.nn as mnn
 from manualbp.models import CNN6, MLP, ArticleSegAE, SegmentationAE
 
-from .opinfo import ref_decorrelated_batch_norm, ref_iter_norm, ref_standardize
+from .opinfo import ref_channel_affine, ref_decorrelated_batch_norm, ref_iter_norm, ref_standardize
 
 _ACT = {"relu": torch.relu, "elu": F.elu, "tanh": torch.tanh, "arctan": torch.atan, "sigmoid": torch.sigmoid,
         "soft_abs": lambda x: torch.sqrt(x * x + 1e-8)}
@@ -32,10 +32,7 @@ def _zca_autograd(x, eps=1e-5, mode="dim", backend="eigh"):
 
 def apply_norm(norm, x):
     y = _normalise(norm, x)
-    if getattr(norm, "affine", False):   # the per-channel scale and shift, by broadcasting
-        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        y = y * norm.weight.reshape(shape) + norm.bias.reshape(shape)
-    return y
+    return ref_channel_affine(y, norm.weight, norm.bias) if getattr(norm, "affine", False) else y
 
 
 def _normalise(norm, x):
