@@ -10,7 +10,7 @@ import pytest
 import scipy.stats
 import torch
 
-from manualbp.experiments import gradient_pov, sparse_filtering, weights_pov
+from manualbp.experiments import gradient_pov, report, sparse_filtering, weights_pov
 from scripts import paired, verdicts
 
 LAYERS = [f"conv{i}" for i in range(1, 7)]
@@ -33,6 +33,40 @@ def _pm(values, k=1.0, digits=3):
 def _interval(values, k=100.0):
     m, h = np.mean(values), _half(values)
     return f"{k * m:.2f} [{k * (m - h):.2f}, {k * (m + h):.2f}]"
+
+
+def _est(values, k=100.0, digits=2):
+    """The report's estimate cell: mean [95% t-interval], n; one value labelled as one run."""
+    if len(values) == 1:
+        return f"{k * values[0]:.{digits}f} (one run, no interval)"
+    m, h = np.mean(values), _half(values)
+    return f"{k * m:.{digits}f} [{k * (m - h):.{digits}f}, {k * (m + h):.{digits}f}], n = {len(values)}"
+
+
+def _holm(diff_lists):
+    """Holm's step-down at 5% over scipy's one-sample t-tests, written out: which nulls are rejected."""
+    p = [scipy.stats.ttest_1samp(d, 0).pvalue for d in diff_lists]
+    out, m = [False] * len(p), len(p)
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p[i])):
+        if p[i] > 0.05 / (m - rank):
+            break
+        out[i] = True
+    return out
+
+
+def _claim(values, direction, after_holm, k=100.0, digits=2):
+    """The report's claim cell, its verdict decided here from the interval and Holm's flag."""
+    text = _est(values, k, digits)
+    if len(values) == 1:
+        return text
+    m, h = np.mean(values), _half(values)
+    lo, hi = m - h, m + h
+    if (hi < 0) if direction == "lower" else (lo > 0):
+        return text + (": holds, also after Holm's correction" if after_holm else
+                       ": holds alone, not after Holm's correction")
+    if (lo > 0) if direction == "lower" else (hi < 0):
+        return text + ": the opposite holds"
+    return text + ": undecided"
 
 
 def _row(*cells):
@@ -150,6 +184,50 @@ def _spectra_run(root, name, norms, ranks, small, train, test, spectra=True):
     return {"dir": d, "weights": weights, "metrics": metrics, "labels": {"seed": "seed0"}}
 
 
+def _two_level_bootstrap(cases, n_boot=5000, seed=0):
+    """The two-level bootstrap written out: draw the cases, then (for a case with several runs) its runs."""
+    rng = np.random.default_rng(seed)
+    mx = [np.mean(x) for x, _ in cases]
+    my = [np.mean(y) for _, y in cases]
+    rs = []
+    for _ in range(n_boot):
+        bx, by = [], []
+        for i in rng.integers(0, len(cases), len(cases)):
+            x, y = np.asarray(cases[i][0], float), np.asarray(cases[i][1], float)
+            if len(x) > 1:
+                j = rng.integers(0, len(x), len(x))
+                x, y = x[j], y[j]
+            bx.append(x.mean())
+            by.append(y.mean())
+        if np.ptp(bx) > 0 and np.ptp(by) > 0:
+            rs.append(np.corrcoef(bx, by)[0, 1])
+    return float(np.corrcoef(mx, my)[0, 1]), *np.percentile(rs, [2.5, 97.5])
+
+
+def test_bootstrap_over_runs_widens_with_the_noise_within_cases():
+    """One run per case: the pairs bootstrap, the same numbers as resampling the pairs. Several runs per case
+    with the same case means: the same r, and a wider interval the noisier the runs within a case are."""
+    from manualbp.experiments.report import bootstrap_correlation_runs
+    rng = np.random.default_rng(1)
+    mx = np.linspace(0, 1, 8)
+    my = -mx + rng.normal(scale=0.2, size=8)
+    one = bootstrap_correlation_runs([([a], [b]) for a, b in zip(mx, my)])
+    assert one == pytest.approx(_two_level_bootstrap([([a], [b]) for a, b in zip(mx, my)]), abs=1e-12)
+    assert one == pytest.approx(weights_pov.bootstrap_correlation(mx, my), abs=1e-12)
+    widths = []
+    for noise in (0.0, 0.3, 1.0):
+        e = rng.normal(size=(8, 3))
+        e -= e.mean(1, keepdims=True)                 # the case means stay mx, my
+        cases = [(mx[i] + noise * e[i], my[i] + noise * e[i][::-1]) for i in range(8)]
+        r, lo, hi = bootstrap_correlation_runs(cases)
+        assert r == pytest.approx(np.corrcoef(mx, my)[0, 1], abs=1e-12)
+        assert (r, lo, hi) == pytest.approx(_two_level_bootstrap(cases), abs=1e-12)
+        widths.append(hi - lo)
+    assert widths[0] < widths[1] < widths[2]
+    with pytest.raises(ValueError, match="one or more runs"):
+        bootstrap_correlation_runs([([1.0], [])])
+
+
 def test_spectra_findings_table_and_correlations(tmp_path):
     """Case means (BN on): norm Z 2, A (2.5 + 3.5) / 2 = 3, B 4, D 5; stable rank 3, 2.5, 2, 1.5; near-zero
     share (of all 20 weights) 2/20, (4 + 6) / 40, 3/20, 10/20; gap 0.1, 0.2, 0.3, 0.4. The gap is
@@ -186,12 +264,18 @@ def test_spectra_findings_table_and_correlations(tmp_path):
     share, gaps = [0.10, 0.25, 0.15, 0.50], [0.1, 0.2, 0.3, 0.4]
     r = np.corrcoef(share, gaps)[0, 1]
     assert f"{r:.2f}" == "0.80"
-    _, lo, hi = weights_pov.bootstrap_correlation(share, gaps)
+    # A's two runs enter the bootstrap as runs (shares 4/20 and 6/20, gaps 0.15 and 0.25), not as their mean
+    _, lo, hi = _two_level_bootstrap([([0.10], [0.1]), ([0.2, 0.3], [0.15, 0.25]), ([0.15], [0.3]),
+                                      ([0.5], [0.4])])
+    # stable rank: A's two runs share 2.5 but not their gaps, so the draws within A break the perfect r = -1
+    _, rlo, rhi = _two_level_bootstrap([([3], [0.1]), ([2.5, 2.5], [0.15, 0.25]), ([2], [0.3]), ([1.5], [0.4])])
+    assert rlo == pytest.approx(-1) and rhi > -0.99
     assert out[4:] == [
-        "- BN on, across 4 regularizers, Pearson r with the gap: spectral norm (mean of layers): r = 1.00 "
-        "[1.00, 1.00]; stable rank (mean of layers): r = -1.00 [-1.00, -1.00]; "
-        f"share of abs(w) < 0.001: r = {r:.2f} [{lo:.2f}, {hi:.2f}]",
-        "- BN off, across 3 regularizers, Pearson r with the gap: spectral norm (mean of layers): r = -1.00 "
+        "- BN on, across 4 distinct regularizers (each function once), Pearson r with the gap: spectral norm (mean "
+        "of layers): r = 1.00 [1.00, 1.00]; stable rank (mean of layers): r = -1.00 "
+        f"[{rlo:.2f}, {rhi:.2f}]; share of abs(w) < 0.001: r = {r:.2f} [{lo:.2f}, {hi:.2f}]",
+        "- BN off, across 3 distinct regularizers (each function once), Pearson r with the gap: spectral norm "
+        "(mean of layers): r = -1.00 "
         "[-1.00, -1.00]; stable rank (mean of layers): n/a (no spread of stable rank); share of abs(w) < 0.001: "
         "n/a (no spread of sparsity)"]
 
@@ -241,19 +325,71 @@ def test_gradient_pov_verdict_table(tmp_path):
             _gradient_run(s / f"{case}-seed{seed}", "quick", 2, train[seed], test[seed], share[seed],
                           done=not (case == "H" and seed == 2))
     assert verdicts.main(["gradient-pov", "--article", str(a), "--sound", str(s)]) == 0
+    # sound: highest test H, runner-up Z (seeds 0-1); lowest C, runner-up G; highest training G, runner-up H
+    fam = [[0.06, 0.08], [-0.05, -0.06, -0.01], [0.20, 0.09], [0.06, 0.08], [0.30, 0.18, 0.21], [-0.30, -0.15]]
+    dirs = ["higher", "lower", "higher", "higher", "higher", "lower"]
+    h = _holm(fam)
+    c = [_claim(d, dr, f) for d, dr, f in zip(fam, dirs, h)]
+    assert c[4].endswith(": holds alone, not after Holm's correction") and c[3].endswith(": undecided")
+    one = "(one run, no interval)"
     assert (s / "verdicts.md").read_text().splitlines() == [
         _row("claim", "article (3 epochs, one run per letter)", "sound (2 epochs, over seeds)", "the article said"),
         "|---|---|---|---|",
-        _row("highest test accuracy", "C (linear): 35.00", "H (neg_tanh): 58.00 ± 25.41", "H (neg_tanh)"),
-        _row("lowest test accuracy", "G (ratio): 20.00", "C (linear): 42.00 ± 6.57", "C (linear)"),
-        _row("highest training accuracy", "G (ratio): 70.00", "G (ratio): 85.00 ± 12.42", "G (ratio)"),
-        _row("test accuracy of H - Z", "not run", "7.00 ± 12.71", "H above the baseline"),
-        _row("training accuracy of G - Z", "30.00", "23.00 ± 15.51", "G highest"),
-        _row("post-activation non-zero share of H - Z (layers 1-5, last probe)", "not run", "-22.50 ± 95.30",
-             "H sparser (negative)")]
+        _row("highest test accuracy", f"C (linear): 35.00 {one}; margin over Z: 5.00 {one}",
+             f"H (neg_tanh): {_est([0.56, 0.60])}; margin over Z: {c[0]}", "H (neg_tanh)"),
+        _row("lowest test accuracy", f"G (ratio): 20.00 {one}; margin over B: -5.00 {one}",
+             f"C (linear): {_est([0.40, 0.41, 0.45])}; margin over G: {c[1]}", "C (linear)"),
+        _row("highest training accuracy", f"G (ratio): 70.00 {one}; margin over B: 20.00 {one}",
+             f"G (ratio): {_est([0.90, 0.80, 0.85])}; margin over H: {c[2]}", "G (ratio)"),
+        _row("test accuracy of H - Z", "not run", c[3], "H above the baseline (positive)"),
+        _row("training accuracy of G - Z", f"30.00 {one}", c[4], "G highest (positive)"),
+        _row("post-activation non-zero share of H - Z (layers 1-5, last probe)", "not run", c[5],
+             "H sparser (negative)"),
+        "", report.VERDICT_RULES,
+        "Article column: No paired claims with two or more pairs: no verdicts, no correction.",
+        f"Sound column: Holm's correction over the 6 paired claims with two or more pairs in this column: "
+        f"{sum(h)} of 6 hold at family-wise 5%."]
     # the hand-worked half-widths against scipy's t
     assert f"{100 * _half([0.56, 0.60]):.2f}" == "25.41" and f"{100 * _half([0.30, 0.18, 0.21]):.2f}" == "15.51"
     assert f"{100 * _half([-0.30, -0.15]):.2f}" == "95.30" and f"{100 * _half([0.40, 0.41, 0.45]):.2f}" == "6.57"
+
+
+def test_claim_cells_family_and_holm_by_value():
+    """Three claims: a large effect (p = 1.6e-4), a moderate one (p = 0.046) and one on the wrong side (p =
+    2.3e-4). Holm over 3: 1.6e-4 <= 0.05 / 3, 2.3e-4 <= 0.05 / 2, 0.046 <= 0.05: all rejected, but the wrong-side
+    one holds against the claim, so its flag is False; a one-run claim is not tested and not counted."""
+    big, mid, wrong = [1.0, 1.1, 0.9, 1.05], [0.2, 0.5, 0.1, 0.4], [-0.3, -0.31, -0.28, -0.35]
+    p = [scipy.stats.ttest_1samp(d, 0).pvalue for d in (big, mid, wrong)]
+    assert [report.p_value(d) for d in (big, mid, wrong)] == pytest.approx(p, rel=1e-9)
+    assert p[0] < 0.05 / 3 and p[2] < 0.05 / 2 and 0.05 / 2 < p[1] < 0.05
+    flags = report.family([(big, "higher"), (mid, "higher"), (wrong, "higher"), ([0.4], "higher")])
+    assert flags == [True, True, False, None]
+    assert report.claim_cell(big, "higher", corrected=True) == _claim(big, "higher", True, k=1)
+    assert report.claim_cell(big, "higher", corrected=True).endswith("n = 4: holds, also after Holm's correction")
+    assert report.claim_cell(mid, "higher", corrected=False).endswith(": holds alone, not after Holm's correction")
+    assert report.claim_cell(wrong, "higher", corrected=False).endswith(": the opposite holds")
+    assert report.claim_cell([0.4], "higher") == "0.40 (one run, no interval)"
+    assert report.estimate([]) == "not run"
+    assert report.family_note(flags, "claims") == ("Holm's correction over the 3 claims with two or more pairs in "
+                                                   "this column: 2 of 3 hold at family-wise 5%.")
+    # a correlation's sign: holds only when the bootstrap interval excludes 0 on the claimed side
+    assert report.correlation_cell((-0.6, -0.9, -0.2), "lower", 12) == \
+        "r = -0.60 [-0.90, -0.20], n = 12 regularizers: holds"
+    assert report.correlation_cell((-0.6, -0.9, 0.1)).endswith(": undecided")
+    assert report.correlation_cell((0.5, 0.2, 0.8)).endswith(": the opposite holds")
+
+
+def test_distinct_cases_count_each_function_once():
+    """weights-pov's H (tanh(|w|)^2) is F (tanh(w)^2) and gradient-pov's F (sqrt(|t|^2 + eps)) is D: the twin
+    letter is dropped when the other is present, kept when it is alone."""
+    from manualbp.functional import ARTICLE_LETTERS, regularize
+    w = torch.randn(50, dtype=torch.float64)
+    for exp, twin, kept in (("weights-pov", "H", "F"), ("gradient-pov", "F", "D")):
+        letters = ARTICLE_LETTERS[exp]
+        assert torch.equal(regularize(w, letters[twin], 1.0), regularize(w, letters[kept], 1.0))
+        once = report.distinct_cases(letters)
+        assert once == [c for c in letters if c != twin]
+        assert report.distinct_cases({twin: letters[twin]}) == [twin]
 
 
 def _weights_run(d, preset, epochs, n, train, test, done=True):
@@ -271,8 +407,8 @@ def test_weights_pov_verdict_table(tmp_path):
     spread: n/a, although np.std of three 0.8 is 1e-16); gaps per episode (0.20 + 0.15 + 0.09) / 3 and
     (0.22 + 0.16 + 0.11) / 3 on, (0.10 + 0.08 + 0.05) / 3 and (0.11 + 0.09 + 0.07) / 3 off; Z20 - Z gap
     (0.05, 0.06) on and (0.05) off (nobn-Z20-seed1 unfinished). Sparsity against gap over Z, A, B on:
-    ((0.75 + 0.8) / 2, (4/6 + 0.75) / 2, (0.5 + 10/12) / 2) against (0.21, 0.155, 0.10), both rising: a
-    resample of two distinct cases has r = 1, of all three the full r = 0.99: [0.99, 1.00].
+    ((0.75 + 0.8) / 2, (4/6 + 0.75) / 2, (0.5 + 10/12) / 2) against (0.21, 0.155, 0.10), both rising (r =
+    0.99), but drawing each case's two runs as well spreads the interval across 0: undecided.
     Article (3 epochs, one episode: over the 3 regularizers Z, A, B that both arms ran; bn-C is left out):
     kurtosis (-1, 0, 2) on, gaps (0.3, 0.2, 0.1) on and (0.10, 0.05, 0.03) off; sparsity (0.5, 4/6, 0.8)
     falls with the gap: r = -0.998, every resample -1 or -0.998: r = -1.00 [-1.00, -1.00]; no Z20."""
@@ -301,27 +437,45 @@ def test_weights_pov_verdict_table(tmp_path):
     assert f"{r_s:.2f} {r_a:.3f}" == "0.99 -0.998"
     kurt = "excess kurtosis of the final weights (mean of layers and cases)"
     gap = "train - test gap, points"
-    sparse = "sparsity (abs(w) < 0.001) against gap across cases"
+    sparse = "sparsity (abs(w) < 0.001) against gap across the distinct regularizers"
+    s_gap_diff = [a - b for a, b in zip(s_gap_on, s_gap_off)]
+    a_fam, s_fam = _holm([[-3, -2, 0], [0.20, 0.15, 0.07]]), _holm([[-2, 0], s_gap_diff, [0.05, 0.06]])
+    # sound: each case's two runs enter the bootstrap (shares (n - 2) / n, gaps train - test)
+    _, lo_s, hi_s = _two_level_bootstrap([([0.75, 0.8], [0.20, 0.22]), ([4 / 6, 0.75], [0.15, 0.16]),
+                                          ([0.5, 10 / 12], [0.09, 0.11])])
+    v_s = "the opposite holds" if lo_s > 0 else "holds" if hi_s < 0 else "undecided"
+    assert v_s == "undecided"   # both rising in the case means, but the runs within the cases are noisy
+    said = weights_pov.ARTICLE_SAID
     assert out.read_text().splitlines() == [
         _row("observation", "article (3 epochs; over 3 regularizers)", "sound (2 epochs; over 2 episodes)",
              "the article said"), "|---|---|---|---|",
-        _row(f"{kurt}: BN on", _interval([-1, 0, 2], 1), _interval([0, 2], 1), ""),
-        _row(f"{kurt}: BN off", "2.00 [2.00, 2.00]", "2.00 [2.00, 2.00]", ""),
-        _row(f"{kurt}: on - off (paired)", _interval([-3, -2, 0], 1), _interval([-2, 0], 1),
-             "BN makes the final weights Gaussian-like"),
-        _row(f"{gap}: BN on", _interval(a_gap_on), _interval(s_gap_on), ""),
-        _row(f"{gap}: BN off", _interval(a_gap_off), _interval(s_gap_off), ""),
-        _row(f"{gap}: on - off (paired)", _interval([0.20, 0.15, 0.07]),
-             _interval([a - b for a, b in zip(s_gap_on, s_gap_off)]), "BN overfits more"),
-        _row("train accuracy %, BN on", _interval([0.80, 0.75, 0.70]), _interval([0.85, (0.92 + 0.86 + 0.81) / 3]), ""),
-        _row("train accuracy %, BN off", _interval([0.60, 0.60, 0.63]),
-             _interval([(0.80 + 0.78 + 0.75) / 3, (0.81 + 0.79 + 0.76) / 3]), ""),
-        _row("batch 20 - batch 100 gap of Z, BN on", "not in the article's code", _interval([0.05, 0.06]),
-             "smaller batches overfit more (STL-10 at batch 20 against CIFAR-10 at batch 100)"),
-        _row("batch 20 - batch 100 gap of Z, BN off", "not in the article's code", "5.00", ""),
-        _row(f"{sparse}, BN on", "r = -1.00 [-1.00, -1.00]", f"r = {r_s:.2f} [{r_s:.2f}, 1.00]",
-             "sparser weights go with less overfitting"),
-        _row(f"{sparse}, BN off", "n/a (no spread of sparsity)", "n/a (no spread of sparsity)", "")]
+        _row(f"{kurt}: BN on", _est([-1, 0, 2], 1), _est([0, 2], 1), ""),
+        _row(f"{kurt}: BN off", "2.00 [2.00, 2.00], n = 3", "2.00 [2.00, 2.00], n = 2", ""),
+        _row(f"{kurt}: on - off (paired)", _claim([-3, -2, 0], "lower", a_fam[0], 1),
+             _claim([-2, 0], "lower", s_fam[0], 1),
+             said["gaussian"] + " (lower kurtosis with BN, when both are above 0)"),
+        _row(f"{gap}: BN on", _est(a_gap_on), _est(s_gap_on), ""),
+        _row(f"{gap}: BN off", _est(a_gap_off), _est(s_gap_off), ""),
+        _row(f"{gap}: on - off (paired)", _claim([0.20, 0.15, 0.07], "higher", a_fam[1]),
+             _claim(s_gap_diff, "higher", s_fam[1]), "BN overfits more (positive)"),
+        _row("train accuracy %, BN on", _est([0.80, 0.75, 0.70]), _est([0.85, (0.92 + 0.86 + 0.81) / 3]), ""),
+        _row("train accuracy %, BN off", _est([0.60, 0.60, 0.63]),
+             _est([(0.80 + 0.78 + 0.75) / 3, (0.81 + 0.79 + 0.76) / 3]), ""),
+        _row("batch 20 - batch 100 gap of Z, BN on", "not in the article's code",
+             _claim([0.05, 0.06], "higher", s_fam[2]),
+             "smaller batches overfit more (STL-10 at batch 20 against CIFAR-10 at batch 100) (positive)"),
+        _row("batch 20 - batch 100 gap of Z, BN off", "not in the article's code", "5.00 (one run, no interval)", ""),
+        _row(f"{sparse}, BN on", "r = -1.00 [-1.00, -1.00], n = 3 regularizers: holds",
+             f"r = {r_s:.2f} [{lo_s:.2f}, {hi_s:.2f}], n = 3 regularizers: {v_s}",
+             "sparser weights go with less overfitting (negative r)"),
+        _row(f"{sparse}, BN off", "n/a (no spread)", "n/a (no spread)", ""),
+        "", report.VERDICT_RULES,
+        f"Article column: Holm's correction over the 2 paired claims with two or more pairs in this column: "
+        f"{sum(a_fam)} of 2 hold at family-wise 5%.",
+        f"Sound column: Holm's correction over the 3 paired claims with two or more pairs in this column: "
+        f"{sum(s_fam)} of 3 hold at family-wise 5%.",
+        "The correlations' bootstrap intervals (over the distinct regularizers and the runs within each) are not "
+        "corrected for the other comparisons."]
     # hand-worked: kurtosis on over the episodes 0 and 2 is 1 ± t_{1,0.975} sqrt(2) / sqrt(2) = 1 ± 12.71
     assert _interval([0, 2], 1) == "1.00 [-11.71, 13.71]" and _interval(a_gap_on) == "20.00 [-4.84, 44.84]"
 
@@ -359,22 +513,34 @@ def test_sparse_filtering_verdict_table(tmp_path, monkeypatch):
     assert verdicts.main(["sparse-filtering", "--article", str(a), "--sound", str(s)]) == 0
 
     def cell(v):
-        return _pm(v, 100, 1)
+        return _est(v, 100, 1)
     said = sparse_filtering.ARTICLE_SAID
+    # sound: sf - ae, sf - ae_l1, sf - sf_no_term (seeds 0-1), ae - sf on the Mall; ae_l2 not run
+    fam = [[0.06, 0.07], [0.05, 0.09], [0.02, 0.06], [0.50, 0.47]]
+    h = _holm(fam)
+    c = [_claim(d, "higher", f, 100, 1) for d, f in zip(fam, h)]
+    one = "(one run, no interval)"
     assert (s / "verdicts.md").read_text().splitlines() == [
         _row("model", "article: test IoU %", "sound: test IoU %", "article: Mall mean probability %",
              "sound: Mall mean probability %", "the article said"), "|---|---|---|---|---|---|",
-        _row("ae", "60.0", cell([0.70, 0.72, 0.74]), "90.0", cell([0.80, 0.82, 0.84]), said["ae"]),
-        _row("ae_l1", "62.0", cell([0.71, 0.70, 0.75]), "50.0", cell([0.5, 0.5, 0.6]), said["ae_l1"]),
-        _row("ae_l2", "58.0", "not run", "40.0", "", said["ae_l2"]),
-        _row("sf", "65.0", cell([0.76, 0.79]), "30.0", cell([0.30, 0.35]), said["sf"]),
-        _row("sf_no_term", "not in the article's code", cell([0.74, 0.73, 0.77]), "", "40.0 ± 0.0", ""),
-        _row("IoU of sf - ae (paired by seed)", "5.0", "6.5 ± 6.4", "", "", "sparse filtering segments better"),
-        _row("IoU of sf - ae_l1 (paired by seed)", "3.0", cell([0.05, 0.09]), "", "", ""),
-        _row("IoU of sf - ae_l2 (paired by seed)", "7.0", "not run", "", "", ""),
-        _row("IoU of sf - sf_no_term (paired by seed)", "not run", cell([0.02, 0.06]), "", "", ""),
-        "", "Sound: mean ± 95% t half-width over seeds. The article preset has one run per model."]
-    assert cell([0.70, 0.72, 0.74]) == "72.0 ± 5.0" and cell([0.06, 0.07]) == "6.5 ± 6.4"
+        _row("ae", f"60.0 {one}", cell([0.70, 0.72, 0.74]), f"90.0 {one}", cell([0.80, 0.82, 0.84]), said["ae"]),
+        _row("ae_l1", f"62.0 {one}", cell([0.71, 0.70, 0.75]), f"50.0 {one}", cell([0.5, 0.5, 0.6]), said["ae_l1"]),
+        _row("ae_l2", f"58.0 {one}", "not run", f"40.0 {one}", "", said["ae_l2"]),
+        _row("sf", f"65.0 {one}", cell([0.76, 0.79]), f"30.0 {one}", cell([0.30, 0.35]), said["sf"]),
+        _row("sf_no_term", "not in the article's code", cell([0.74, 0.73, 0.77]), "", "40.0 [40.0, 40.0], n = 3", ""),
+        _row("IoU of sf - ae (paired by seed)", f"5.0 {one}", c[0], "", "",
+             "sparse filtering segments better (positive)"),
+        _row("IoU of sf - ae_l1 (paired by seed)", f"3.0 {one}", c[1], "", "", ""),
+        _row("IoU of sf - ae_l2 (paired by seed)", f"7.0 {one}", "not run", "", "", ""),
+        _row("IoU of sf - sf_no_term (paired by seed)", "not run", c[2], "", "", ""),
+        _row("Mall mean probability of ae - sf (paired by seed)", "", "", f"60.0 {one}", c[3],
+             "the plain AE marks more of the frame (positive)"),
+        "", report.VERDICT_RULES,
+        "Article: No paired claims with two or more pairs: no verdicts, no correction.",
+        f"Sound: Holm's correction over the 4 paired claims with two or more pairs in this column: {sum(h)} of 4 "
+        "hold at family-wise 5%."]
+    assert cell([0.70, 0.72, 0.74]) == "72.0 [67.0, 77.0], n = 3" and c[0] == "6.5 [0.1, 12.9], n = 2: " + (
+        "holds, also after Holm's correction" if h[0] else "holds alone, not after Holm's correction")
 
 
 def test_verdicts_script_refusals_and_empty_sweeps(tmp_path, monkeypatch, capsys):
@@ -395,7 +561,9 @@ def test_verdicts_script_refusals_and_empty_sweeps(tmp_path, monkeypatch, capsys
     for d, preset in ((tmp_path / "fa" / "ae-seed0", "article-quick"), (tmp_path / "fs" / "seed0-ae", "quick")):
         _finished(d, preset, [{"epoch": 1, "test_iou": 0.5}])
     assert verdicts.main(["sparse-filtering", "--article", str(tmp_path / "fa"), "--sound", str(tmp_path / "fs")]) == 0
-    assert _row("ae", "50.0", "50.0", "nan", "nan", sparse_filtering.ARTICLE_SAID["ae"]) in capsys.readouterr().out
+    one = "50.0 (one run, no interval)"
+    assert _row("ae", one, one, "no Mall data", "no Mall data", sparse_filtering.ARTICLE_SAID["ae"]) in \
+        capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- scripts/paired.py

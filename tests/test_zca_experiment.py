@@ -255,3 +255,30 @@ def test_zca_dim_with_running_estimates_whitens_test_data_with_the_running_matri
     torch.testing.assert_close(layer(x), y, rtol=1e-4, atol=1e-4)   # momentum 1: the last batch's matrix
     one = torch.randn(1, 4)
     torch.testing.assert_close(layer(one), one @ layer.running_whitening)
+
+
+def test_against_baseline_pairs_by_seed_and_corrects_over_the_variants():
+    """Differences to `none` by seed (seed 2 of `b` has no `none` partner and is left out); `a` is +1 point on
+    every seed plus a small spread (holds alone and after Holm over the two variants), `b` across 0."""
+    import numpy as np
+    import scipy.stats
+
+    from manualbp.experiments.zca import against_baseline
+
+    def runs(accs):
+        return [{"labels": {"seed": f"seed{i}"}, "metrics": [{"test_acc": 0.0}, {"test_acc": a}]}
+                for i, a in enumerate(accs) if a is not None]
+    groups = {"none": runs([0.80, 0.82, None]), "a": runs([0.8101, 0.8298, 0.5]), "b": runs([0.79, 0.83, 0.9])}
+    text = against_baseline(groups)
+    da, db = [0.0101, 0.0098], [-0.01, 0.01]
+    t = scipy.stats.t.ppf(0.975, 1)
+    half = t * np.std(da, ddof=1) / np.sqrt(2)
+    assert f"| a | {100 * np.mean(da):.2f} [{100 * (np.mean(da) - half):.2f}, {100 * (np.mean(da) + half):.2f}], " \
+           "n = 2: holds" in text
+    assert "| b | 0.00 [" in text and "n = 2: undecided |" in text
+    p = sorted(scipy.stats.ttest_1samp(d, 0).pvalue for d in (da, db))
+    holds_after = p[0] <= 0.05 / 2
+    assert (", also after Holm's correction" in text) == holds_after
+    assert f"Holm's correction over the 2 variants with two or more pairs in this column: {int(holds_after)} of 2" \
+        in text
+    assert against_baseline({"a": groups["a"]}) == ""

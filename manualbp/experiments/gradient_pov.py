@@ -16,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from manualbp.functional import ARTICLE_LETTERS, REGULARIZERS
+from manualbp.plotting import band_text, integer_ticks, runs_text, sweep_title
 from manualbp.train.probes import QUANTITIES, STATS
 
-from .report import load_runs, markdown_table, mean_ci, plt, save, status_figures
+from .report import (VERDICT_RULES, claim_cell, distinct_cases, estimate, family, family_note, load_runs,
+                     markdown_table, mean_ci, plt, save, status_figures)
 
 LETTERS = ARTICLE_LETTERS["gradient-pov"]
 LAMBDA = 1e-5           # the sound presets
@@ -111,12 +113,13 @@ def _last_histograms(run_dir: Path) -> dict:
             for r in rows if r["step"] == last and "hist" in r}
 
 
-def case_figures(runs, case, fig_dir: Path, writer=None):
+def case_figures(runs, case, fig_dir: Path, writer=None, head: str = ""):
     """The article's grid (rows: layers; columns: the six quantities' histograms at the last epoch, seed 0),
-    and the five statistics over epochs (mean over seeds) with the accuracy."""
+    and the five statistics over epochs (mean over seeds) with the accuracy (%). ``head`` names the preset and
+    the scale."""
     pyplot = plt()
     hists = _last_histograms(runs[0]["dir"])
-    fig, axes = pyplot.subplots(6, 6, figsize=(18, 14))
+    fig, axes = pyplot.subplots(6, 6, figsize=(18, 14.5), layout="constrained")
     for r, layer in enumerate(LAYERS):
         for c, q in enumerate(QUANTITIES):
             ax = axes[r, c]
@@ -125,14 +128,19 @@ def case_figures(runs, case, fig_dir: Path, writer=None):
                 ax.stairs(counts, edges, fill=True, color="tab:blue")
             else:
                 ax.text(0.5, 0.5, "not captured\n(the data needs no gradient)", ha="center", transform=ax.transAxes)
+                ax.axis("off")
             if r == 0:
                 ax.set_title(q)
             if c == 0:
-                ax.set_ylabel(layer)
-    fig.suptitle(f"case {case} ({LETTERS[case]}): histograms at the last epoch ({runs[0]['labels']['seed']})")
+                ax.set_ylabel(f"{layer}: count")
+            if r == len(LAYERS) - 1:
+                ax.set_xlabel("value")
+    seed = str(runs[0]["labels"]["seed"])
+    fig.suptitle(f"{head}\ncase {case} ({LETTERS[case]}): histograms at the last epoch "
+                 f"({seed if seed.startswith('seed') else f'seed {seed}'})".lstrip("\n"))
     save(fig, fig_dir / f"{case}-histograms.png", writer, f"gradient-pov/{case}-histograms")
 
-    fig, axes = pyplot.subplots(5, 7, figsize=(22, 13))
+    fig, axes = pyplot.subplots(5, 7, figsize=(22, 13.5), layout="constrained")
     stats = np.stack([r["stats"] for r in runs])     # [seed, epoch, layer, quantity, statistic]
     ep = runs[0]["epochs"]
     for si, stat in enumerate(STATS):
@@ -146,26 +154,39 @@ def case_figures(runs, case, fig_dir: Path, writer=None):
                 ax.set_title(q)
             if qi == 0:
                 ax.set_ylabel(stat)
+            if si == len(STATS) - 1:
+                ax.set_xlabel("epoch")
+            if stat == "nonzero":
+                integer_ticks(ax)
+                ax.ticklabel_format(axis="y", useOffset=False)
         axes[si, 6].axis("off")
     axes[0, 0].legend(fontsize=6)
     ax = axes[2, 6]
     ax.axis("on")
     for key, color in (("train_acc", "red"), ("test_acc", "blue")):
-        v = np.array([[m[key] for m in r["metrics"]] for r in runs])
-        ax.plot([m["epoch"] for m in runs[0]["metrics"]], v.mean(0), color=color, label=key)
-        ax.fill_between([m["epoch"] for m in runs[0]["metrics"]], v.min(0), v.max(0), color=color, alpha=0.2)
+        v = 100 * np.array([[m[key] for m in r["metrics"]] for r in runs])
+        ax.plot([m["epoch"] for m in runs[0]["metrics"]], v.mean(0), color=color, label=key.replace("_", " "))
+        if len(runs) > 1:
+            ax.fill_between([m["epoch"] for m in runs[0]["metrics"]], v.min(0), v.max(0), color=color, alpha=0.2)
     ax.legend(fontsize=7)
-    ax.set_title("accuracy")
-    fig.suptitle(f"case {case} ({LETTERS[case]}): statistics over epochs (mean over {len(runs)} seeds)")
+    ax.set_title(f"accuracy ({band_text(len(runs))})")
+    ax.set(xlabel="epoch", ylabel="accuracy %")
+    fig.suptitle(f"{head}\ncase {case} ({LETTERS[case]}): statistics over epochs "
+                 f"({'one run' if len(runs) == 1 else f'mean over {len(runs)} seeds'})".lstrip("\n"))
     save(fig, fig_dir / f"{case}-statistics.png", writer, f"gradient-pov/{case}-statistics")
 
 
-def overlay_figure(groups, stat: str, path: Path, writer=None):
-    """One statistic for all cases: rows quantities, columns layers; mean over seeds with a min-max band."""
+def overlay_figure(groups, stat: str, path: Path, writer=None, head: str = ""):
+    """One statistic for all cases: rows quantities, columns layers; mean over seeds with a min-max band (one
+    run per case: its curve). A quantity a layer does not have (the input's gradient) leaves its panel blank
+    with a note; ``head`` names the preset and the scale."""
+    import matplotlib
     pyplot = plt()
     si = STATS.index(stat)
-    fig, axes = pyplot.subplots(len(QUANTITIES), len(LAYERS), figsize=(20, 15))
-    for case, runs in groups.items():
+    fig, axes = pyplot.subplots(len(QUANTITIES), len(LAYERS), figsize=(20, 15.5), layout="constrained")
+    colours = [matplotlib.colormaps["tab10"](i) for i in range(10)] + ["black", "darkred", "navy"]
+    drawn = set()
+    for i, (case, runs) in enumerate(groups.items()):
         stats = np.stack([r["stats"] for r in runs])
         ep = runs[0]["epochs"]
         for qi, q in enumerate(QUANTITIES):
@@ -174,14 +195,33 @@ def overlay_figure(groups, stat: str, path: Path, writer=None):
                 if np.isnan(v).all():
                     continue
                 ax = axes[qi, li]
-                line, = ax.plot(ep, np.nanmean(v, 0), label=case)
-                ax.fill_between(ep, np.nanmin(v, 0), np.nanmax(v, 0), color=line.get_color(), alpha=0.1)
-                if qi == 0:
-                    ax.set_title(layer)
-                if li == 0:
-                    ax.set_ylabel(q)
-    axes[0, 0].legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{stat} of every probed quantity, all cases (mean over seeds, min-max band)")
+                drawn.add((qi, li))
+                colour = colours[i % len(colours)]
+                ax.plot(ep, np.nanmean(v, 0), color=colour, label=case)
+                if len(runs) > 1:
+                    ax.fill_between(ep, np.nanmin(v, 0), np.nanmax(v, 0), color=colour, alpha=0.1)
+    for qi, q in enumerate(QUANTITIES):
+        for li, layer in enumerate(LAYERS):
+            ax = axes[qi, li]
+            if qi == 0:
+                ax.set_title(layer)
+            if li == 0:
+                ax.set_ylabel(f"{q}: {stat}")
+            if qi == len(QUANTITIES) - 1:
+                ax.set_xlabel("epoch")
+            if (qi, li) not in drawn:
+                ax.axis("off")
+                why = "\n(the data needs no gradient)" if q == "input_grad" and li == 0 else ""
+                ax.text(0.5, 0.5, f"{q} of {layer}:\nnot captured{why}", ha="center", va="center",
+                        transform=ax.transAxes, color="gray")
+            elif stat == "nonzero":
+                integer_ticks(ax)
+                ax.ticklabel_format(axis="y", useOffset=False)
+    axes[0, 0].legend(fontsize=6, ncol=2, title="case")
+    sizes = sorted({len(runs) for runs in groups.values()})
+    spread = ("one run per case" if sizes == [1] else band_text(sizes[0]) if len(sizes) == 1
+              else "mean, min-max band over seeds")
+    fig.suptitle(f"{head}\n{stat} of every probed quantity, all cases ({spread})".lstrip("\n"))
     save(fig, path, writer, f"gradient-pov/overlay-{stat}")
 
 
@@ -205,10 +245,13 @@ def report(sweep_dir: Path, specs) -> list[str]:
         for r in runs:
             groups.setdefault(r["labels"]["case"], []).append(r)
         groups = {c: groups[c] for c in CASES if c in groups}
+        sizes = sorted({len(g) for g in groups.values()})
+        head = sweep_title(specs[0].config, (f"{runs_text(sizes[0])} per case" if len(sizes) == 1 else
+                                             f"{sizes[0]}-{sizes[-1]} seeds per case"), len(runs[0]["metrics"]))
         for case, g in groups.items():
-            case_figures(g, case, sweep_dir / "figures", writer)
+            case_figures(g, case, sweep_dir / "figures", writer, head)
         for stat in STATS:
-            overlay_figure(groups, stat, sweep_dir / f"overlay-{stat}.png", writer)
+            overlay_figure(groups, stat, sweep_dir / f"overlay-{stat}.png", writer, head)
         qi, si = QUANTITIES.index("post_activation"), STATS.index("nonzero")
 
         def post_nonzero_share(run, layer):   # share of non-zeros after the ReLU, last epoch, last batch
@@ -273,39 +316,63 @@ def _case_values(runs) -> dict:
     return {c: out[c] for c in CASES if c in out}
 
 
-def _pick(values: dict, key: str, best=max) -> str:
-    means = {c: float(np.mean(v[key])) for c, v in values.items()}
-    top = best(means, key=means.get)
-    return f"{top} ({LETTERS[top]}): {_ci(values[top][key])}"
-
-
-def _paired(values: dict, a: str, b: str, key: str) -> str:
+def _pairs(values: dict, a: str, b: str, key: str) -> list:
+    """a - b of ``key``, paired by seed (empty when either letter is missing)."""
     if a not in values or b not in values:
-        return "not run"
-    pa = dict(zip(values[a]["seed"], values[a][key]))
+        return []
     pb = dict(zip(values[b]["seed"], values[b][key]))
-    diff = [pa[s] - pb[s] for s in pa if s in pb]
-    return _ci(diff) if diff else "not run"
+    return [v - pb[s] for s, v in zip(values[a]["seed"], values[a][key]) if s in pb]
+
+
+def _ranked(values: dict, key: str, best=max) -> list:
+    """The distinct letters (each function once) ranked by their mean of ``key``, the best first."""
+    once = [c for c in distinct_cases({c: LETTERS[c] for c in values}) if c in values]
+    return sorted(once, key=lambda c: float(np.mean(values[c][key])), reverse=best is max)
 
 
 def verdict_table(article: dict, sound: dict, epochs: tuple) -> list[str]:
-    """Markdown: each claim under the article preset (one run per letter), under the sound preset
-    (mean ± 95% t half-width over seeds), and what the article said. Accuracies and shares in %."""
-    rows = [["highest test accuracy", _pick(article, "test"), _pick(sound, "test"),
-             f"{CLAIMS['best_test']} ({LETTERS[CLAIMS['best_test']]})"],
-            ["lowest test accuracy", _pick(article, "test", min), _pick(sound, "test", min),
-             f"{CLAIMS['worst']} ({LETTERS[CLAIMS['worst']]})"],
-            ["highest training accuracy", _pick(article, "train"), _pick(sound, "train"), "G (ratio)"],
-            ["test accuracy of H - Z", _paired(article, "H", "Z", "test"), _paired(sound, "H", "Z", "test"),
-             "H above the baseline"],
-            ["training accuracy of G - Z", _paired(article, "G", "Z", "train"), _paired(sound, "G", "Z", "train"),
-             "G highest"],
-            ["post-activation non-zero share of H - Z (layers 1-5, last probe)",
-             _paired(article, "H", "Z", "post_nonzero"), _paired(sound, "H", "Z", "post_nonzero"),
-             "H sparser (negative)"]]
+    """Markdown: each claim under the article preset (one run per letter), under the sound preset (over seeds),
+    and what the article said; accuracies and shares in %. A "highest" or "lowest" cell names the letter and its
+    margin over the runner-up, paired by seed (D and F, the same function, count once); every paired cell
+    carries its 95% t-interval, n and verdict, and Holm's correction runs over the column's six paired claims."""
+    def claims(col):   # (label, diffs, direction) of the six paired claims of one column
+        out = []
+        for key, best, what in (("test", max, "highest test accuracy"), ("test", min, "lowest test accuracy"),
+                                ("train", max, "highest training accuracy")):
+            r = _ranked(col, key, best)
+            out.append((what, r[:2], key, _pairs(col, r[0], r[1], key) if len(r) > 1 else [],
+                        "higher" if best is max else "lower"))
+        out.append(("H - Z test", ("H", "Z"), "test", _pairs(col, "H", "Z", "test"), "higher"))
+        out.append(("G - Z train", ("G", "Z"), "train", _pairs(col, "G", "Z", "train"), "higher"))
+        out.append(("H - Z post", ("H", "Z"), "post_nonzero", _pairs(col, "H", "Z", "post_nonzero"), "lower"))
+        return out
+
+    cols = {}
+    for name, col in (("article", article), ("sound", sound)):
+        cl = claims(col)
+        flags = family([(d, direction) for _, _, _, d, direction in cl])
+        cells = []
+        for (what, pair, key, d, direction), flag in zip(cl, flags):
+            if what.startswith(("highest", "lowest")):
+                top = pair[0]
+                text = f"{top} ({LETTERS[top]}): {estimate(col[top][key], 100)}"
+                if len(pair) > 1:
+                    text += f"; margin over {pair[1]}: {claim_cell(d, direction, 100, corrected=flag)}"
+                cells.append(text)
+            else:
+                cells.append(claim_cell(d, direction, 100, corrected=flag) if d else "not run")
+        cols[name] = (cells, flags)
+    said = [f"{CLAIMS['best_test']} ({LETTERS[CLAIMS['best_test']]})",
+            f"{CLAIMS['worst']} ({LETTERS[CLAIMS['worst']]})", "G (ratio)",
+            "H above the baseline (positive)", "G highest (positive)", "H sparser (negative)"]
+    names = ["highest test accuracy", "lowest test accuracy", "highest training accuracy", "test accuracy of H - Z",
+             "training accuracy of G - Z", "post-activation non-zero share of H - Z (layers 1-5, last probe)"]
+    rows = [[n, a, s, w] for n, a, s, w in zip(names, cols["article"][0], cols["sound"][0], said)]
     head = ["claim", f"article ({epochs[0]} epochs, one run per letter)", f"sound ({epochs[1]} epochs, over seeds)",
             "the article said"]
-    return [markdown_table(head, rows)]
+    return [markdown_table(head, rows), "", VERDICT_RULES,
+            "Article column: " + family_note(cols["article"][1], "paired claims"),
+            "Sound column: " + family_note(cols["sound"][1], "paired claims")]
 
 
 def verdicts(article_specs, sound_specs) -> list[str]:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from manualbp.plotting import integer_ticks, sweep_title
+
 from .report import load_runs, markdown_table, mean_ci, plt, save, status_figures
 
 TRIALS = {1: (0.001, 1024), 2: (0.0025, 824), 3: (0.001, 824), 4: (0.0025, 1024)}   # (learning rate, width)
@@ -213,49 +215,64 @@ def _colors():
     return {c: cmap(i) for i, c in enumerate(CASES)}
 
 
-def bar_figure(w: dict, path: Path, writer=None):
+def bar_figure(w: dict, path: Path, writer=None, title: str = ""):
+    """Per trial and criterion: in how many runs each case ended best (integer counts); ``title`` names the
+    preset and the scale."""
     pyplot = plt()
     trials = sorted(t for t in w if t not in ("n", "width"))
     colors = _colors()
-    fig, axes = pyplot.subplots(len(trials), 3, figsize=(13, 2.6 * len(trials)), squeeze=False)
+    fig, axes = pyplot.subplots(len(trials), 3, figsize=(13, 2.6 * len(trials) + 0.6), squeeze=False,
+                                layout="constrained")
     for i, t in enumerate(trials):
-        for j, (crit, (_, title, _)) in enumerate(CRITERIA.items()):
+        for j, (crit, (_, name, _)) in enumerate(CRITERIA.items()):
             ax = axes[i, j]
             counts = [w[t].get(crit, {}).get(c, 0) for c in CASES]
             ax.bar(list(CASES), counts, color=[colors[c] for c in CASES])
             ax.set_xticks(list(CASES))
-            ax.set_ylim(0, max(1, w["n"][t]))
-            ax.set_title(f"trial {t} (lr {TRIALS[t][0]}, width {w['width'][t]}): {title}")
+            ax.set_ylim(0, max(1, w["n"][t]) + 0.3)
+            integer_ticks(ax)
+            ax.set_title(f"trial {t} (lr {TRIALS[t][0]}, width {w['width'][t]}): {name}")
             ax.set_xlabel("case")
-            ax.set_ylabel(f"runs of {w['n'][t]}")
-    fig.tight_layout()
+            ax.set_ylabel(f"wins out of {w['n'][t]} run{'s' if w['n'][t] != 1 else ''}")
+    fig.suptitle(title or "optimizers: which case ends best, per trial")
     save(fig, path, writer, "optimizers/frequency")
 
 
-def curve_figure(runs, path: Path, writer=None):
+def curve_figure(runs, path: Path, writer=None, title: str = ""):
+    """Per trial: every case's training cost, training and test accuracy (%) per epoch, the mean over the runs
+    with a min-max band (one run: its curve); ``title`` names the preset and the scale."""
     pyplot = plt()
     trials = sorted({r["trial"] for r in runs})
     colors = _colors()
-    keys = [("train_loss", "training cost"), ("train_acc", "training accuracy"), ("test_acc", "test accuracy")]
-    fig, axes = pyplot.subplots(len(trials), 3, figsize=(15, 3.2 * len(trials)), squeeze=False)
-    for j, (key, title) in enumerate(keys):
+    keys = [("train_loss", "training cost", "training cost (log scale)"),
+            ("train_acc", "training accuracy", "training accuracy %"), ("test_acc", "test accuracy", "test accuracy %")]
+    fig, axes = pyplot.subplots(len(trials), 3, figsize=(15, 3.2 * len(trials) + 0.6), squeeze=False,
+                                layout="constrained")
+    for j, (key, name, ylabel) in enumerate(keys):
         curves = _curves(runs, key)
+        k = 100.0 if key.endswith("_acc") else 1.0
         for i, t in enumerate(trials):
             ax = axes[i, j]
+            sizes = set()
             for c in CASES:
                 if (t, c) not in curves:
                     continue
-                v = curves[(t, c)]
+                v = k * curves[(t, c)]
+                sizes.add(len(v))
                 e = np.arange(1, v.shape[1] + 1)
                 ax.plot(e, v.mean(0), color=colors[c], lw=1, label=str(c))
                 if len(v) > 1:
                     ax.fill_between(e, v.min(0), v.max(0), color=colors[c], alpha=0.15, lw=0)
-            ax.set_title(f"trial {t}: {title} (mean, band = min-max over runs)")
+            spread = ("one run" if sizes == {1} else f"mean, min-max band over {max(sizes)} runs" if len(sizes) == 1
+                      else "mean, min-max band over the runs")
+            ax.set_title(f"trial {t}: {name} ({spread})")
             ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            integer_ticks(ax, "x")
             if key == "train_loss":
                 ax.set_yscale("log")
     axes[0, -1].legend(ncol=2, fontsize=6, title="case", loc="lower right")
-    fig.tight_layout()
+    fig.suptitle(title or "optimizers: curves of every case, per trial")
     save(fig, path, writer, "optimizers/curves")
 
 
@@ -291,8 +308,15 @@ def report(sweep_dir: Path, specs) -> list[str]:
     styles = {r["style"] for r in runs}
     ties = "first" if styles == {"article"} else "all"
     w = winners(runs, ties)
-    bar_figure(w, sweep_dir / "frequency.png", writer)
-    curve_figure(runs, sweep_dir / "curves.png", writer)
+    cfg = specs[0].config
+    div = _SETTINGS[cfg["preset"]][4] if cfg["preset"] in _SETTINGS else 1
+    n = sorted(set(w["n"].values()))
+    scale = (("" if div == 1 else f"widths / {div}, ")
+             + (f"{'one run' if n == [1] else f'{n[0]} runs'} per trial" if len(n) == 1
+                else f"{n[0]}-{n[-1]} runs per trial"))
+    title = sweep_title(cfg, scale, len(runs[0]["metrics"]))
+    bar_figure(w, sweep_dir / "frequency.png", writer, title)
+    curve_figure(runs, sweep_dir / "curves.png", writer, title)
     writer.close()
     trials = sorted(t for t in w if t not in ("n", "width"))
     tie_rule = ("Ties go to the lowest case number (the article's code took the first index)." if ties == "first"

@@ -129,3 +129,104 @@ def n_needed(diffs, alpha: float = 0.05, limit: int = 10_000) -> int | None:
         if t_quantile(k, 1 - alpha) * sd / k ** 0.5 < abs(m):
             return k
     return None
+
+
+# ---------------------------------------------------------------- claim cells: estimate, n, verdict, correction
+
+VERDICT_RULES = ("A claim holds when the 95% Student-t interval of its paired differences (n pairs beside it) lies "
+                 "on the claimed side of 0, and the opposite holds when it lies on the other side; otherwise it is "
+                 "undecided. A cell of one run has no interval and no verdict.")
+
+
+def estimate(values, scale: float = 1.0, digits: int = 2) -> str:
+    """``"m [lo, hi], n = k"`` (the 95% t-interval, scaled), ``"m (one run, no interval)"`` for one value,
+    ``"not run"`` for none."""
+    m, _, half, n = mean_ci(values)
+    if n == 0:
+        return "not run"
+    if n == 1:
+        return f"{scale * m:.{digits}f} (one run, no interval)"
+    return f"{scale * m:.{digits}f} [{scale * (m - half):.{digits}f}, {scale * (m + half):.{digits}f}], n = {n}"
+
+
+def family(claims) -> list:
+    """Holm's step-down over a family of paired claims [(diffs, direction)]: per claim True when its null is
+    rejected at family-wise 5% with the mean on the claimed side, False when not, None for fewer than 2 pairs
+    (not tested, not counted in the family)."""
+    tested = [i for i, (d, _) in enumerate(claims) if len(d) >= 2]
+    rejected = holm([p_value(claims[i][0]) for i in tested])
+    out: list = [None] * len(claims)
+    for i, rej in zip(tested, rejected):
+        d, direction = claims[i]
+        m = float(np.mean(d))
+        out[i] = bool(rej and ((m < 0) if direction == "lower" else (m > 0)))
+    return out
+
+
+def claim_cell(diffs, direction: str, scale: float = 1.0, digits: int = 2, corrected=None) -> str:
+    """One claim's cell: its estimate with interval and n, its verdict (``verdict``), and with ``corrected``
+    (``family``'s entry) whether a verdict that holds alone still holds after Holm's correction."""
+    text = estimate(diffs, scale, digits)
+    if len(diffs) < 2:
+        return text
+    v = verdict(diffs, direction)
+    if v == "holds" and corrected is not None:
+        v = "holds, also after Holm's correction" if corrected else "holds alone, not after Holm's correction"
+    return f"{text}: {v}"
+
+
+def family_note(flags, what: str = "comparisons") -> str:
+    """The sentence under a verdict table: how many claims were tested together and how many survive Holm."""
+    tested = [f for f in flags if f is not None]
+    if not tested:
+        return f"No {what} with two or more pairs: no verdicts, no correction."
+    return (f"Holm's correction over the {len(tested)} {what} with two or more pairs in this column: "
+            f"{sum(tested)} of {len(tested)} hold at family-wise 5%.")
+
+
+def correlation_cell(c, direction: str = "lower", n_cases: int | None = None) -> str:
+    """A bootstrap correlation ``(r, lo, hi)`` as a cell with its verdict on the sign: holds when the 95%
+    interval lies on the claimed side of 0 (uncorrected for other comparisons)."""
+    if c is None:
+        return "n/a (no spread)"
+    r, lo, hi = c
+    n = f", n = {n_cases} regularizers" if n_cases else ""
+    side = (hi < 0) if direction == "lower" else (lo > 0)
+    other = (lo > 0) if direction == "lower" else (hi < 0)
+    v = "holds" if side else "the opposite holds" if other else "undecided"
+    return f"r = {r:.2f} [{lo:.2f}, {hi:.2f}]{n}: {v}"
+
+
+def distinct_cases(letters: dict) -> list:
+    """The letters of ``letters`` ({letter: regularizer name}) with each function counted once: a letter whose
+    regularizer is ``SAME_FUNCTION``'s second name is dropped when its twin is among the letters."""
+    from manualbp.functional.regularizers import SAME_FUNCTION
+    names = set(letters.values())
+    return [c for c, name in letters.items() if not (name in SAME_FUNCTION and SAME_FUNCTION[name] in names)]
+
+
+def bootstrap_correlation_runs(cases, n_boot: int = 5000, seed: int = 0):
+    """Pearson r between the case means of x and y, [(x values of the case's runs, y values), ...], with a 95%
+    percentile interval from a two-level bootstrap: resample the cases, then the runs within each drawn case,
+    so the noise between runs of one case widens the interval (with one run per case it is the pairs
+    bootstrap). Returns (r, lo, hi); NaN bounds when no resample has spread."""
+    cases = [(np.asarray(x, float), np.asarray(y, float)) for x, y in cases]
+    if any(len(x) != len(y) or len(x) == 0 for x, y in cases):
+        raise ValueError("bootstrap_correlation_runs: every case needs one or more runs with an x and a y each")
+    mx = np.array([x.mean() for x, _ in cases])
+    my = np.array([y.mean() for _, y in cases])
+    r = float(np.corrcoef(mx, my)[0, 1])
+    rng = np.random.default_rng(seed)
+    rs = []
+    for _ in range(n_boot):
+        bx, by = [], []
+        for i in rng.integers(0, len(cases), len(cases)):
+            x, y = cases[i]
+            j = rng.integers(0, len(x), len(x)) if len(x) > 1 else slice(None)   # one run: nothing to draw
+            bx.append(x[j].mean())
+            by.append(y[j].mean())
+        bx, by = np.array(bx), np.array(by)
+        if np.ptp(bx) > 0 and np.ptp(by) > 0:
+            rs.append(np.corrcoef(bx, by)[0, 1])
+    lo, hi = np.percentile(rs, [2.5, 97.5]) if rs else (float("nan"), float("nan"))
+    return r, float(lo), float(hi)

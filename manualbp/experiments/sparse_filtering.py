@@ -19,7 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .report import markdown_table, mean_ci, plt, save, status_figures
+from manualbp.plotting import integer_ticks, runs_text, sweep_title
+
+from .report import (VERDICT_RULES, claim_cell, estimate, family, family_note, markdown_table, mean_ci, plt, save,
+                     status_figures)
 
 LR = 5e-3              # every supervised optimizer of the article's code
 SF_LR = 5e-4           # the sparse-filtering models' pre-training
@@ -143,11 +146,13 @@ def _overlay(img: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def rows_figure(x, y, preds: dict, path, writer=None):
-    """Rows: image | ground truth | overlay | prediction | overlay, for each model."""
+def rows_figure(x, y, preds: dict, path, writer=None, title: str = ""):
+    """Rows: image | ground truth | overlay | prediction | overlay, for each model; ``title`` names the preset
+    and the scale."""
     pyplot = plt()
     n = x.shape[0]
-    fig, axes = pyplot.subplots(n * len(preds), 5, figsize=(10, 2 * n * len(preds)), squeeze=False)
+    fig, axes = pyplot.subplots(n * len(preds), 5, figsize=(10, 2 * n * len(preds) + 0.6), squeeze=False,
+                                layout="constrained")
     for m, (name, p) in enumerate(preds.items()):
         for i in range(n):
             img = x[i].permute(1, 2, 0).numpy()
@@ -161,6 +166,7 @@ def rows_figure(x, y, preds: dict, path, writer=None):
                 ax.grid(False)
                 if i == 0:
                     ax.set_title(t, fontsize=8)
+    fig.suptitle(title or "sparse-filtering: test images and predicted masks")
     save(fig, path, writer, "sparse-filtering/test-rows")
 
 
@@ -176,35 +182,50 @@ def mall_gif(frames: torch.Tensor, preds: dict, path: Path, n: int = 60):
     images[0].save(path, save_all=True, append_images=images[1:], duration=120, loop=0)
 
 
-def sf_cost_figure(groups: dict, path, writer=None):
+def sf_cost_figure(groups: dict, path, writer=None, title: str = ""):
+    """The sparse-filtering cost during pre-training and the test IoU (%) per epoch of every model: the mean over
+    its seeds with a min-max band (one run: its curve); ``title`` names the preset and the scale."""
     pyplot = plt()
-    fig, axes = pyplot.subplots(1, 2, figsize=(11, 3.5))
-    for name, runs in groups.items():
+    fig, axes = pyplot.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for i, (name, runs) in enumerate(groups.items()):
+        colour = f"C{i}"
         rows = [[m for m in r["metrics"] if m["phase"] == "sparse-filtering"] for r in runs]
         if rows[0]:
             v = np.array([[m["train_objective"] for m in rr] for rr in rows])
             ep = [m["epoch"] for m in rows[0]]
-            line, = axes[0].plot(ep, v.mean(0), label=name)
-            axes[0].fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
-        v = np.array([[m["test_iou"] for m in r["metrics"]] for r in runs])
+            axes[0].plot(ep, v.mean(0), color=colour, label=name)
+            if len(runs) > 1:
+                axes[0].fill_between(ep, v.min(0), v.max(0), color=colour, alpha=0.2)
+        v = 100 * np.array([[m["test_iou"] for m in r["metrics"]] for r in runs])
         ep = [m["epoch"] for m in runs[0]["metrics"]]
-        line, = axes[1].plot(ep, v.mean(0), label=name)
-        axes[1].fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
-    axes[0].set_title("sparse-filtering cost during phase 1 (mean, min-max over seeds)")
-    axes[1].set_title("test IoU per epoch")
-    axes[0].legend(fontsize=7)
-    axes[1].legend(fontsize=7)
+        axes[1].plot(ep, v.mean(0), color=colour, label=name)
+        if len(runs) > 1:
+            axes[1].fill_between(ep, v.min(0), v.max(0), color=colour, alpha=0.2)
+    sizes = sorted({len(runs) for runs in groups.values()})
+    spread = ("one run per model" if sizes == [1] else f"mean, min-max band over {sizes[0]} seeds" if len(sizes) == 1
+              else "mean, min-max band over the seeds")
+    axes[0].set_title(f"sparse-filtering cost during pre-training ({spread})")
+    axes[0].set(xlabel="epoch", ylabel="sparse-filtering cost")
+    axes[1].set_title(f"test IoU per epoch ({spread})")
+    axes[1].set(xlabel="epoch", ylabel="test IoU %")
+    for ax in axes:
+        integer_ticks(ax, "x")
+        ax.legend(fontsize=7)
+    fig.suptitle(title or "sparse-filtering: pre-training cost and test IoU")
     save(fig, path, writer, "sparse-filtering/curves")
 
 
-def code_figure(codes: dict, path, writer=None):
-    """Histograms of the code on the test images, per model (sparsity)."""
+def code_figure(codes: dict, path, writer=None, title: str = ""):
+    """Histograms of the code on the test images, per model (sparsity); ``title`` names the preset and the
+    scale."""
     pyplot = plt()
-    fig, axes = pyplot.subplots(1, len(codes), figsize=(3.2 * len(codes), 3), squeeze=False)
+    fig, axes = pyplot.subplots(1, len(codes), figsize=(3.2 * len(codes), 3.6), squeeze=False, layout="constrained")
     for ax, (name, z) in zip(axes[0], codes.items()):
         v = z.flatten().numpy()
         ax.hist(v, bins=60, color="tab:purple")
         ax.set_title(f"{name}\nshare |z| < 0.01: {100 * np.mean(np.abs(v) < 0.01):.1f}%", fontsize=8)
+        ax.set(xlabel="code value z", ylabel="count")
+    fig.suptitle(title or "sparse-filtering: the code on the test images")
     save(fig, path, writer, "sparse-filtering/code")
 
 
@@ -248,9 +269,17 @@ def report(sweep_dir: Path, specs) -> list[str]:
                 if r is rs[0]:
                     p, z = predict(model, test.x)
                     first_preds[name], codes[name] = p[:4], z
-        rows_figure(test.x[:4], test.y[:4], first_preds, sweep_dir / "test-rows.png", writer)
-        sf_cost_figure(groups, sweep_dir / "curves.png", writer)
-        code_figure(codes, sweep_dir / "code-histograms.png", writer)
+        pre, sup, _, sound, _ = SCHEDULES.get(cfg["preset"], ("?", "?", None, True, None))
+        epochs = (f"{sup} supervised epochs (sf models: after {pre} of pre-training)" if sound
+                  else f"{cfg['epochs']} epochs (sf models: the first {pre} pre-training)")
+        sizes = sorted({len(rs) for rs in groups.values()})
+        head = sweep_title(cfg, (f"{runs_text(sizes[0])} per model" if len(sizes) == 1
+                                 else f"{sizes[0]}-{sizes[-1]} seeds per model"), epochs)
+        rows_figure(test.x[:4], test.y[:4], first_preds, sweep_dir / "test-rows.png", writer,
+                    f"{head}\nthe first 4 of {len(test)} test images, the first run of each model")
+        sf_cost_figure(groups, sweep_dir / "curves.png", writer, head)
+        code_figure(codes, sweep_dir / "code-histograms.png", writer,
+                    f"{head}\nthe code on the {len(test)} test images, the first run of each model")
         if mall is not None:
             mall_gif(mall.x, mall_preds, sweep_dir / "mall.gif")
 
@@ -324,15 +353,17 @@ def _scores(specs) -> dict:
 
 
 def verdict_table(article: dict, sound: dict) -> list[str]:
-    def cell(v):
-        m, sd, half, n = mean_ci(v)
-        return f"{100 * m:.1f}" if n < 2 else f"{100 * m:.1f} ± {100 * half:.1f}"
+    """Markdown: per model its test IoU and Mall mean probability under both presets (one run: labelled, no
+    interval), then the paired claims (sf against each other model on IoU, ae against sf on the Mall
+    probability) with their 95% t-intervals, n and verdicts, and Holm's correction over each column's five."""
+    def cell(v):   # the Mall scores are NaN when the Mall frames are not on disk
+        return "no Mall data" if len(v) and np.all(np.isnan(v)) else estimate(v, 100, 1)
 
-    def paired(scores, a, b, key):
+    def pairs(scores, a, b, key):
         if a not in scores or b not in scores:
-            return "not run"
+            return None
         pb = dict(zip(scores[b]["seed"], scores[b][key]))
-        return cell([v - pb[s] for s, v in zip(scores[a]["seed"], scores[a][key]) if s in pb])
+        return [v - pb[s] for s, v in zip(scores[a]["seed"], scores[a][key]) if s in pb]
 
     rows = []
     for name in MODELS:
@@ -341,14 +372,26 @@ def verdict_table(article: dict, sound: dict) -> list[str]:
         a, s = article.get(name), sound.get(name)
         rows.append([name, cell(a["iou"]) if a else "not in the article's code", cell(s["iou"]) if s else "not run",
                      cell(a["mall"]) if a else "", cell(s["mall"]) if s else "", ARTICLE_SAID.get(name, "")])
-    for other in ("ae", "ae_l1", "ae_l2", "sf_no_term"):
-        rows.append([f"IoU of sf - {other} (paired by seed)", paired(article, "sf", other, "iou"),
-                     paired(sound, "sf", other, "iou"), "", "", "sparse filtering segments better" if other == "ae"
-                     else ""])
+    claims = [("sf", o, "iou") for o in ("ae", "ae_l1", "ae_l2", "sf_no_term")] + [("ae", "sf", "mall")]
+    diffs = {n: [pairs(col, a, b, k) for a, b, k in claims] for n, col in (("article", article), ("sound", sound))}
+    flags = {n: family([(d or [], "higher") for d in ds]) for n, ds in diffs.items()}
+
+    def claim(n, i):
+        d = diffs[n][i]
+        return "not run" if d is None else claim_cell(d, "higher", 100, 1, corrected=flags[n][i])
+
+    for i, (a, b, key) in enumerate(claims):
+        if key == "iou":
+            rows.append([f"IoU of {a} - {b} (paired by seed)", claim("article", i), claim("sound", i), "", "",
+                         "sparse filtering segments better (positive)" if b == "ae" else ""])
+        else:
+            rows.append([f"Mall mean probability of {a} - {b} (paired by seed)", "", "", claim("article", i),
+                         claim("sound", i), "the plain AE marks more of the frame (positive)"])
     head = ["model", "article: test IoU %", "sound: test IoU %", "article: Mall mean probability %",
             "sound: Mall mean probability %", "the article said"]
-    return [markdown_table(head, rows), "",
-            "Sound: mean ± 95% t half-width over seeds. The article preset has one run per model."]
+    return [markdown_table(head, rows), "", VERDICT_RULES,
+            "Article: " + family_note(flags["article"], "paired claims"),
+            "Sound: " + family_note(flags["sound"], "paired claims")]
 
 
 def verdicts(article_specs, sound_specs) -> list[str]:

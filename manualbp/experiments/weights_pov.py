@@ -21,8 +21,10 @@ import numpy as np
 import torch
 
 from manualbp.functional import ARTICLE_LETTERS, REGULARIZERS
+from manualbp.plotting import band_text, integer_ticks, runs_text, sweep_title
 
-from .report import load_runs, markdown_table, mean_ci, plt, save, status_figures
+from .report import (VERDICT_RULES, bootstrap_correlation_runs, claim_cell, correlation_cell, distinct_cases,
+                     estimate, family, family_note, load_runs, markdown_table, mean_ci, plt, save, status_figures)
 
 LETTERS = ARTICLE_LETTERS["weights-pov"]
 LAMBDA = 1e-5
@@ -158,60 +160,67 @@ def _fmt(values, pct=True):
 
 
 def _ci(values, pct=True, digits=2):
-    m, sd, half, n = mean_ci(values)
-    k = 100 if pct else 1
-    if n < 2:
-        return f"{k * m:.{digits}f} (n = 1)"
-    return f"{k * m:.{digits}f} [{k * (m - half):.{digits}f}, {k * (m + half):.{digits}f}]"
+    """Mean [95% t-interval], n (scaled to points with ``pct``); one value is labelled as one run."""
+    return estimate(values, 100 if pct else 1, digits)
 
 
 def bootstrap_correlation(x, y, n_boot=5000, seed=0):
-    """Pearson r of (x, y) and its 95% percentile bootstrap interval (resampling the pairs)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    r = float(np.corrcoef(x, y)[0, 1])
-    rng = np.random.default_rng(seed)
-    rs = []
-    for _ in range(n_boot):
-        i = rng.integers(0, len(x), len(x))
-        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:   # not np.std: that of equal values can be 1e-16
-            rs.append(np.corrcoef(x[i], y[i])[0, 1])
-    lo, hi = np.percentile(rs, [2.5, 97.5]) if rs else (float("nan"), float("nan"))
-    return r, float(lo), float(hi)
+    """Pearson r of (x, y) and its 95% percentile bootstrap interval (resampling the pairs): the one-run-per-
+    case form of ``report.bootstrap_correlation_runs``."""
+    return bootstrap_correlation_runs([([a], [b]) for a, b in zip(x, y)], n_boot, seed)
+
+
+def case_correlation(groups, bn, letters, fx, fy):
+    """(r, lo, hi) between the case means of fx and fy over ``letters`` (each regularizer counted once),
+    bootstrapped over cases and over the runs within each case; None with fewer than 3 cases or no spread."""
+    cases = [([fx(r) for r in groups[(bn, c)]], [fy(r) for r in groups[(bn, c)]])
+             for c in distinct_cases({c: LETTERS[c] for c in letters}) if (bn, c) in groups]
+    if len(cases) < 3 or np.ptp([np.mean(x) for x, _ in cases]) == 0:
+        return None
+    return bootstrap_correlation_runs(cases)
 
 
 # ---------------------------------------------------------------- figures
 
 def case_figure(runs, title, path, writer=None):
     """Per layer: the final-weight histogram of every episode and their mean; plus train (red) / test
-    (blue) accuracy, mean with a min-max band over episodes."""
+    (blue) accuracy (%), mean with a min-max band over episodes (one episode: its curves). ``title`` names the
+    case, the preset and the scale."""
     pyplot = plt()
-    fig, axes = pyplot.subplots(1, 7, figsize=(22, 3))
+    fig, axes = pyplot.subplots(1, 7, figsize=(22, 3.4), layout="constrained")
     for layer in range(6):
         ax = axes[layer]
         allw = np.concatenate([r["weights"][layer] for r in runs])
         bins = np.linspace(allw.min(), allw.max(), 41)
         hists = np.array([np.histogram(r["weights"][layer], bins)[0] for r in runs])
         centers = (bins[1:] + bins[:-1]) / 2
-        for h in hists:
-            ax.plot(centers, h, color="tab:red", alpha=0.35, lw=0.8)
-        ax.plot(centers, hists.mean(0), color="magenta", lw=2, label="mean")
+        if len(runs) > 1:
+            for h in hists:
+                ax.plot(centers, h, color="tab:red", alpha=0.35, lw=0.8)
+        ax.plot(centers, hists.mean(0), color="magenta", lw=2, label="mean" if len(runs) > 1 else "one episode")
         ax.set_title(f"layer {layer + 1}: kurtosis {np.mean([excess_kurtosis(r['weights'][layer]) for r in runs]):.2f}")
+        ax.set(xlabel="final weight", ylabel="count" + (" (red: each episode)" if len(runs) > 1 and not layer else ""))
     ax = axes[6]
     ep = [m["epoch"] for m in runs[0]["metrics"]]
     for key, color in (("train_acc", "red"), ("test_acc", "blue")):
-        v = np.array([[m[key] for m in r["metrics"]] for r in runs])
+        v = 100 * np.array([[m[key] for m in r["metrics"]] for r in runs])
         ax.plot(ep, v.mean(0), color=color, label=key.replace("_acc", ""))
-        ax.fill_between(ep, v.min(0), v.max(0), color=color, alpha=0.2)
-    ax.set_title("accuracy (mean, min-max band)")
+        if len(runs) > 1:
+            ax.fill_between(ep, v.min(0), v.max(0), color=color, alpha=0.2)
+    ax.set_title(f"accuracy ({band_text(len(runs), 'episodes')})")
+    ax.set(xlabel="epoch", ylabel="accuracy %")
+    integer_ticks(ax, "x")
     ax.legend(fontsize=7)
     fig.suptitle(title)
     save(fig, path, writer, f"weights-pov/{path.stem}")
 
 
 def summary_figure(groups, cases, path, writer=None, title=""):
-    """Mean final-weight histogram of every case (rows) and layer (columns), BN on and off overlaid."""
+    """Mean final-weight histogram of every case (rows) and layer (columns), BN on and off overlaid; ``title``
+    names the preset and the scale."""
     pyplot = plt()
-    fig, axes = pyplot.subplots(len(cases), 6, figsize=(18, 1.6 * len(cases)), squeeze=False)
+    fig, axes = pyplot.subplots(len(cases), 6, figsize=(18, 1.6 * len(cases) + 0.8), squeeze=False,
+                                layout="constrained")
     for r, case in enumerate(cases):
         for layer in range(6):
             ax = axes[r, layer]
@@ -224,20 +233,32 @@ def summary_figure(groups, cases, path, writer=None, title=""):
                 h = np.mean([np.histogram(x["weights"][layer], bins, density=True)[0] for x in runs], 0)
                 ax.plot((bins[1:] + bins[:-1]) / 2, h, color=color, label=bn)
             ax.set_yticks([])
+            _sparse_ticks(ax)
             if r == 0:
                 ax.set_title(f"layer {layer + 1}")
             if layer == 0:
                 ax.set_ylabel(f"{case}: {LETTERS.get(case, 'none, batch 20')}", fontsize=7)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(title)
+    fig.supxlabel("final weight (0.5-99.5 percentile range)")
+    fig.supylabel("density, scaled per panel (rows: case)")
     save(fig, path, writer, "weights-pov/summary")
+
+
+def _sparse_ticks(ax) -> None:
+    """At most 4 x ticks, small numbers with a shared power of ten: the narrow panels' labels must not overlap."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(4))
+    ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+    ax.tick_params(axis="x", labelsize=7)
 
 
 def regularizer_figure(path, writer=None):
     """R (solid) and R' (dashed) of every regularizer of the article's letters."""
+    import textwrap
     pyplot = plt()
     letters = [k for k in LETTERS if LETTERS[k] != "none"]
-    fig, axes = pyplot.subplots(2, 6, figsize=(18, 6))
+    fig, axes = pyplot.subplots(2, 6, figsize=(18, 6.6), layout="constrained")
     t = torch.linspace(-2, 2, 801, dtype=torch.float64)
     t = t[t.abs() > 1e-3]
     for ax, letter in zip(axes.flat, letters):
@@ -245,8 +266,13 @@ def regularizer_figure(path, writer=None):
         ax.plot(t, reg.value(t), "-", label="R")
         ax.plot(t, reg.grad(t).expand_as(t), "--", label="R'")
         ax.set_ylim(-4, 4)
-        ax.set_title(f"{letter}: {reg.name} = {reg.formula}", fontsize=8)
+        ax.set_title(textwrap.fill(f"{letter}: {reg.name} = {reg.formula}", 34), fontsize=8)
+        ax.set(xlabel="weight t", ylabel="R(t), R'(t)")
+    for ax in axes.flat[len(letters):]:
+        ax.remove()
     axes.flat[0].legend()
+    fig.suptitle("weights-pov: the regularizers of the article's letters, R(t) (solid) and its derivative R'(t) "
+                 "(dashed), per weight")
     save(fig, path, writer, "weights-pov/regularizers")
 
 
@@ -261,9 +287,11 @@ def histogram_3d_figure(runs, layer, path, writer=None, title=""):
     for e, r in enumerate(runs):
         h = np.histogram(r["weights"][layer], bins)[0]
         ax.bar(centers, h, zs=e, zdir="y", width=bins[1] - bins[0], alpha=0.7)
-    ax.set_xlabel("weight")
+    ax.set_xlabel("final weight")
     ax.set_ylabel("episode")
     ax.set_zlabel("count")
+    ax.set_yticks(range(len(runs)))
+    integer_ticks(ax, "z")
     ax.set_title(title)
     save(fig, path, writer, f"weights-pov/{path.stem}")
 
@@ -277,7 +305,8 @@ def mean_weights_figure(groups, cases, bn, path, writer=None, title=""):
     rows = [c for c in cases if (bn, c) in groups]
     if not rows:
         return
-    fig, axes = pyplot.subplots(len(rows), 6, figsize=(18, 1.7 * len(rows)), squeeze=False)
+    fig, axes = pyplot.subplots(len(rows), 6, figsize=(18, 1.7 * len(rows) + 0.8), squeeze=False,
+                                layout="constrained")
     for r, case in enumerate(rows):
         runs = groups[(bn, case)]
         for layer in range(6):
@@ -288,12 +317,15 @@ def mean_weights_figure(groups, cases, bn, path, writer=None, title=""):
             h = np.mean([np.histogram(w, bins, density=True)[0] for w in ws], 0)
             ax.plot((bins[1:] + bins[:-1]) / 2, h, color="magenta", lw=1.2, label="mean of histograms")
             ax.set_yticks([])
+            _sparse_ticks(ax)
             if r == 0:
                 ax.set_title(f"layer {layer + 1}")
             if layer == 0:
                 ax.set_ylabel(f"{case} (n = {len(runs)})", fontsize=7)
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(title)
+    fig.supxlabel("final weight")
+    fig.supylabel("density, scaled per panel (rows: case, n episodes)")
     save(fig, path, writer, f"weights-pov/{path.stem}")
 
 
@@ -302,10 +334,10 @@ def mean_weights_figure(groups, cases, bn, path, writer=None, title=""):
 def findings(groups, cases) -> list[str]:
     """The article's four observations as numbers (percent points for accuracies)."""
     out = []
-    letters = [c for c in cases if c != "Z20"]
+    letters = distinct_cases({c: LETTERS[c] for c in cases if c != "Z20"})   # each function once
     seeds = sorted({r["labels"]["seed"] for runs in groups.values() for r in runs})
 
-    def per_episode(bn, fn):   # mean over the 13 cases within each episode -> one value per episode
+    def per_episode(bn, fn):   # mean over the distinct cases within each episode -> one value per episode
         vals = []
         for s in seeds:
             xs = [fn(r) for c in letters for r in groups.get((bn, c), []) if r["labels"]["seed"] == s]
@@ -319,12 +351,13 @@ def findings(groups, cases) -> list[str]:
         off = per_episode("nobn", lambda r: excess_kurtosis(r["weights"][layer]))
         rows.append([layer + 1, _ci(on, False), _ci(off, False)])
     out += ["1. BN makes the final weights Gaussian-like (excess kurtosis 0): mean excess kurtosis over the "
-            "13 cases, mean and 95% t-interval over episodes:", "",
+            f"{len(letters)} distinct regularizers (each function once), mean and 95% t-interval over episodes:", "",
             markdown_table(["layer", "BN on", "BN off"], rows), ""]
     on, off = per_episode("bn", gap), per_episode("nobn", gap)
     diff = [a - b for a, b in zip(on, off)]
-    out += [f"2. BN overfits more: train-test accuracy gap (points, mean over the 13 cases; 95% t-interval over "
-            f"episodes): BN on {_ci(on)}, BN off {_ci(off)}, paired difference on - off {_ci(diff)}.", ""]
+    out += [f"2. BN overfits more: train-test accuracy gap (points, mean over the {len(letters)} distinct "
+            f"regularizers; 95% t-interval over episodes): BN on {_ci(on)}, BN off {_ci(off)}, paired difference "
+            f"on - off {claim_cell(diff, 'higher', 100)}.", ""]
     rows = []
     for bn in ("bn", "nobn"):
         g20 = [gap(r) for r in groups.get((bn, "Z20"), [])]
@@ -333,15 +366,18 @@ def findings(groups, cases) -> list[str]:
     out += ["3. Smaller batches overfit more: gap of the baseline Z (points, 95% t-interval over episodes):", "",
             markdown_table(["", "batch 20", "batch 100"], rows), ""]
     for bn in ("bn", "nobn"):
-        xs = [np.mean([sparsity(r["weights"]) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
-        ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters if (bn, c) in groups]
-        if len(xs) >= 3 and np.ptp(xs) == 0:
-            out.append(f"4. ({bn}) sparsity against the gap across {len(xs)} cases: n/a (no spread of sparsity).")
-        elif len(xs) >= 3:
-            r, lo, hi = bootstrap_correlation(xs, ys)
-            out.append(f"4. ({bn}) sparsity (share of abs(w) < {SPARSE_BELOW:g}) against the gap across {len(xs)} "
-                       f"cases: Pearson r = {r:.2f}, bootstrap 95% interval [{lo:.2f}, {hi:.2f}] (negative r = sparser "
-                       "weights, less overfitting).")
+        once = [c for c in distinct_cases({c: LETTERS[c] for c in letters}) if (bn, c) in groups]
+        if len(once) < 3:
+            continue
+        c = case_correlation(groups, bn, letters, lambda r: sparsity(r["weights"]), gap)
+        what = (f"4. ({bn}) sparsity (share of abs(w) < {SPARSE_BELOW:g}) against the gap across {len(once)} "
+                "distinct regularizers (each function once)")
+        if c is None:
+            out.append(f"{what}: n/a (no spread of sparsity).")
+        else:
+            out.append(f"{what}: Pearson r of the case means = {c[0]:.2f}, 95% interval [{c[1]:.2f}, {c[2]:.2f}] "
+                       "from a bootstrap over the cases and the runs within them (negative r = sparser weights, "
+                       "less overfitting).")
     return out
 
 
@@ -367,18 +403,20 @@ def report(sweep_dir: Path, specs) -> list[str]:
             cases = [c for c in CASES if any((bn, c) in groups for bn in BN)]
             epochs = len(rs[0]["metrics"])
             fig_dir = sweep_dir / "figures" / ds
+            n_ep = len({r["labels"]["seed"] for r in rs})
+            head = sweep_title(rs[0]["config"], f"{runs_text(n_ep, 'episodes')} per case", epochs)
             for (bn, case), g in sorted(groups.items()):
-                case_figure(g, f"{ds}, {case} ({LETTERS.get(case, 'none, batch 20')}), {bn}, {len(g)} episodes",
-                            fig_dir / f"{case}-{bn}.png", writer)
+                case_figure(g, f"{head}\ncase {case} ({LETTERS.get(case, 'none, batch 20')}), {bn}, "
+                            f"{runs_text(len(g), 'episodes')}", fig_dir / f"{case}-{bn}.png", writer)
             summary_figure(groups, cases, sweep_dir / f"summary-{ds}.png", writer,
-                           f"{ds}: mean final-weight histograms (BN on orange, off blue)")
+                           f"{head}\nmean final-weight histograms (BN on orange, off blue)")
             for bn in BN:
                 mean_weights_figure(groups, cases, bn, sweep_dir / f"mean-weights-{ds}-{bn}.png", writer,
-                                    f"{ds}, {bn}: histogram of the element-wise mean of the final weights over "
+                                    f"{head}, {bn}\nhistogram of the element-wise mean of the final weights over "
                                     "episodes (bars) and the mean of the histograms (line)")
                 if (bn, "Z") in groups:
                     histogram_3d_figure(groups[(bn, "Z")], 2, sweep_dir / f"hist3d-{ds}-{bn}.png", writer,
-                                        f"{ds}, baseline Z, {bn}, layer 3 over episodes")
+                                        f"{head}\nbaseline Z, {bn}, layer 3 over episodes")
             label = f"{ds} (JPEG copy)" if ds == "cifar10" else ds
             md += [f"## {label}, {epochs} epochs", ""]
             for bn in BN:
@@ -420,11 +458,12 @@ ARTICLE_SAID = {
 
 def claim_numbers(runs) -> dict:
     """The article's four observations as numbers for one preset's runs. The units of the intervals are
-    the episodes when there are several, else the 13 regularizers (the article preset's one episode)."""
+    the episodes when there are several, else the distinct regularizers (the article preset's one episode); each
+    function is counted once (``distinct_cases``)."""
     groups: dict = {}
     for r in runs:
         groups.setdefault((r["labels"]["bn"], r["labels"]["case"]), []).append(r)
-    letters = [c for c in LETTERS if ("bn", c) in groups and ("nobn", c) in groups]
+    letters = distinct_cases({c: LETTERS[c] for c in LETTERS if ("bn", c) in groups and ("nobn", c) in groups})
     seeds = sorted({r["labels"]["seed"] for r in runs})
     by_seed = len(seeds) > 1
 
@@ -444,9 +483,8 @@ def claim_numbers(runs) -> dict:
         out[f"gap_{bn}"] = units(bn, gap)
         out[f"train_{bn}"] = units(bn, lambda r: r["metrics"][-1]["train_acc"])
         out[f"test_{bn}"] = units(bn, lambda r: r["metrics"][-1]["test_acc"])
-        xs = [np.mean([sparsity(r["weights"]) for r in groups[(bn, c)]]) for c in letters]
-        ys = [np.mean([gap(r) for r in groups[(bn, c)]]) for c in letters]
-        out[f"corr_{bn}"] = bootstrap_correlation(xs, ys) if len(xs) >= 3 and np.ptp(xs) > 0 else None
+        out[f"corr_{bn}"] = case_correlation(groups, bn, letters, lambda r: sparsity(r["weights"]), gap)
+        out[f"corr_n_{bn}"] = len(letters)
         z20, z = groups.get((bn, "Z20"), []), groups.get((bn, "Z"), [])
         if z20 and z:
             zs = {r["labels"]["seed"]: gap(r) for r in z}
@@ -457,46 +495,64 @@ def claim_numbers(runs) -> dict:
 
 
 def _cell(values, pct=True) -> str:
-    m, sd, half, n = mean_ci(values)
-    k = 100 if pct else 1
-    if n < 2:
-        return f"{k * m:.2f}"
-    return f"{k * m:.2f} [{k * (m - half):.2f}, {k * (m + half):.2f}]"
+    return estimate(values, 100 if pct else 1)
 
 
 def _corr(c, quantity: str = "sparsity") -> str:
     return f"n/a (no spread of {quantity})" if c is None else f"r = {c[0]:.2f} [{c[1]:.2f}, {c[2]:.2f}]"
 
 
+# the observations with a direction: key of claim_numbers, direction of the paired difference, scale
+PAIRED_CLAIMS = (("kurtosis_diff", "lower", 1), ("gap_diff", "higher", 100), ("batch_bn", "higher", 100),
+                 ("batch_nobn", "higher", 100))
+
+
 def verdict_table(article: dict, sound: dict) -> list[str]:
     """Markdown rows: each observation under the article preset, under the sound preset, and what the
-    article said. Accuracies and gaps in points; intervals: 95% Student-t over the units named (for
-    correlations: bootstrap over the regularizers)."""
+    article said. Accuracies and gaps in points; intervals: 95% Student-t over the units named, n beside them,
+    with each paired claim's verdict and Holm's correction over a column's four paired claims; correlations: a
+    bootstrap over the distinct regularizers and the runs within each, not corrected."""
+    flags = {}
+    for name, col in (("article", article), ("sound", sound)):
+        claims = [(col.get(k, []), d) for k, d, _ in PAIRED_CLAIMS]
+        flags[name] = dict(zip([k for k, _, _ in PAIRED_CLAIMS], family(claims)))
+
+    def claim(col, name, key):
+        d = dict((k, (dr, sc)) for k, dr, sc in PAIRED_CLAIMS)[key]
+        return claim_cell(col[key], d[0], d[1], corrected=flags[name][key])
+
     rows = []
     for key, name in (("kurtosis", "excess kurtosis of the final weights (mean of layers and cases)"),
                       ("gap", "train - test gap, points")):
         pct = key == "gap"
         rows.append([f"{name}: BN on", _cell(article[f"{key}_bn"], pct), _cell(sound[f"{key}_bn"], pct), ""])
         rows.append([f"{name}: BN off", _cell(article[f"{key}_nobn"], pct), _cell(sound[f"{key}_nobn"], pct), ""])
-        rows.append([f"{name}: on - off (paired)", _cell(article[f"{key}_diff"], pct), _cell(sound[f"{key}_diff"], pct),
-                     ARTICLE_SAID["gaussian" if key == "kurtosis" else "overfit"]])
+        said = ARTICLE_SAID["gaussian"] + " (lower kurtosis with BN, when both are above 0)" if key == "kurtosis" \
+            else ARTICLE_SAID["overfit"] + " (positive)"
+        rows.append([f"{name}: on - off (paired)", claim(article, "article", f"{key}_diff"),
+                     claim(sound, "sound", f"{key}_diff"), said])
     for bn in ("bn", "nobn"):
         rows.append([f"train accuracy %, BN {'on' if bn == 'bn' else 'off'}", _cell(article[f"train_{bn}"]),
                      _cell(sound[f"train_{bn}"]), ""])
     for bn in ("bn", "nobn"):
         b = [f"batch 20 - batch 100 gap of Z, BN {'on' if bn == 'bn' else 'off'}",
-             _cell(article[f"batch_{bn}"]) if f"batch_{bn}" in article else "not in the article's code",
-             _cell(sound[f"batch_{bn}"]) if f"batch_{bn}" in sound else "not run", ARTICLE_SAID["batch"] if bn == "bn"
-             else ""]
+             claim(article, "article", f"batch_{bn}") if f"batch_{bn}" in article else "not in the article's code",
+             claim(sound, "sound", f"batch_{bn}") if f"batch_{bn}" in sound else "not run",
+             ARTICLE_SAID["batch"] + " (positive)" if bn == "bn" else ""]
         rows.append(b)
     for bn in ("bn", "nobn"):
         on = "on" if bn == "bn" else "off"
-        rows.append([f"sparsity (abs(w) < {SPARSE_BELOW:g}) against gap across cases, BN {on}",
-                     _corr(article[f"corr_{bn}"]), _corr(sound[f"corr_{bn}"]), ARTICLE_SAID["sparse"] if bn == "bn"
-                     else ""])
+        rows.append([f"sparsity (abs(w) < {SPARSE_BELOW:g}) against gap across the distinct regularizers, BN {on}",
+                     correlation_cell(article[f"corr_{bn}"], "lower", article.get(f"corr_n_{bn}")),
+                     correlation_cell(sound[f"corr_{bn}"], "lower", sound.get(f"corr_n_{bn}")),
+                     ARTICLE_SAID["sparse"] + " (negative r)" if bn == "bn" else ""])
     head = ["observation", f"article ({article['epochs']} epochs; over {article['n']} {article['unit']})",
             f"sound ({sound['epochs']} epochs; over {sound['n']} {sound['unit']})", "the article said"]
-    return [markdown_table(head, rows)]
+    return [markdown_table(head, rows), "", VERDICT_RULES,
+            "Article column: " + family_note(list(flags["article"].values()), "paired claims"),
+            "Sound column: " + family_note(list(flags["sound"].values()), "paired claims"),
+            "The correlations' bootstrap intervals (over the distinct regularizers and the runs within each) are not "
+            "corrected for the other comparisons."]
 
 
 def verdicts(article_specs, sound_specs) -> list[str]:
@@ -527,7 +583,8 @@ def _final_spectra(run_dir: Path) -> dict | None:
 def spectra_findings(groups, cases) -> list[str]:
     """Spectral norm and stable rank of the final weights per regularizer, with and without batch norm,
     and whether either tracks the train-test gap across the regularizers better than the share of
-    near-zero weights (Pearson r over the cases' means, bootstrap 95% intervals)."""
+    near-zero weights (Pearson r over the cases' means, each function once; 95% intervals from a bootstrap over
+    the cases and the runs within them, not corrected for the six correlations)."""
     letters = [c for c in cases if c != "Z20"]
     out, rows = [], []
     have = False
@@ -539,24 +596,23 @@ def spectra_findings(groups, cases) -> list[str]:
             if not runs or any(s is None for s in sp):
                 continue
             have = True
-            stats[c] = {"norm": float(np.mean([np.mean(s["spectral_norm"]) for s in sp])),
-                        "rank": float(np.mean([np.mean(s["stable_rank"]) for s in sp])),
-                        "sparsity": float(np.mean([sparsity(r["weights"]) for r in runs])),
-                        "gap": float(np.mean([gap(r) for r in runs]))}
-            v = stats[c]
+            stats[c] = {"norm": [float(np.mean(s["spectral_norm"])) for s in sp],
+                        "rank": [float(np.mean(s["stable_rank"])) for s in sp],
+                        "sparsity": [sparsity(r["weights"]) for r in runs], "gap": [gap(r) for r in runs]}
+            v = {k: float(np.mean(x)) for k, x in stats[c].items()}
             rows.append([c, "on" if bn == "bn" else "off", len(runs), f"{v['norm']:.3f}", f"{v['rank']:.2f}",
                          f"{100 * v['sparsity']:.2f}", f"{100 * v['gap']:.2f}"])
-        if len(stats) >= 3:
-            gaps = [v["gap"] for v in stats.values()]
+        once = [c for c in distinct_cases({c: LETTERS[c] for c in stats}) if c in stats]
+        if len(once) >= 3:
             corr = []
             for key, name, what in (("norm", "spectral norm (mean of layers)", "spectral norm"),
                                     ("rank", "stable rank (mean of layers)", "stable rank"),
                                     ("sparsity", f"share of abs(w) < {SPARSE_BELOW:g}", "sparsity")):
-                xs = [v[key] for v in stats.values()]
-                c = bootstrap_correlation(xs, gaps) if np.ptp(xs) > 0 else None
+                cs = [(stats[c][key], stats[c]["gap"]) for c in once]
+                c = bootstrap_correlation_runs(cs) if np.ptp([np.mean(x) for x, _ in cs]) > 0 else None
                 corr.append(f"{name}: {_corr(c, what)}")
-            out.append(f"- BN {'on' if bn == 'bn' else 'off'}, across {len(stats)} regularizers, Pearson r with the "
-                       "gap: " + "; ".join(corr))
+            out.append(f"- BN {'on' if bn == 'bn' else 'off'}, across {len(once)} distinct regularizers (each "
+                       "function once), Pearson r with the gap: " + "; ".join(corr))
     if not have:
         return []
     return ["Spectra of the final weights (log.spectra=end; each weight reshaped to out x (in kH kW)): means over "

@@ -15,7 +15,10 @@ import torch
 
 import manualbp.functional as MF
 
-from .report import group, load_runs, markdown_table, mean_ci, plt, save, status_figures
+from manualbp.plotting import DATASETS, band_text, integer_ticks, runs_text, sweep_title
+
+from .report import (VERDICT_RULES, claim_cell, family, family_note, group, load_runs, markdown_table, mean_ci, plt,
+                     save, status_figures)
 
 GRU_SVM_REFERENCE = 0.897   # Agarap (2017), GRU+SVM with dropout, as quoted by the article
 ARTICLE_CLAIM = 0.8951
@@ -160,11 +163,18 @@ def article_comparison(runs: list, path: Path | None = None, writer=None) -> str
         fig, ax = pyplot.subplots(figsize=(7, 4.5))
         ep = np.arange(1, n_ep + 1)
         ax.plot(ep, log, "k--o", ms=3, label="the article's log")
-        ax.plot(ep, acc.mean(0), color="C0", label=f"article preset, mean of {len(acc)} seeds")
-        ax.fill_between(ep, acc.min(0), acc.max(0), color="C0", alpha=0.2, label="min-max over seeds")
+        if len(acc) > 1:
+            ax.plot(ep, acc.mean(0), color="C0", label=f"article preset, mean of {len(acc)} seeds")
+            ax.fill_between(ep, acc.min(0), acc.max(0), color="C0", alpha=0.2, label="min-max over seeds")
+        else:
+            ax.plot(ep, acc[0], color="C0", label="article preset, one run")
         ax.set_xlabel("epoch")
         ax.set_ylabel("test accuracy %")
-        ax.set_title("zca: the article's script (article preset) against its log")
+        integer_ticks(ax, "x")
+        cfg = runs[0].get("config")
+        title = (sweep_title(cfg, runs_text(len(acc)), n_ep) if cfg
+                 else f"zca, article: {n_ep} epochs, {runs_text(len(acc))}")
+        ax.set_title(f"{title}\nthe article's script against its log")
         ax.legend()
         save(fig, path, writer, "zca/article_log")
     return markdown_table(["epoch", "article's log %", "seeds' mean %", "mean - log", "95% t-interval"], rows)
@@ -214,9 +224,9 @@ def batch_statistics_accuracy(run_dir, config: dict, batch_size: int | None = No
 
 # ---------------------------------------------------------------- figures
 
-def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-5):
+def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-5, title: str = ""):
     """Histograms and covariance matrices of 100 examples: original, centred, standardised,
-    ZCA-whitened and standardised-then-whitened, per dimension and per example."""
+    ZCA-whitened and standardised-then-whitened, per dimension and per example; ``title`` names the data."""
     x = x.double()
     rows = {
         "per dimension": (0, "dim", lambda y: y.T @ y / y.shape[0]),
@@ -224,8 +234,8 @@ def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-
     }
     pyplot = plt()
     fig, axes = pyplot.subplots(4, 5, figsize=(16, 13))
-    fig.subplots_adjust(hspace=0.5, wspace=0.35)
-    for r, (title, (dim, mode, cov)) in enumerate(rows.items()):
+    fig.subplots_adjust(hspace=0.55, wspace=0.4, right=0.9, top=0.9)
+    for r, (kind, (dim, mode, cov)) in enumerate(rows.items()):
         data = {"original": x, "centred": MF.center(x, dim), "standardised": MF.standardize(x, 1e-5, dim),
                 "ZCA-whitened": MF.zca_whiten(x, eps, mode),
                 "standardised + whitened": MF.zca_whiten(MF.standardize(x, 1e-5, dim), eps, mode)}
@@ -233,36 +243,74 @@ def transforms_figure(x: torch.Tensor, path: Path, writer=None, eps: float = 1e-
             y = y.detach()
             ax = axes[2 * r, c]
             ax.hist(y.flatten().numpy(), bins=60, color="tab:blue")
-            ax.set_title(f"{name}, {title}\nmean {y.mean():.3f}, std {y.std():.3f}")
+            ax.set_title(f"{name}, {kind}\nmean {y.mean():.3f}, std {y.std():.3f}")
+            ax.set(xlabel="value", ylabel="count")
             ax = axes[2 * r + 1, c]
             im = ax.imshow(cov(y).numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-            ax.set_title(f"covariance, {title}")
+            ax.set_title(f"covariance, {kind}")
+            index = "pixel" if mode == "dim" else "example"
+            ax.set(xlabel=f"{index} index", ylabel=f"{index} index")
             ax.grid(False)
-    fig.colorbar(im, ax=axes[:, -1].tolist(), shrink=0.4)
+    fig.colorbar(im, cax=fig.add_axes([0.925, 0.3, 0.012, 0.4]), label="covariance")
+    fig.suptitle(title or f"zca: transforms of {len(x)} examples (ZCA eps {eps:g})", y=0.96)
     save(fig, path, writer, "zca/transforms")
 
 
-def curves_figure(groups: dict, path: Path, writer=None):
+def curves_figure(groups: dict, path: Path, writer=None, title: str = ""):
+    """Training and test accuracy (%) and cost per epoch of every variant: the mean over its seeds with a min-max
+    band (one run: its curve); ``title`` names the preset and the scale."""
     pyplot = plt()
     fig, axes = pyplot.subplots(2, 2, figsize=(12, 8), sharex=True)
-    panels = [("train_acc", "training accuracy"), ("test_acc", "test accuracy"), ("train_loss", "training cost"),
-              ("test_loss", "test cost")]
-    for ax, (key, title) in zip(axes.flat, panels):
+    panels = [("train_acc", "training accuracy", "training accuracy %"),
+              ("test_acc", "test accuracy", "test accuracy %"),
+              ("train_loss", "training cost", "training cost"),
+              ("test_loss", "test cost", "test cost")]
+    sizes = sorted({len(runs) for runs in groups.values()})
+    for ax, (key, name, ylabel) in zip(axes.flat, panels):
+        k = 100.0 if key.endswith("_acc") else 1.0
         for variant, runs in groups.items():
             ep = [r["epoch"] for r in runs[0]["metrics"]]
-            v = np.array([[r[key] for r in run["metrics"]] for run in runs])
+            v = k * np.array([[r[key] for r in run["metrics"]] for run in runs])
             line, = ax.plot(ep, v.mean(0), label=f"{variant} (n={len(runs)})")
-            ax.fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.15)
+            if len(runs) > 1:
+                ax.fill_between(ep, v.min(0), v.max(0), color=line.get_color(), alpha=0.15)
         if key == "test_acc":
-            ax.axhline(ARTICLE_CLAIM, color="k", ls="--", lw=0.8, label="article's 89.51%")
-            ax.axhline(GRU_SVM_REFERENCE, color="gray", ls=":", lw=0.8, label="GRU+SVM 89.7%")
-        ax.set_title(title + " (mean, min-max band over seeds)")
+            ax.axhline(100 * ARTICLE_CLAIM, color="k", ls="--", lw=0.8, label="article's 89.51%")
+            ax.axhline(100 * GRU_SVM_REFERENCE, color="gray", ls=":", lw=0.8, label="GRU+SVM 89.7%")
+        ax.set_title(f"{name} ({band_text(sizes[0]) if len(sizes) == 1 else 'mean, min-max band over seeds'})")
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_tick_params(labelbottom=True)
+        integer_ticks(ax, "x")
     axes[0, 1].legend(fontsize=7)
+    fig.suptitle(title or "zca: accuracy and cost per epoch")
+    fig.tight_layout()
     save(fig, path, writer, "zca/curves")
 
 
-def eigh_svd_figure(groups: dict, timing: list, path: Path, writer=None):
+def against_baseline(groups: dict, baseline: str = "none") -> str:
+    """Markdown: each variant's final test accuracy minus the baseline's, paired by seed (points), with its
+    95% t-interval, n and verdict on "the variant beats the baseline", Holm's correction over every variant."""
+    if baseline not in groups:
+        return ""
+    base = {r["labels"]["seed"]: r["metrics"][-1]["test_acc"] for r in groups[baseline]}
+    names = [v for v in groups if v != baseline]
+    diffs = [[r["metrics"][-1]["test_acc"] - base[r["labels"]["seed"]] for r in groups[v]
+              if r["labels"]["seed"] in base] for v in names]
+    if not names:
+        return ""
+    flags = family([(d, "higher") for d in diffs])
+    rows = [[v, claim_cell(d, "higher", 100, corrected=f) if d else "no shared seed"]
+            for v, d, f in zip(names, diffs, flags)]
+    return (f"\n## Test accuracy against `{baseline}`, paired by seed (points)\n\n"
+            + markdown_table(["variant", f"variant - {baseline}: mean [95% t-interval], n: does it beat {baseline}?"],
+                             rows)
+            + f"\n\n{VERDICT_RULES} {family_note(flags, 'variants')}\n")
+
+
+def eigh_svd_figure(groups: dict, timing: list, path: Path, writer=None, title: str = ""):
+    """Final test accuracy (%) and seconds per epoch of the ZCA variants, eigh against SVD, and the op's own
+    forward + backward time per whitened dimension; ``title`` names the preset and the scale."""
     pyplot = plt()
     fig, axes = pyplot.subplots(1, 3, figsize=(14, 4))
     pairs = [(m, f"zca_{m}", f"zca_{m}_svd") for m in ("dim", "example")]
@@ -272,17 +320,21 @@ def eigh_svd_figure(groups: dict, timing: list, path: Path, writer=None):
             if name not in groups:
                 continue
             runs = groups[name]
-            m, sd, _, _ = mean_ci([r["metrics"][-1]["test_acc"] for r in runs])
+            m, sd, _, _ = mean_ci([100 * r["metrics"][-1]["test_acc"] for r in runs])
             labels.append(f"{mode}\n{backend}")
             accs.append(m)
             errs.append(0 if np.isnan(sd) else sd)
             secs.append(np.mean([r["metrics"][-1]["time_s"] / len(r["metrics"]) for r in runs]))
     colors = ["tab:blue", "tab:orange"] * (len(labels) // 2 + 1)
     axes[0].bar(labels, accs, yerr=errs, color=colors[:len(labels)])
-    axes[0].set_ylim(min(accs + [0.85]) - 0.01, max(accs + [0.9]) + 0.005)
-    axes[0].set_title("final test accuracy (mean ± sd over seeds)")
+    axes[0].set_ylim(min(accs + [85.0]) - 1.0, max(accs + [90.0]) + 0.5)
+    n = sorted({len(groups[name]) for _, e, s in pairs for name in (e, s) if name in groups})
+    axes[0].set_title("final test accuracy " + ("(one run)" if n == [1] else
+                                               f"(mean ± sd over {n[0] if len(n) == 1 else 'the'} seeds)"))
+    axes[0].set(xlabel="ZCA mode, backend", ylabel="test accuracy %")
     axes[1].bar(labels, secs, color=colors[:len(labels)])
-    axes[1].set_title("training time per epoch (s, whole step)")
+    axes[1].set_title("training time per epoch (whole step)")
+    axes[1].set(xlabel="ZCA mode, backend", ylabel="seconds per epoch")
     if timing:
         widths = sorted({w for w, _ in timing})
         for backend in ("eigh", "svd"):
@@ -290,8 +342,13 @@ def eigh_svd_figure(groups: dict, timing: list, path: Path, writer=None):
         axes[2].set_xscale("log", base=2)
         axes[2].set_yscale("log")
         axes[2].set_xlabel("whitened dimension D (batch 100, per dimension)")
-        axes[2].set_title("zca_whiten forward + backward (ms, median)")
+        axes[2].set_ylabel("ms (median of 5)")
+        axes[2].set_title("zca_whiten forward + backward")
         axes[2].legend()
+    else:
+        axes[2].remove()
+    fig.suptitle(title or "zca: eigh against SVD")
+    fig.tight_layout()
     save(fig, path, writer, "zca/eigh_vs_svd")
 
 
@@ -334,7 +391,9 @@ def report(sweep_dir: Path, specs) -> list[str]:
     try:
         test = load_dataset(cfg["data"]["name"], "test", cfg["data"]["root"], limit=100)
         x = TensorData.as_float(test.x).double().reshape(len(test), -1)   # 100, or all of a smaller test split
-        transforms_figure(x, sweep_dir / "transforms.png", writer)
+        data = DATASETS.get(cfg["data"]["name"], cfg["data"]["name"])
+        transforms_figure(x, sweep_dir / "transforms.png", writer,
+                          title=f"zca: the transforms on {len(x)} {data} test images (ZCA eps 1e-5)")
         chk_e = whitening_check(x, "example")
         chk_d = whitening_check(x[:, ::8][:, :64] + 0.01 * torch.randn(len(x), 64, generator=torch.Generator()
                                                                       .manual_seed(0), dtype=torch.float64), "dim")
@@ -349,9 +408,13 @@ def report(sweep_dir: Path, specs) -> list[str]:
                              + article_comparison(runs, sweep_dir / "article_log.png", writer))
         if cfg["preset"] == "ablation":
             article_table = "\n\n## The ablation\n\n" + ablation_table(groups)
-        curves_figure(groups, sweep_dir / "curves.png", writer)
+        sizes = sorted({len(rs) for rs in groups.values()})
+        scale = (f"{runs_text(sizes[0])} per variant" if len(sizes) == 1
+                 else f"{sizes[0]}-{sizes[-1]} seeds per variant")
+        title = sweep_title(cfg, scale, len(runs[0]["metrics"]))
+        curves_figure(groups, sweep_dir / "curves.png", writer, title)
         timing = time_backends()
-        eigh_svd_figure(groups, timing, sweep_dir / "eigh_vs_svd.png", writer)
+        eigh_svd_figure(groups, timing, sweep_dir / "eigh_vs_svd.png", writer, title)
         head = ["variant", "n", "test acc mean ± sd", "95% t-interval", "min", "max", "train acc", "s/epoch"]
         rows = []
         for variant, rs in groups.items():
@@ -365,13 +428,14 @@ def report(sweep_dir: Path, specs) -> list[str]:
                      "-"])
         epochs = len(runs[0]["metrics"])
         table = markdown_table(head, rows)
+        paired = against_baseline(groups)
         timing_table = markdown_table(["D", "eigh ms", "svd ms"],
                                       [[d, f"{timing[(d, 'eigh')]:.1f}", f"{timing[(d, 'svd')]:.1f}"]
                                        for d in sorted({d for d, _ in timing})])
         (sweep_dir / "results.md").write_text(
             f"# zca: test accuracy after {epochs} epochs ({cfg['data']['name']})\n\n{table}\n\n"
             f"zca_whiten forward+backward per dimension, batch 100, median of 5 (CPU):\n\n{timing_table}\n\n"
-            f"{lines[0]}\n{article_table}\n")
+            f"{lines[0]}\n{paired}{article_table}\n")
         lines += ["", table, "", f"figures and results.md in {sweep_dir}"]
     finally:
         writer.close()
