@@ -345,7 +345,8 @@ def test_gradient_pov_verdict_table(tmp_path):
         _row("training accuracy of G - Z", f"30.00 {one}", c[4], "G highest (positive)"),
         _row("post-activation non-zero share of H - Z (layers 1-5, last probe)", "not run", c[5],
              "H sparser (negative)"),
-        "", report.VERDICT_RULES,
+        "", report.VERDICT_RULES + " A highest or lowest letter's margin is taken over the runner-up chosen after "
+        "seeing the means, a selection that Holm's correction does not account for.",
         "Article column: No paired claims with two or more pairs: no verdicts, no correction.",
         f"Sound column: Holm's correction over the 6 paired claims with two or more pairs in this column: "
         f"{sum(h)} of 6 hold at family-wise 5%."]
@@ -357,17 +358,20 @@ def test_gradient_pov_verdict_table(tmp_path):
 def test_claim_cells_family_and_holm_by_value():
     """Three claims: a large effect (p = 1.6e-4), a moderate one (p = 0.046) and one on the wrong side (p =
     2.3e-4). Holm over 3: 1.6e-4 <= 0.05 / 3, 2.3e-4 <= 0.05 / 2, 0.046 <= 0.05: all rejected, but the wrong-side
-    one holds against the claim, so its flag is False; a one-run claim is not tested and not counted."""
+    one holds against the claim, so its flag is "opposite"; a one-run claim is not tested and not counted."""
     big, mid, wrong = [1.0, 1.1, 0.9, 1.05], [0.2, 0.5, 0.1, 0.4], [-0.3, -0.31, -0.28, -0.35]
     p = [scipy.stats.ttest_1samp(d, 0).pvalue for d in (big, mid, wrong)]
     assert [report.p_value(d) for d in (big, mid, wrong)] == pytest.approx(p, rel=1e-9)
     assert p[0] < 0.05 / 3 and p[2] < 0.05 / 2 and 0.05 / 2 < p[1] < 0.05
     flags = report.family([(big, "higher"), (mid, "higher"), (wrong, "higher"), ([0.4], "higher")])
-    assert flags == [True, True, False, None]
+    assert flags == [True, True, "opposite", None]
     assert report.claim_cell(big, "higher", corrected=True) == _claim(big, "higher", True, k=1)
     assert report.claim_cell(big, "higher", corrected=True).endswith("n = 4: holds, also after Holm's correction")
     assert report.claim_cell(mid, "higher", corrected=False).endswith(": holds alone, not after Holm's correction")
-    assert report.claim_cell(wrong, "higher", corrected=False).endswith(": the opposite holds")
+    assert report.claim_cell(wrong, "higher", corrected="opposite").endswith(
+        ": the opposite holds, also after Holm's correction")
+    assert report.claim_cell(wrong, "higher", corrected=False).endswith(
+        ": the opposite holds alone, not after Holm's correction")
     assert report.claim_cell([0.4], "higher") == "0.40 (one run, no interval)"
     assert report.estimate([]) == "not run"
     assert report.family_note(flags, "claims") == ("Holm's correction over the 3 claims with two or more pairs in "
@@ -377,6 +381,7 @@ def test_claim_cells_family_and_holm_by_value():
         "r = -0.60 [-0.90, -0.20], n = 12 regularizers: holds"
     assert report.correlation_cell((-0.6, -0.9, 0.1)).endswith(": undecided")
     assert report.correlation_cell((0.5, 0.2, 0.8)).endswith(": the opposite holds")
+    assert report.correlation_cell((-1.0, -1.0, -1.0), "lower", 3).endswith(": too few cases for a verdict")
 
 
 def test_distinct_cases_count_each_function_once():
@@ -435,11 +440,16 @@ def test_weights_pov_verdict_table(tmp_path):
     r_s = np.corrcoef([(0.75 + 0.8) / 2, (4 / 6 + 0.75) / 2, (0.5 + 10 / 12) / 2], [0.21, 0.155, 0.10])[0, 1]
     r_a = np.corrcoef([0.5, 4 / 6, 0.8], a_gap_on)[0, 1]
     assert f"{r_s:.2f} {r_a:.3f}" == "0.99 -0.998"
-    kurt = "excess kurtosis of the final weights (mean of layers and cases)"
+    kurt = "abs(excess kurtosis) of the final weights (mean of layers and cases)"
+    # |kurtosis| per run, the mean over its layers of |m / 2 - 3|: n = 4 -> (2 + 0 + 4) / 6 = 1, n = 6 -> 1/3,
+    # n = 8 -> 1, n = 10 -> 2, n = 12 -> 3 (every layer above 0 from n = 10 on)
+    ak = {4: 1.0, 6: 1 / 3, 8: 1.0, 10: 2.0, 12: 3.0}
+    a_k_on, s_k_on = [ak[4], ak[6], ak[10]], [(ak[8] + ak[6] + ak[4]) / 3, (ak[10] + ak[8] + ak[12]) / 3]
+    a_k_diff, s_k_diff = [k - 2.0 for k in a_k_on], [k - 2.0 for k in s_k_on]
     gap = "train - test gap, points"
     sparse = "sparsity (abs(w) < 0.001) against gap across the distinct regularizers"
     s_gap_diff = [a - b for a, b in zip(s_gap_on, s_gap_off)]
-    a_fam, s_fam = _holm([[-3, -2, 0], [0.20, 0.15, 0.07]]), _holm([[-2, 0], s_gap_diff, [0.05, 0.06]])
+    a_fam, s_fam = _holm([a_k_diff, [0.20, 0.15, 0.07]]), _holm([s_k_diff, s_gap_diff, [0.05, 0.06]])
     # sound: each case's two runs enter the bootstrap (shares (n - 2) / n, gaps train - test)
     _, lo_s, hi_s = _two_level_bootstrap([([0.75, 0.8], [0.20, 0.22]), ([4 / 6, 0.75], [0.15, 0.16]),
                                           ([0.5, 10 / 12], [0.09, 0.11])])
@@ -449,11 +459,10 @@ def test_weights_pov_verdict_table(tmp_path):
     assert out.read_text().splitlines() == [
         _row("observation", "article (3 epochs; over 3 regularizers)", "sound (2 epochs; over 2 episodes)",
              "the article said"), "|---|---|---|---|",
-        _row(f"{kurt}: BN on", _est([-1, 0, 2], 1), _est([0, 2], 1), ""),
+        _row(f"{kurt}: BN on", _est(a_k_on, 1), _est(s_k_on, 1), ""),
         _row(f"{kurt}: BN off", "2.00 [2.00, 2.00], n = 3", "2.00 [2.00, 2.00], n = 2", ""),
-        _row(f"{kurt}: on - off (paired)", _claim([-3, -2, 0], "lower", a_fam[0], 1),
-             _claim([-2, 0], "lower", s_fam[0], 1),
-             said["gaussian"] + " (lower kurtosis with BN, when both are above 0)"),
+        _row(f"{kurt}: on - off (paired)", _claim(a_k_diff, "lower", a_fam[0], 1),
+             _claim(s_k_diff, "lower", s_fam[0], 1), said["gaussian"] + " (closer to 0 with BN: negative)"),
         _row(f"{gap}: BN on", _est(a_gap_on), _est(s_gap_on), ""),
         _row(f"{gap}: BN off", _est(a_gap_off), _est(s_gap_off), ""),
         _row(f"{gap}: on - off (paired)", _claim([0.20, 0.15, 0.07], "higher", a_fam[1]),
@@ -465,8 +474,8 @@ def test_weights_pov_verdict_table(tmp_path):
              _claim([0.05, 0.06], "higher", s_fam[2]),
              "smaller batches overfit more (STL-10 at batch 20 against CIFAR-10 at batch 100) (positive)"),
         _row("batch 20 - batch 100 gap of Z, BN off", "not in the article's code", "5.00 (one run, no interval)", ""),
-        _row(f"{sparse}, BN on", "r = -1.00 [-1.00, -1.00], n = 3 regularizers: holds",
-             f"r = {r_s:.2f} [{lo_s:.2f}, {hi_s:.2f}], n = 3 regularizers: {v_s}",
+        _row(f"{sparse}, BN on", "r = -1.00 [-1.00, -1.00], n = 3 regularizers: too few cases for a verdict",
+             f"r = {r_s:.2f} [{lo_s:.2f}, {hi_s:.2f}], n = 3 regularizers: too few cases for a verdict",
              "sparser weights go with less overfitting (negative r)"),
         _row(f"{sparse}, BN off", "n/a (no spread)", "n/a (no spread)", ""),
         "", report.VERDICT_RULES,
@@ -598,3 +607,36 @@ def test_paired_seeds_of_one_side_metric_and_scale(tmp_path, capsys):
     _done(tmp_path, "z-seed9", test_acc=0.5)
     assert paired.main([str(tmp_path), "x", "z"]) == 2
     assert "no seed with finished runs of both x and z" in capsys.readouterr().err
+
+
+def test_sparse_filtering_mall_rows_without_the_mall_data_are_not_tested():
+    """Without the Mall frames every Mall score is NaN: the paired Mall row says so and stays out of Holm's
+    family, which then holds the IoU claims only (here the one with two or more pairs)."""
+    nan = float("nan")
+    sound = {"ae": {"iou": [0.50, 0.60, 0.70], "mall": [nan] * 3, "seed": [0, 1, 2]},
+             "sf": {"iou": [0.60, 0.69, 0.81], "mall": [nan] * 3, "seed": [0, 1, 2]}}
+    lines = sparse_filtering.verdict_table({}, sound)
+    mall_row = [r for r in lines[0].splitlines() if r.startswith("| Mall mean probability of ae - sf")][0]
+    assert mall_row.split(" | ")[4] == "no Mall data" and "nan" not in lines[0]
+    iou = [0.10, 0.09, 0.11]
+    assert _row("IoU of sf - ae (paired by seed)", "not run", _claim(iou, "higher", _holm([iou])[0], 100, 1), "", "",
+                "sparse filtering segments better (positive)") in lines[0].splitlines()
+    assert lines[-1] == ("Sound: Holm's correction over the 1 paired claims with two or more pairs in this column: "
+                         f"{int(_holm([iou])[0])} of 1 hold at family-wise 5%.")
+
+
+def test_twin_regularizers_count_once_in_the_tables():
+    """weights-pov: H repeats F; the per-case units are Z, A, F (3, not 4), the correlation's cases the same three.
+    gradient-pov: F repeats D, so the runner-up of D is the next distinct letter, not its twin."""
+    def run(bn, case, n_zero, train, test):
+        w = np.array([1.0, -1.0, 2.0, -2.0] + [0.0] * n_zero)
+        return {"labels": {"bn": bn, "case": case, "seed": 0}, "weights": [w] * 6,
+                "metrics": [{"train_acc": train, "test_acc": test}]}
+    runs = [run(bn, c, k, tr, te) for bn in ("bn", "nobn")
+            for c, k, tr, te in (("Z", 1, 0.9, 0.5), ("A", 3, 0.8, 0.6), ("F", 6, 0.7, 0.65), ("H", 6, 0.7, 0.65))]
+    out = weights_pov.claim_numbers(runs)
+    assert out["n"] == 3 and out["corr_n_bn"] == 3
+    assert out["gap_bn"] == pytest.approx([0.4, 0.2, 0.05])
+    values = {c: {"test": [t, t + 0.01], "train": [0.5, 0.5], "post_nonzero": [0.5, 0.5], "seed": [0, 1]}
+              for c, t in (("Z", 0.30), ("D", 0.50), ("F", 0.50), ("G", 0.40))}
+    assert gradient_pov._ranked(values, "test") == ["D", "G", "Z"]

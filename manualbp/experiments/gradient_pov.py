@@ -370,7 +370,8 @@ def verdict_table(article: dict, sound: dict, epochs: tuple) -> list[str]:
     rows = [[n, a, s, w] for n, a, s, w in zip(names, cols["article"][0], cols["sound"][0], said)]
     head = ["claim", f"article ({epochs[0]} epochs, one run per letter)", f"sound ({epochs[1]} epochs, over seeds)",
             "the article said"]
-    return [markdown_table(head, rows), "", VERDICT_RULES,
+    return [markdown_table(head, rows), "", VERDICT_RULES + " A highest or lowest letter's margin is taken over the "
+            "runner-up chosen after seeing the means, a selection that Holm's correction does not account for.",
             "Article column: " + family_note(cols["article"][1], "paired claims"),
             "Sound column: " + family_note(cols["sound"][1], "paired claims")]
 

@@ -151,15 +151,15 @@ def estimate(values, scale: float = 1.0, digits: int = 2) -> str:
 
 def family(claims) -> list:
     """Holm's step-down over a family of paired claims [(diffs, direction)]: per claim True when its null is
-    rejected at family-wise 5% with the mean on the claimed side, False when not, None for fewer than 2 pairs
-    (not tested, not counted in the family)."""
+    rejected at family-wise 5% with the mean on the claimed side, "opposite" when rejected with the mean on the
+    other side, False when not rejected, None for fewer than 2 pairs (not tested, not counted in the family)."""
     tested = [i for i, (d, _) in enumerate(claims) if len(d) >= 2]
     rejected = holm([p_value(claims[i][0]) for i in tested])
     out: list = [None] * len(claims)
     for i, rej in zip(tested, rejected):
         d, direction = claims[i]
         m = float(np.mean(d))
-        out[i] = bool(rej and ((m < 0) if direction == "lower" else (m > 0)))
+        out[i] = False if not rej else True if ((m < 0) if direction == "lower" else (m > 0)) else "opposite"
     return out
 
 
@@ -171,7 +171,10 @@ def claim_cell(diffs, direction: str, scale: float = 1.0, digits: int = 2, corre
         return text
     v = verdict(diffs, direction)
     if v == "holds" and corrected is not None:
-        v = "holds, also after Holm's correction" if corrected else "holds alone, not after Holm's correction"
+        v = "holds, also after Holm's correction" if corrected is True else "holds alone, not after Holm's correction"
+    elif v == "the opposite holds" and corrected is not None:
+        v = ("the opposite holds, also after Holm's correction" if corrected == "opposite"
+             else "the opposite holds alone, not after Holm's correction")
     return f"{text}: {v}"
 
 
@@ -180,17 +183,24 @@ def family_note(flags, what: str = "comparisons") -> str:
     tested = [f for f in flags if f is not None]
     if not tested:
         return f"No {what} with two or more pairs: no verdicts, no correction."
+    held = sum(f is True for f in tested)
     return (f"Holm's correction over the {len(tested)} {what} with two or more pairs in this column: "
-            f"{sum(tested)} of {len(tested)} hold at family-wise 5%.")
+            f"{held} of {len(tested)} hold at family-wise 5%.")
+
+
+MIN_CORRELATION_CASES = 8   # below this a bootstrap of r is near +-1 by construction: no verdict
 
 
 def correlation_cell(c, direction: str = "lower", n_cases: int | None = None) -> str:
     """A bootstrap correlation ``(r, lo, hi)`` as a cell with its verdict on the sign: holds when the 95%
-    interval lies on the claimed side of 0 (uncorrected for other comparisons)."""
+    interval lies on the claimed side of 0 (uncorrected for other comparisons). With fewer than
+    ``MIN_CORRELATION_CASES`` cases no verdict: a resample of two or three distinct points has r near +-1."""
     if c is None:
         return "n/a (no spread)"
     r, lo, hi = c
     n = f", n = {n_cases} regularizers" if n_cases else ""
+    if n_cases is not None and n_cases < MIN_CORRELATION_CASES:
+        return f"r = {r:.2f} [{lo:.2f}, {hi:.2f}]{n}: too few cases for a verdict"
     side = (hi < 0) if direction == "lower" else (lo > 0)
     other = (lo > 0) if direction == "lower" else (hi < 0)
     v = "holds" if side else "the opposite holds" if other else "undecided"

@@ -363,7 +363,8 @@ def verdict_table(article: dict, sound: dict) -> list[str]:
         if a not in scores or b not in scores:
             return None
         pb = dict(zip(scores[b]["seed"], scores[b][key]))
-        return [v - pb[s] for s, v in zip(scores[a]["seed"], scores[a][key]) if s in pb]
+        d = [v - pb[s] for s, v in zip(scores[a]["seed"], scores[a][key]) if s in pb]
+        return "no Mall data" if d and np.all(np.isnan(d)) else d
 
     rows = []
     for name in MODELS:
@@ -374,11 +375,13 @@ def verdict_table(article: dict, sound: dict) -> list[str]:
                      cell(a["mall"]) if a else "", cell(s["mall"]) if s else "", ARTICLE_SAID.get(name, "")])
     claims = [("sf", o, "iou") for o in ("ae", "ae_l1", "ae_l2", "sf_no_term")] + [("ae", "sf", "mall")]
     diffs = {n: [pairs(col, a, b, k) for a, b, k in claims] for n, col in (("article", article), ("sound", sound))}
-    flags = {n: family([(d or [], "higher") for d in ds]) for n, ds in diffs.items()}
+    flags = {n: family([(d if isinstance(d, list) else [], "higher") for d in ds]) for n, ds in diffs.items()}
 
     def claim(n, i):
         d = diffs[n][i]
-        return "not run" if d is None else claim_cell(d, "higher", 100, 1, corrected=flags[n][i])
+        if d is None or isinstance(d, str):
+            return d or "not run"
+        return claim_cell(d, "higher", 100, 1, corrected=flags[n][i])
 
     for i, (a, b, key) in enumerate(claims):
         if key == "iou":
