@@ -385,7 +385,7 @@ def test_claim_cells_family_and_holm_by_value():
 
 
 def test_distinct_cases_count_each_function_once():
-    """weights-pov's H (tanh(|w|)^2) is F (tanh(w)^2) and gradient-pov's F (sqrt(|t|^2 + eps)) is D: the twin
+    """weights-pov's H (-tanh(|w|^2)) is F (-tanh(w^2)) and gradient-pov's F (sqrt(|t|^2 + eps)) is D: the twin
     letter is dropped when the other is present, kept when it is alone."""
     from manualbp.functional import ARTICLE_LETTERS, regularize
     w = torch.randn(50, dtype=torch.float64)
