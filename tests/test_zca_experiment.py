@@ -169,7 +169,9 @@ def test_article_sweep_is_seeds_of_one_configuration_and_compares_with_the_log(t
     # two fake runs 0.1 and 0.3 points above the log every epoch: the mean difference is +0.20
     runs = [{"metrics": [{"test_acc": (a + d) / 100} for a in ARTICLE_LOG]} for d in (0.1, 0.3)]
     table = article_comparison(runs, tmp_path / "fig.png")
-    assert "| 15 | 89.51 | 89.71 | +0.20 |" in table and (tmp_path / "fig.png").stat().st_size > 5000
+    assert "| 15 | 89.51 | 89.71 | +0.20 | [-1.07, +1.47] | 2 |" in table   # 0.2 -+ 12.706 x 0.1414 / 1.414
+    assert (tmp_path / "fig.png").stat().st_size > 5000
+    assert table.endswith("One interval per epoch, 15 in all, none corrected for the others.")
 
 
 def test_ablation_steps_fix_one_error_at_a_time():

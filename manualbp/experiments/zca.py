@@ -157,7 +157,7 @@ def article_comparison(runs: list, path: Path | None = None, writer=None) -> str
     for e in range(n_ep):
         m, sd, ci, n = mean_ci(list(acc[:, e] - log[e]))
         rows.append([e + 1, f"{log[e]:.2f}", f"{acc[:, e].mean():.2f}", f"{m:+.2f}",
-                     f"[{m - ci:+.2f}, {m + ci:+.2f}]" if n > 1 else "-"])
+                     f"[{m - ci:+.2f}, {m + ci:+.2f}]" if n > 1 else "-", n])
     if path is not None:
         pyplot = plt()
         fig, ax = pyplot.subplots(figsize=(7, 4.5))
@@ -177,7 +177,8 @@ def article_comparison(runs: list, path: Path | None = None, writer=None) -> str
         ax.set_title(f"{title}\nthe article's script against its log")
         ax.legend()
         save(fig, path, writer, "zca/article_log")
-    return markdown_table(["epoch", "article's log %", "seeds' mean %", "mean - log", "95% t-interval"], rows)
+    return (markdown_table(["epoch", "article's log %", "seeds' mean %", "mean - log", "95% t-interval", "n"], rows)
+            + f"\n\nOne interval per epoch, {n_ep} in all, none corrected for the others.")
 
 
 # ---------------------------------------------------------------- the independent whitening check
