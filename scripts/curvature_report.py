@@ -2,7 +2,10 @@
 """Tables of the curvature instrument's rows (``log.curvature``) over the runs of one or two sweeps: per
 group of runs (a label of the run names), the top eigenvalue and the trace of the chosen term at the chosen
 epoch, as mean, sd, n and the Student-t 95% interval; and against a baseline group, the differences paired
-by seed, with the verdict "higher" / "lower" only where the interval excludes 0.
+by seed, with the verdict "higher" / "lower" only where the interval excludes 0, uncorrected and again after
+Holm's correction over the table's comparisons. A group whose regularizer is the same function as another
+group's (``SAME_FUNCTION``, the same weight) repeats that group's numbers: its row says so and it is left out
+of the correction's family, so each function is counted once.
 
     python scripts/curvature_report.py SWEEP_DIR --axes bn,case --group case --by bn --baseline Z
     python scripts/curvature_report.py SWEEP_A SWEEP_B --names dilated,control --epochs 1,5,10,20
@@ -14,7 +17,8 @@ import json
 import sys
 from pathlib import Path
 
-from manualbp.experiments.report import markdown_table, mean_ci
+from manualbp.experiments.report import family, markdown_table, mean_ci
+from manualbp.functional.regularizers import SAME_FUNCTION
 
 
 def _runs(sweep: Path, name: str, axes: list) -> list[dict]:
@@ -29,8 +33,20 @@ def _runs(sweep: Path, name: str, axes: list) -> list[dict]:
         labels = {"sweep": name, "run": "-".join(rest),
                   "seed": next((int(p[4:]) for p in parts if p.startswith("seed") and p[4:].isdigit()), 0)}
         labels.update(zip(axes, rest))
-        out.append({"dir": d, "labels": labels, "rows": rows})
+        cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
+        reg = cfg.get("regularizer") if isinstance(cfg.get("regularizer"), dict) else {}
+        out.append({"dir": d, "labels": labels, "rows": rows,
+                    "regularizer": (reg["name"], reg.get("lam")) if "name" in reg else None})
     return out
+
+
+def _twins(sel, group: str) -> dict:
+    """{group value: the group value whose regularizer it repeats} among the runs ``sel``: a regularizer named
+    as a second name in ``SAME_FUNCTION`` with the same weight as a group carrying the first name."""
+    regs = {r["labels"][group]: r.get("regularizer") for r in sel if r.get("regularizer")}
+    by_reg = {reg: g for g, reg in regs.items()}
+    return {g: by_reg[(SAME_FUNCTION[name], lam)] for g, (name, lam) in regs.items()
+            if name in SAME_FUNCTION and (SAME_FUNCTION[name], lam) in by_reg}
 
 
 def _value(run, key, term, epoch):
@@ -62,7 +78,7 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
         raise ValueError(f"the runs' curvature rows were measured differently {sorted(methods)} (Hessian-vector "
                          "products, parameter blocks); compare runs measured alike")
     arms = sorted({r["labels"].get(by) for r in runs}) if by else [None]
-    out = []
+    out, claims = [], []   # claims: (row index, paired differences) of the comparisons in Holm's family
     for arm in arms:
         sel = [r for r in runs if by is None or r["labels"].get(by) == arm]
         groups = sorted({r["labels"][group] for r in sel}, key=str)
@@ -73,6 +89,7 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
                 raise ValueError(f"runs {seen[k]} and {r['dir']} have the same labels {k}; name the axis that "
                                  "tells them apart (--axes, --by)")
             seen[k] = r["dir"]
+        twins = _twins(sel, group)
         base = {_pair_key(r, group): _value(r, key, term, epoch) for r in sel
                 if baseline is not None and r["labels"][group] == baseline}
         for g in groups:
@@ -91,10 +108,17 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
                     diff = f"{d_cell} {d_ci}".strip()
                     verdict = ("higher" if dm - dhw > 0 else "lower" if dm + dhw < 0 else "not separated") \
                         if dn >= 2 else "one run"
-            out.append([*([arm] if by else []), g, n, cell, ci, *([diff, verdict] if baseline else [])])
+                    if dn >= 2 and g not in twins:
+                        claims.append((len(out), paired))
+            out.append([*([arm] if by else []), g, n, cell, ci, *([diff, verdict, ""] if baseline else [])])
+            if baseline is not None and g in twins and diff:
+                out[-1][-1] = f"same function as {twins[g]}: not counted"
+    if claims:
+        for (i, _), f in zip(claims, family([(d, "higher") for _, d in claims])):
+            out[i][-1] = "higher" if f is True else "lower" if f == "opposite" else "not separated"
     head = [*([by] if by else []), group, "n", f"{key} ({term}) mean ± sd", "95% t-interval",
-            *([f"paired difference to {baseline} [95% t-interval]", "verdict (nominal 95%, uncorrected)"]
-              if baseline else [])]
+            *([f"paired difference to {baseline} [95% t-interval]", "verdict (nominal 95%, uncorrected)",
+               f"after Holm's correction over {len(claims)}"] if baseline else [])]
     return markdown_table(head, out)
 
 

@@ -287,6 +287,36 @@ def test_the_report_pairs_by_seed_and_says_higher_only_when_the_interval_exclude
         rep.table(mixed, "case", None, "Z", "top_eigenvalue", "data", None)
 
 
+def test_the_report_corrects_with_holm_and_counts_a_function_once(tmp_path):
+    import importlib.util
+    from manualbp.experiments.report import p_value
+    spec = importlib.util.spec_from_file_location("curvature_report", ROOT / "scripts" / "curvature_report.py")
+    rep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rep)
+
+    def run(group, seed, top, reg, lam=1e-5):
+        return {"labels": {"case": group, "seed": seed}, "dir": f"{group}-seed{seed}", "regularizer": (reg, lam),
+                "rows": [{"term": "data", "epoch": 3, "top_eigenvalue": top, "trace": top, "hvp": "double_backward"}]}
+    base = [1.0, 2.0, 3.0]
+    shifts = {"A": [0.50, 0.52, 0.48], "C": [0.5, 0.3, 0.7], "D": [-0.50, -0.52, -0.48],
+              "F": [0.2, -0.3, 0.4], "H": [0.2, -0.3, 0.4], "T": [0.2, -0.3, 0.4]}
+    regs = {"A": "l2", "C": "l1", "D": "elastic", "F": "neg_tanh_sq", "H": "neg_tanh_abs_sq", "T": "neg_tanh_abs_sq"}
+    runs = [run("Z", s, v, "none", 0.0) for s, v in enumerate(base)]
+    for g, d in shifts.items():   # T: the twin's function at another weight, so a different regularizer
+        runs += [run(g, s, v + x, regs[g], 1e-4 if g == "T" else 1e-5) for s, (v, x) in enumerate(zip(base, d))]
+    text = rep.table(runs, "case", None, "Z", "top_eigenvalue", "data", None)
+    head, *rows = text.splitlines()
+    lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in rows[1:]}
+    # H repeats F (SAME_FUNCTION, same weight): stated and left out; T (other weight) counts: A, C, D, F, T
+    assert lines["H"][-1] == "same function as F: not counted" and lines["T"][-1] == "not separated"
+    assert head.rstrip(" |").endswith("after Holm's correction over 5")
+    # C: nominally higher (p just under 0.05), not after Holm (p > 0.05 / 5); A and D: p far below 0.05 / 5
+    p_c, p_a, p_d = p_value(shifts["C"]), p_value(shifts["A"]), p_value(shifts["D"])
+    assert 0.05 / 5 < p_c < 0.05 and max(p_a, p_d) < 0.05 / 5
+    assert lines["C"][-2:] == ["higher", "not separated"] and lines["A"][-2:] == ["higher", "higher"]
+    assert lines["D"][-2:] == ["lower", "lower"]
+
+
 def test_curvature_end_measures_once_after_the_last_epoch_and_bad_settings_are_named(data, tmp_path):
     from manualbp.train import ConfigError
     cfg = _cfg(data, probe_every=0, curvature="end", curvature_lanczos_steps=5, curvature_hutchinson_samples=2)
