@@ -549,3 +549,26 @@ def test_update_ratio_findings_pair_each_case_with_tf1_adam(tmp_path):
     assert "| 4 dilated 4, dense product (Adam) / reference | 3 ± 0 | 3 ± 0 |" in text
     assert "| 12 tf1.Adam (value) | 1.5 ± 6.4 | 3 ± 13 |" in text
     assert "gradient norm ||g||" in text and "| 4 dilated 4, dense product (Adam) / reference | 9 ± 0 | 9 ± 0 |" in text
+    assert text.count("over n = 2 seeds") == 2
+    one = update_ratio_findings([r for r in runs if r["run"] == 0])   # one seed: no interval, said so
+    assert "| 12 tf1.Adam (value) | 1 (one run, no interval) | 2 (one run, no interval) |" in "\n".join(one)
+
+
+def test_final_tables_give_n_per_cell_and_no_interval_for_one_run():
+    """The final-value tables: mean ± t half-width recomputed, the usual n in the title, other n marked, a
+    single run labelled as one without an interval."""
+    from scipy.stats import t
+
+    from manualbp.experiments.optimizers import final_tables
+    accs = {(1, 7): [0.90, 0.92, 0.94], (1, 12): [0.97, 0.95, 0.96], (2, 7): [0.80, 0.84], (2, 12): [0.99]}
+    runs = [{"trial": tr, "case": c, "metrics": [{"train_loss": 1.0 - a, "train_acc": a, "test_acc": a}]}
+            for (tr, c), v in accs.items() for a in v]
+    text = "\n".join(final_tables(runs, [1, 2]))
+    assert "### Final test accuracy (%), mean ± 95% Student-t half-width over runs (n = 3 runs per cell, other n " \
+           "marked)" in text
+    row = next(line for line in text.split("### Final test accuracy")[1].splitlines() if line.startswith("| 7:"))
+    h3 = t.ppf(0.975, 2) * 100 * np.std([0.90, 0.92, 0.94], ddof=1) / np.sqrt(3)
+    h2 = t.ppf(0.975, 1) * 100 * np.std([0.80, 0.84], ddof=1) / np.sqrt(2)
+    assert row == f"| 7: tf1.GradientDescent | 92.00 ± {h3:.2f} | 82.00 ± {h2:.2f} (n=2) |"
+    row = next(line for line in text.split("### Final test accuracy")[1].splitlines() if line.startswith("| 12:"))
+    assert row.endswith("| 99.00 (one run, no interval) |")

@@ -281,16 +281,20 @@ def final_tables(runs: list[dict], trials) -> list[str]:
     lines = []
     for key, title, scale, fmt in (("train_loss", "training cost", 1, ".4g"), ("train_acc", "training accuracy (%)",
                                    100, ".2f"), ("test_acc", "test accuracy (%)", 100, ".2f")):
-        lines += ["", f"### Final {title}, mean ± 95% Student-t half-width over runs", ""]
         finals: dict = {}
         for r in runs:
             finals.setdefault((r["trial"], r["case"]), []).append(scale * r["metrics"][-1][key])
+        counts = [len(v) for v in finals.values()]
+        usual = max(set(counts), key=counts.count)   # the n of most cells, named in the title
+        lines += ["", f"### Final {title}, mean ± 95% Student-t half-width over runs (n = {usual} runs per cell"
+                  + (", other n marked)" if len(set(counts)) > 1 else ")"), ""]
         rows = []
         for c in CASES:
             cells = []
             for t in trials:
                 m, _, h, n = mean_ci(finals.get((t, c), []))
-                cells.append("" if not n else (f"{m:{fmt}} ± {h:{fmt}}" if n > 1 else f"{m:{fmt}} (n=1)"))
+                cells.append("" if not n else f"{m:{fmt}} (one run, no interval)" if n == 1 else
+                             f"{m:{fmt}} ± {h:{fmt}}" + ("" if n == usual else f" (n={n})"))
             rows.append([f"{c}: {CASES[c][0]}"] + cells)
         lines.append(markdown_table(["case"] + [f"trial {t}" for t in trials], rows))
     return lines
@@ -380,12 +384,14 @@ def update_ratio_findings(runs) -> list[str]:
                 rows.append([f"{case} {CASES[case][0]} / reference"]
                             + [_fmt_ci([vals[s][la] / ref[s][la] for s in vals if s in ref], 1.0) for la in layers])
             unit = " x 1000" if scale != 1 else ""
+            seeds = sorted({len(ref)} | {len([s for s in by[(trial, c)] if s in ref]) for t, c in by if t == trial})
             out += [f"Trial {trial}: {what} per layer (the reference row{unit}; the others as multiples of the "
-                    "reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over seeds):",
+                    "reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over "
+                    f"n = {'-'.join(map(str, seeds[::max(1, len(seeds) - 1)]))} seeds):",
                     "", markdown_table(["case"] + layers, rows), ""]
     return out
 
 
 def _fmt_ci(values, k) -> str:
     m, sd, half, n = mean_ci(values)
-    return f"{k * m:.3g}" if n < 2 else f"{k * m:.3g} ± {k * half:.2g}"
+    return f"{k * m:.3g} (one run, no interval)" if n < 2 else f"{k * m:.3g} ± {k * half:.2g}"
