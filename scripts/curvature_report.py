@@ -33,20 +33,38 @@ def _runs(sweep: Path, name: str, axes: list) -> list[dict]:
         labels = {"sweep": name, "run": "-".join(rest),
                   "seed": next((int(p[4:]) for p in parts if p.startswith("seed") and p[4:].isdigit()), 0)}
         labels.update(zip(axes, rest))
-        cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else {}
-        reg = cfg.get("regularizer") if isinstance(cfg.get("regularizer"), dict) else {}
-        out.append({"dir": d, "labels": labels, "rows": rows,
-                    "regularizer": (reg["name"], reg.get("lam")) if "name" in reg else None})
+        cfg = json.loads((d / "config.json").read_text()) if (d / "config.json").is_file() else None
+        out.append({"dir": d, "labels": labels, "rows": rows, "config": cfg})
     return out
 
 
+def _one_function(cfg: dict | None) -> str | None:
+    """A run's config as text with a ``SAME_FUNCTION`` second name replaced by its first name (None without a
+    config or a named regularizer): two runs whose texts are equal train the same function the same way."""
+    reg = (cfg or {}).get("regularizer")
+    if not isinstance(reg, dict) or "name" not in reg:
+        return None
+    return json.dumps({**cfg, "regularizer": {**reg, "name": SAME_FUNCTION.get(reg["name"], reg["name"])}},
+                      sort_keys=True)
+
+
 def _twins(sel, group: str) -> dict:
-    """{group value: the group value whose regularizer it repeats} among the runs ``sel``: a regularizer named
-    as a second name in ``SAME_FUNCTION`` with the same weight as a group carrying the first name."""
-    regs = {r["labels"][group]: r.get("regularizer") for r in sel if r.get("regularizer")}
-    by_reg = {reg: g for g, reg in regs.items()}
-    return {g: by_reg[(SAME_FUNCTION[name], lam)] for g, (name, lam) in regs.items()
-            if name in SAME_FUNCTION and (SAME_FUNCTION[name], lam) in by_reg}
+    """{group value: the group value it repeats} among the runs ``sel``: every run of the group names a
+    ``SAME_FUNCTION`` second name, the other group has a run for each of its pairings (the seed), and each such
+    pair of configs is equal once the second name is replaced by the first (same weight, same everything else)."""
+    by_group: dict = {}
+    for r in sel:
+        by_group.setdefault(r["labels"][group], {})[_pair_key(r, group)] = r
+    out = {}
+    for g, runs in by_group.items():
+        if not all((r.get("config") or {}).get("regularizer", {}).get("name") in SAME_FUNCTION for r in runs.values()):
+            continue
+        for h, other in by_group.items():
+            if h != g and set(runs) <= set(other) and all(
+                    _one_function(runs[k].get("config")) == _one_function(other[k].get("config"))
+                    and other[k].get("config") != runs[k].get("config") for k in runs):
+                out[g] = h
+    return out
 
 
 def _value(run, key, term, epoch):
@@ -72,7 +90,9 @@ def _pair_key(run, group: str):
 
 def table(runs, group: str, by: str | None, baseline: str | None, key: str, term: str, epoch) -> str:
     """One row per (by, group) value: mean ± sd, n, interval; and the difference to ``baseline`` paired by
-    every other label (the seed), with a nominal (uncorrected) 95% verdict."""
+    every other label (the seed), with a nominal (uncorrected) 95% verdict and the verdict after Holm's
+    correction over this table's comparisons (each table its own family). A group that repeats another's
+    function (``_twins``) is named and left out of the family; so is one that repeats the baseline's."""
     methods = {(r2.get("hvp"), str(r2.get("params", "all"))) for r in runs for r2 in r["rows"]}
     if len(methods) > 1:
         raise ValueError(f"the runs' curvature rows were measured differently {sorted(methods)} (Hessian-vector "
@@ -92,6 +112,7 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
         twins = _twins(sel, group)
         base = {_pair_key(r, group): _value(r, key, term, epoch) for r in sel
                 if baseline is not None and r["labels"][group] == baseline}
+        tested = {}   # group value -> (row index, paired differences), this arm
         for g in groups:
             vals = {_pair_key(r, group): _value(r, key, term, epoch) for r in sel if r["labels"][group] == g}
             vals = {s: v for s, v in vals.items() if v is not None}
@@ -108,11 +129,16 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
                     diff = f"{d_cell} {d_ci}".strip()
                     verdict = ("higher" if dm - dhw > 0 else "lower" if dm + dhw < 0 else "not separated") \
                         if dn >= 2 else "one run"
-                    if dn >= 2 and g not in twins:
-                        claims.append((len(out), paired))
+                    if dn >= 2:
+                        tested[g] = (len(out), paired)
             out.append([*([arm] if by else []), g, n, cell, ci, *([diff, verdict, ""] if baseline else [])])
-            if baseline is not None and g in twins and diff:
-                out[-1][-1] = f"same function as {twins[g]}: not counted"
+        for g, (i, paired) in tested.items():
+            same = (baseline if baseline in (twins.get(g), *[h for h, o in twins.items() if o == g]) else
+                    twins[g] if twins.get(g) in tested else None)   # a repeat of a counted group or the baseline
+            if same is None:
+                claims.append((i, paired))
+            else:
+                out[i][-1] = f"same function as {same}: not counted"
     if claims:
         for (i, _), f in zip(claims, family([(d, "higher") for _, d in claims])):
             out[i][-1] = "higher" if f is True else "lower" if f == "opposite" else "not separated"

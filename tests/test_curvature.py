@@ -288,33 +288,52 @@ def test_the_report_pairs_by_seed_and_says_higher_only_when_the_interval_exclude
 
 
 def test_the_report_corrects_with_holm_and_counts_a_function_once(tmp_path):
+    """Holm's column over the table's comparisons (a step-down, not Bonferroni), each function counted once:
+    run folders on disk, the regularizer read from each run's config.json."""
     import importlib.util
+
     from manualbp.experiments.report import p_value
     spec = importlib.util.spec_from_file_location("curvature_report", ROOT / "scripts" / "curvature_report.py")
     rep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rep)
 
-    def run(group, seed, top, reg, lam=1e-5):
-        return {"labels": {"case": group, "seed": seed}, "dir": f"{group}-seed{seed}", "regularizer": (reg, lam),
-                "rows": [{"term": "data", "epoch": 3, "top_eigenvalue": top, "trace": top, "hvp": "double_backward"}]}
+    def write(sweep, group, seed, top, reg, lam=1e-5, batch=100):
+        d = tmp_path / sweep / f"{group}-seed{seed}"
+        d.mkdir(parents=True)
+        (d / "DONE.json").write_text("{}")
+        (d / "config.json").write_text(json.dumps({"seed": seed, "batch_size": batch,
+                                                   "regularizer": {"name": reg, "lam": lam}}))
+        (d / "instruments.jsonl").write_text(json.dumps({"instrument": "curvature", "term": "data", "epoch": 3,
+                                                         "top_eigenvalue": top, "trace": top,
+                                                         "hvp": "double_backward"}) + "\n")
     base = [1.0, 2.0, 3.0]
-    shifts = {"A": [0.50, 0.52, 0.48], "C": [0.5, 0.3, 0.7], "D": [-0.50, -0.52, -0.48],
-              "F": [0.2, -0.3, 0.4], "H": [0.2, -0.3, 0.4], "T": [0.2, -0.3, 0.4]}
-    regs = {"A": "l2", "C": "l1", "D": "elastic", "F": "neg_tanh_sq", "H": "neg_tanh_abs_sq", "T": "neg_tanh_abs_sq"}
-    runs = [run("Z", s, v, "none", 0.0) for s, v in enumerate(base)]
-    for g, d in shifts.items():   # T: the twin's function at another weight, so a different regularizer
-        runs += [run(g, s, v + x, regs[g], 1e-4 if g == "T" else 1e-5) for s, (v, x) in enumerate(zip(base, d))]
+    shifts = {"A": [0.50, 0.52, 0.48], "B": [0.5, 0.42, 0.58], "C": [0.5, 0.3, 0.7], "D": [-0.50, -0.52, -0.48],
+              "F": [0.2, -0.3, 0.4], "H": [0.2, -0.3, 0.4], "S": [0.2, -0.3, 0.4], "T": [0.2, -0.3, 0.4]}
+    regs = {"A": "l2", "B": "l1", "C": "l1", "D": "elastic", "F": "neg_tanh_sq", "H": "neg_tanh_abs_sq",
+            "S": "neg_tanh_abs_sq", "T": "neg_tanh_abs_sq"}
+    for s, v in enumerate(base):
+        write("w", "Z", s, v, "none", 0.0)
+        for g, d in shifts.items():   # T: F's function at another weight; S: at another batch size
+            write("w", g, s, v + d[s], regs[g], 1e-4 if g == "T" else 1e-5, 20 if g == "S" else 100)
+    runs = rep._runs(tmp_path / "w", "w", ["case"])
     text = rep.table(runs, "case", None, "Z", "top_eigenvalue", "data", None)
     head, *rows = text.splitlines()
     lines = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]] for line in rows[1:]}
-    # H repeats F (SAME_FUNCTION, same weight): stated and left out; T (other weight) counts: A, C, D, F, T
-    assert lines["H"][-1] == "same function as F: not counted" and lines["T"][-1] == "not separated"
-    assert head.rstrip(" |").endswith("after Holm's correction over 5")
-    # C: nominally higher (p just under 0.05), not after Holm (p > 0.05 / 5); A and D: p far below 0.05 / 5
-    p_c, p_a, p_d = p_value(shifts["C"]), p_value(shifts["A"]), p_value(shifts["D"])
-    assert 0.05 / 5 < p_c < 0.05 and max(p_a, p_d) < 0.05 / 5
-    assert lines["C"][-2:] == ["higher", "not separated"] and lines["A"][-2:] == ["higher", "higher"]
-    assert lines["D"][-2:] == ["lower", "lower"]
+    # H repeats F (SAME_FUNCTION, same weight, same config otherwise): named, left out; S and T count
+    assert lines["H"][-1] == "same function as F: not counted"
+    assert lines["S"][-1] == lines["T"][-1] == lines["F"][-1] == "not separated"
+    assert head.rstrip(" |").endswith("after Holm's correction over 7")   # A, B, C, D, F, S, T
+    # Holm's step-down: A and D first (p < 0.05 / 7), then B against 0.05 / 5, which Bonferroni's 0.05 / 7
+    # would not pass; then C against 0.05 / 4, which fails although C is nominally higher
+    p = {g: p_value(shifts[g]) for g in "ABCD"}
+    assert max(p["A"], p["D"]) < 0.05 / 7 < p["B"] < 0.05 / 5 < 0.05 / 4 < p["C"] < 0.05
+    assert lines["A"][-2:] == ["higher", "higher"] and lines["D"][-2:] == ["lower", "lower"]
+    assert lines["B"][-2:] == ["higher", "higher"] and lines["C"][-2:] == ["higher", "not separated"]
+    # the baseline's own twin: its difference is 0 by construction, named and not counted
+    text = rep.table(runs, "case", None, "H", "top_eigenvalue", "data", None)
+    f_row = next(line for line in text.splitlines() if line.startswith("| F |"))
+    assert f_row.rstrip(" |").endswith("same function as H: not counted")
+    assert "over 7" in text.splitlines()[0]   # A-D, S, T, Z
 
 
 def test_curvature_end_measures_once_after_the_last_epoch_and_bad_settings_are_named(data, tmp_path):

@@ -546,12 +546,15 @@ def test_update_ratio_findings_pair_each_case_with_tf1_adam(tmp_path):
             (d / "instruments.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             runs.append({"trial": 1, "case": case, "run": seed, "dir": d})
     text = "\n".join(update_ratio_findings(runs))
-    assert "| 4 dilated 4, dense product (Adam) / reference | 3 ± 0 | 3 ± 0 |" in text
-    assert "| 12 tf1.Adam (value) | 1.5 ± 6.4 | 3 ± 13 |" in text
-    assert "gradient norm ||g||" in text and "| 4 dilated 4, dense product (Adam) / reference | 9 ± 0 | 9 ± 0 |" in text
-    assert text.count("over n = 2 seeds") == 2
+    assert "| 4 dilated 4, dense product (Adam) / reference | 2 | 3 ± 0 | 3 ± 0 |" in text
+    assert "| 12 tf1.Adam (value) | 2 | 1.5 ± 6.4 | 3 ± 13 |" in text
+    assert "gradient norm ||g||" in text
+    assert "| 4 dilated 4, dense product (Adam) / reference | 2 | 9 ± 0 | 9 ± 0 |" in text
     one = update_ratio_findings([r for r in runs if r["run"] == 0])   # one seed: no interval, said so
-    assert "| 12 tf1.Adam (value) | 1 (one run, no interval) | 2 (one run, no interval) |" in "\n".join(one)
+    assert "| 12 tf1.Adam (value) | 1 | 1 (one run, no interval) | 2 (one run, no interval) |" in "\n".join(one)
+    # a case's seed without tf1.Adam's is not paired: n counts the pairs
+    text = "\n".join(update_ratio_findings([r for r in runs if not (r["case"] == 12 and r["run"] == 1)]))
+    assert "| 4 dilated 4, dense product (Adam) / reference | 1 | 3 (one run, no interval) |" in text
 
 
 def test_final_tables_give_n_per_cell_and_no_interval_for_one_run():

@@ -285,9 +285,10 @@ def final_tables(runs: list[dict], trials) -> list[str]:
         for r in runs:
             finals.setdefault((r["trial"], r["case"]), []).append(scale * r["metrics"][-1][key])
         counts = [len(v) for v in finals.values()]
-        usual = max(set(counts), key=counts.count)   # the n of most cells, named in the title
-        lines += ["", f"### Final {title}, mean ± 95% Student-t half-width over runs (n = {usual} runs per cell"
-                  + (", other n marked)" if len(set(counts)) > 1 else ")"), ""]
+        usual = max(set(counts), key=lambda k: (counts.count(k), k))   # the n of most cells, named in the title
+        lines += ["", f"### Final {title}, mean ± 95% Student-t half-width over runs (n = {usual} "
+                  f"run{'s' if usual != 1 else ''} per cell" + (", other n marked)" if len(set(counts)) > 1 else ")"),
+                  ""]
         rows = []
         for c in CASES:
             cells = []
@@ -377,18 +378,17 @@ def update_ratio_findings(runs) -> list[str]:
             if not ref:
                 continue
             layers = sorted(next(iter(ref.values())))
-            rows = [[f"{REFERENCE_CASE} {CASES[REFERENCE_CASE][0]} (value)"]
+            rows = [[f"{REFERENCE_CASE} {CASES[REFERENCE_CASE][0]} (value)", len(ref)]
                     + [_fmt_ci([ref[s][la] for s in ref], scale) for la in layers]]
             for case in sorted(c for t, c in by if t == trial and c != REFERENCE_CASE):
-                vals = by[(trial, case)]
-                rows.append([f"{case} {CASES[case][0]} / reference"]
-                            + [_fmt_ci([vals[s][la] / ref[s][la] for s in vals if s in ref], 1.0) for la in layers])
+                vals = {s: v for s, v in by[(trial, case)].items() if s in ref}   # paired: seeds run by both
+                if vals:
+                    rows.append([f"{case} {CASES[case][0]} / reference", len(vals)]
+                                + [_fmt_ci([vals[s][la] / ref[s][la] for s in vals], 1.0) for la in layers])
             unit = " x 1000" if scale != 1 else ""
-            seeds = sorted({len(ref)} | {len([s for s in by[(trial, c)] if s in ref]) for t, c in by if t == trial})
             out += [f"Trial {trial}: {what} per layer (the reference row{unit}; the others as multiples of the "
-                    "reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over "
-                    f"n = {'-'.join(map(str, seeds[::max(1, len(seeds) - 1)]))} seeds):",
-                    "", markdown_table(["case"] + layers, rows), ""]
+                    "reference, paired by seed; mean over the run's probes, mean ± 95% t half-width over the n "
+                    "seeds):", "", markdown_table(["case", "n"] + layers, rows), ""]
     return out
 
 
