@@ -76,6 +76,10 @@ def _assert_labelled(fig):
 def test_sweep_title_names_the_experiment_the_preset_and_the_scale():
     assert (sweep_title(_config("optimizers", "article-cpu"), "widths / 4, 3 runs per trial")
             == "optimizers, article-cpu: 4 epochs, CIFAR-10 (5000 / 8000 images), widths / 4, 3 runs per trial")
+    # the article's MNIST: the last 55,000 training images (5000 held out), every test image
+    cfg = {"experiment": "optimizers", "preset": "article-cpu", "epochs": 20,
+           "data": {"name": "mnist", "options": {"validation": 5000}, "train_limit": None, "test_limit": None}}
+    assert sweep_title(cfg) == "optimizers, article-cpu: 20 epochs, MNIST (all images less 5000 held out of training)"
 
 
 @pytest.mark.parametrize("seeds", [1, 3])
