@@ -39,15 +39,15 @@ def band_text(n: int, unit: str = "seeds") -> str:
 
 def data_text(cfg: dict) -> str:
     """The data a config trains on, as a title names it: "CIFAR-10 (5000 / 8000 images)", "MNIST (all images)",
-    "MNIST (all images less 5000 held out of training)" (``data.options.validation``)."""
+    "MNIST (all images less 5000 held out of training)", "MNIST (5000 / 2000 images, 5000 held out of training)"
+    (``data.options.validation``)."""
     d = cfg.get("data", {})
     name = DATASETS.get(d.get("name"), d.get("name", "?"))
     train, test = d.get("train_limit"), d.get("test_limit")
     held = (d.get("options") or {}).get("validation")
-    less = f" less {held} held out of training" if held else ""
     if train is None and test is None:
-        return f"{name} (all images{less})"
-    return f"{name} ({train or 'all'} / {test or 'all'} images{less})"
+        return f"{name} (all images{f' less {held} held out of training' if held else ''})"
+    return f"{name} ({train or 'all'} / {test or 'all'} images{f', {held} held out of training' if held else ''})"
 
 
 def sweep_title(cfg: dict, scale: str = "", epochs: int | str | None = None) -> str:

@@ -57,7 +57,8 @@ def _twins(sel, group: str) -> dict:
         by_group.setdefault(r["labels"][group], {})[_pair_key(r, group)] = r
     out = {}
     for g, runs in by_group.items():
-        if not all((r.get("config") or {}).get("regularizer", {}).get("name") in SAME_FUNCTION for r in runs.values()):
+        if not all(isinstance((r.get("config") or {}).get("regularizer"), dict)
+                   and r["config"]["regularizer"].get("name") in SAME_FUNCTION for r in runs.values()):
             continue
         for h, other in by_group.items():
             if h != g and set(runs) <= set(other) and all(
@@ -144,7 +145,7 @@ def table(runs, group: str, by: str | None, baseline: str | None, key: str, term
             out[i][-1] = "higher" if f is True else "lower" if f == "opposite" else "not separated"
     head = [*([by] if by else []), group, "n", f"{key} ({term}) mean ± sd", "95% t-interval",
             *([f"paired difference to {baseline} [95% t-interval]", "verdict (nominal 95%, uncorrected)",
-               f"after Holm's correction over {len(claims)}"] if baseline else [])]
+               f"after Holm's correction over this table's {len(claims)}"] if baseline else [])]
     return markdown_table(head, out)
 
 
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
             print(table(runs, args.group, args.by, args.baseline, key, args.term, epoch))
     hvps = sorted({r2["hvp"] for r in runs for r2 in r["rows"]})
     print(f"\n{len(runs)} runs; Hessian-vector products by {', '.join(hvps)}")
+    if args.baseline is not None and len(epochs) * 2 > 1:
+        print(f"Holm's correction is applied within each table; across the {len(epochs) * 2} tables none is applied.")
     return 0
 
 

@@ -322,7 +322,7 @@ def test_the_report_corrects_with_holm_and_counts_a_function_once(tmp_path):
     # H repeats F (SAME_FUNCTION, same weight, same config otherwise): named, left out; S and T count
     assert lines["H"][-1] == "same function as F: not counted"
     assert lines["S"][-1] == lines["T"][-1] == lines["F"][-1] == "not separated"
-    assert head.rstrip(" |").endswith("after Holm's correction over 7")   # A, B, C, D, F, S, T
+    assert head.rstrip(" |").endswith("after Holm's correction over this table's 7")   # A, B, C, D, F, S, T
     # Holm's step-down: A and D first (p < 0.05 / 7), then B against 0.05 / 5, which Bonferroni's 0.05 / 7
     # would not pass; then C against 0.05 / 4, which fails although C is nominally higher
     p = {g: p_value(shifts[g]) for g in "ABCD"}
@@ -333,7 +333,7 @@ def test_the_report_corrects_with_holm_and_counts_a_function_once(tmp_path):
     text = rep.table(runs, "case", None, "H", "top_eigenvalue", "data", None)
     f_row = next(line for line in text.splitlines() if line.startswith("| F |"))
     assert f_row.rstrip(" |").endswith("same function as H: not counted")
-    assert "over 7" in text.splitlines()[0]   # A-D, S, T, Z
+    assert "over this table's 7" in text.splitlines()[0]   # A-D, S, T, Z
 
 
 def test_curvature_end_measures_once_after_the_last_epoch_and_bad_settings_are_named(data, tmp_path):

@@ -80,6 +80,8 @@ def test_sweep_title_names_the_experiment_the_preset_and_the_scale():
     cfg = {"experiment": "optimizers", "preset": "article-cpu", "epochs": 20,
            "data": {"name": "mnist", "options": {"validation": 5000}, "train_limit": None, "test_limit": None}}
     assert sweep_title(cfg) == "optimizers, article-cpu: 20 epochs, MNIST (all images less 5000 held out of training)"
+    cfg["data"].update(train_limit=5000, test_limit=2000)
+    assert sweep_title(cfg).endswith(": 20 epochs, MNIST (5000 / 2000 images, 5000 held out of training)")
 
 
 @pytest.mark.parametrize("seeds", [1, 3])
