@@ -4,7 +4,8 @@ group of runs (a label of the run names), the top eigenvalue and the trace of th
 epoch, as mean, sd, n and the Student-t 95% interval; and against a baseline group, the differences paired
 by seed, with the verdict "higher" / "lower" only where the interval excludes 0, uncorrected and again after
 Holm's correction over the table's comparisons. A group whose regularizer is the same function as another
-group's (``SAME_FUNCTION``, the same weight) repeats that group's numbers: its row says so and it is left out
+group's (``SAME_FUNCTION``, the same weight, the config otherwise equal) repeats that group's numbers:
+its row says so and it is left out
 of the correction's family, so each function is counted once.
 
     python scripts/curvature_report.py SWEEP_DIR --axes bn,case --group case --by bn --baseline Z
